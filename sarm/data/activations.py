@@ -1,0 +1,196 @@
+"""Reading the activation cache: token batches for SAE training, pair batches for SARM training."""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+
+import lightning as L
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+from sarm.data.cache import MANIFEST, PAIRS, SPLITS
+from sarm.errors import SarmInputError
+
+
+class ActivationCache:
+    """A complete cache directory written by ``sarm cache``."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        path = self.directory / MANIFEST
+        if not path.is_file():
+            raise SarmInputError(f"{path}: no activation cache here (run `sarm cache` first, or it was interrupted)")
+        self.manifest = json.loads(path.read_text())
+
+    @property
+    def hidden_size(self) -> int:
+        return self.manifest["hidden_size"]
+
+    @cached_property
+    def pairs(self) -> list[dict]:
+        with open(self.directory / PAIRS) as f:
+            return [json.loads(line) for line in f]
+
+    def pair_indices(self, split: str) -> torch.Tensor:
+        if split == "all":
+            return torch.arange(len(self.pairs))
+        if split not in SPLITS:
+            raise SarmInputError(f"split '{split}': expected one of {SPLITS + ('all',)}")
+        return torch.tensor([p["index"] for p in self.pairs if p["split"] == split], dtype=torch.long)
+
+    def pair_split_mask(self, split: str) -> torch.Tensor:
+        mask = torch.zeros(self.manifest["num_pairs"], dtype=torch.bool)
+        mask[self.pair_indices(split)] = True
+        return mask
+
+    def shard_paths(self) -> list[Path]:
+        return [self.directory / s["file"] for s in self.manifest["shards"]]
+
+    def load_shard(self, path: Path) -> dict[str, torch.Tensor]:
+        return load_file(path)
+
+    def last_token_activations(self) -> torch.Tensor:
+        """``[num_sequences, d]`` last-token activations, row = sequence id. Reads only those tensors."""
+        out = torch.empty(self.manifest["num_sequences"], self.hidden_size, dtype=getattr(torch, self.manifest["dtype"]))
+        for path in self.shard_paths():
+            with safe_open(path, framework="pt") as f:
+                out[f.get_tensor("seq")] = f.get_tensor("last")
+        return out
+
+
+class TokenStream(IterableDataset):
+    """Shuffled batches of token activations from one split, streamed shard by shard.
+
+    Each pass visits the shards in a new random order and shuffles within a buffer of
+    ``buffer_shards`` shards, so memory stays at a few shards whatever the cache's size.
+    """
+
+    def __init__(self, cache: ActivationCache, split: str, batch_size: int, shuffle: bool, buffer_shards: int, seed: int):
+        self.cache, self.batch_size, self.shuffle, self.buffer_shards, self.seed = (
+            cache, batch_size, shuffle, buffer_shards, seed)
+        self.in_split = cache.pair_split_mask(split)
+        self.epoch = 0
+
+    def _shard_tokens(self, path: Path) -> torch.Tensor:
+        shard = self.cache.load_shard(path)
+        return shard["tokens"][self.in_split[shard["token_seq"] // 2]]
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        self.epoch += 1
+        paths = self.cache.shard_paths()
+        if self.shuffle:
+            paths = [paths[i] for i in torch.randperm(len(paths), generator=generator)]
+        leftover = None
+        for start in range(0, len(paths), self.buffer_shards):
+            parts = [self._shard_tokens(p) for p in paths[start : start + self.buffer_shards]]
+            buffer = torch.cat(([leftover] if leftover is not None else []) + parts)
+            if self.shuffle:
+                buffer = buffer[torch.randperm(len(buffer), generator=generator)]
+            full = len(buffer) - len(buffer) % self.batch_size
+            yield from buffer[:full].split(self.batch_size)
+            leftover = buffer[full:]
+        if leftover is not None and len(leftover):
+            yield leftover
+
+
+class TokenActivationDataModule(L.LightningDataModule):
+    """Token activations from an activation cache, for SAE training.
+
+    Args:
+        cache_dir: a directory written by ``sarm cache``.
+        batch_size: tokens per batch.
+        buffer_shards: shards shuffled together (more = better mixing, more memory).
+        seed: shuffling seed.
+    """
+
+    def __init__(self, cache_dir: str, batch_size: int = 4096, buffer_shards: int = 4, seed: int = 0):
+        super().__init__()
+        self.cache_dir, self.batch_size, self.buffer_shards, self.seed = cache_dir, batch_size, buffer_shards, seed
+
+    @cached_property
+    def cache(self) -> ActivationCache:
+        return ActivationCache(self.cache_dir)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.cache.hidden_size
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        stream = TokenStream(self.cache, split, self.batch_size, shuffle, self.buffer_shards, self.seed)
+        return DataLoader(stream, batch_size=None)
+
+    def train_dataloader(self):
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self):
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self):
+        return self._loader("test", shuffle=False)
+
+
+class CachedPairs(Dataset):
+    """(chosen, rejected) last-token activations of the pairs of one split."""
+
+    def __init__(self, cache: ActivationCache, last: torch.Tensor, split: str):
+        self.indices = cache.pair_indices(split)
+        self.last = last
+        self.margins = torch.tensor([p["margin"] or 0.0 for p in cache.pairs], dtype=torch.float32)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict:
+        pair = int(self.indices[i])
+        return {
+            "chosen": self.last[2 * pair].float(),
+            "rejected": self.last[2 * pair + 1].float(),
+            "margin": self.margins[pair],
+            "pair": pair,
+        }
+
+
+class PairActivationDataModule(L.LightningDataModule):
+    """Cached last-token activations of chosen/rejected pairs, for SARM's head-only mode.
+
+    Args:
+        cache_dir: a directory written by ``sarm cache``.
+        batch_size: pairs per batch.
+        predict_split: the split ``predict`` (and ``sarm attribute``) runs on: train, val, test or all.
+    """
+
+    def __init__(self, cache_dir: str, batch_size: int = 64, predict_split: str = "test"):
+        super().__init__()
+        self.cache_dir, self.batch_size, self.predict_split = cache_dir, batch_size, predict_split
+
+    @cached_property
+    def cache(self) -> ActivationCache:
+        return ActivationCache(self.cache_dir)
+
+    @cached_property
+    def last(self) -> torch.Tensor:
+        return self.cache.last_token_activations()
+
+    @property
+    def hidden_size(self) -> int:
+        return self.cache.hidden_size
+
+    def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
+        return DataLoader(CachedPairs(self.cache, self.last, split), batch_size=self.batch_size, shuffle=shuffle)
+
+    def train_dataloader(self):
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self):
+        return self._loader("val")
+
+    def test_dataloader(self):
+        return self._loader("test")
+
+    def predict_dataloader(self):
+        return self._loader(self.predict_split)

@@ -1,0 +1,270 @@
+"""The activation cache: hidden states of the truncated backbone, written once, read many times.
+
+``sarm cache`` runs the backbone over a preference dataset (both sides of every pair) with
+Lightning's predict loop and writes, per sequence, the activations of its response tokens (or of
+all its tokens) and of its last token, into safetensors shards of bounded size:
+
+    <dir>/pairs.jsonl           one line per pair: index, split, prompt_id, margin, texts, meta
+    <dir>/shard-r0-00000.safetensors
+        tokens    [n_tok, d]    token activations (dtype from the settings)
+        token_seq [n_tok]       sequence id of each token (= 2·pair + 0 for chosen, 1 for rejected)
+        token_pos [n_tok]       its position in the (possibly left-truncated) sequence
+        last      [n_seq, d]    the last token's activation, where the reward head reads
+        seq       [n_seq]       sequence ids of those rows
+    <dir>/manifest.json         written last: settings, fingerprint, counts, shard list
+
+A directory is trusted only when its manifest exists and its fingerprint (data + settings) matches;
+re-running with the same inputs reuses it. Memory stays bounded by one shard plus one batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+from torch.utils.data import DataLoader, Dataset
+
+from sarm.backbone import DEFAULT_BACKBONE, TruncatedBackbone, cache_root, load_tokenizer
+from sarm.data.preference import PreferencePair, data_fingerprint, load_preferences, split_by_prompt
+from sarm.data.render import render_response
+from sarm.errors import SarmInputError
+from sarm.io import save_tensors, write_json, write_text
+
+MANIFEST = "manifest.json"
+PAIRS = "pairs.jsonl"
+SPLITS = ("train", "val", "test")
+FORMAT_VERSION = 1
+
+
+@dataclass
+class CacheSettings:
+    """Everything that decides what the cache holds (hashed into its fingerprint).
+
+    Args:
+        data: a preference file (.jsonl/.json/.parquet/.csv), ``builtin:planted``, or a hub dataset name.
+        num_pairs: pairs to generate, for ``builtin:planted``.
+        seed: generator seed, for ``builtin:planted``.
+        model: backbone (``embedded:SmolLM2-135M-Instruct``, a .gguf file, a local dir or a hub id).
+        layer: read the residual stream after this many decoder layers (default: half the depth).
+        max_length: longer sequences are truncated from the left, so the response's end survives.
+        tokens: which token activations to keep: the final response's tokens, or all tokens.
+        dtype: storage dtype of the activations.
+        split_fractions: train/val/test fractions, assigned by prompt.
+        split_seed: seed of the split.
+    """
+
+    data: str = "builtin:planted"
+    num_pairs: int = 2000
+    seed: int = 0
+    model: str = DEFAULT_BACKBONE
+    layer: int | None = None
+    max_length: int = 512
+    tokens: Literal["response", "all"] = "response"
+    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    split_seed: int = 0
+
+    def fingerprint(self) -> str:
+        payload = asdict(self) | {
+            "data": data_fingerprint(self.data, num_pairs=self.num_pairs, seed=self.seed),
+            "format": FORMAT_VERSION,
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=list).encode()).hexdigest()
+
+
+class RenderedSequences(Dataset):
+    """Both sides of every pair, rendered lazily (token ids are never all held at once).
+
+    Sequences are visited longest-first (by a character-length proxy) so batches carry little padding.
+    """
+
+    def __init__(self, pairs: list[PreferencePair], tokenizer, max_length: int):
+        self.pairs, self.tokenizer, self.max_length = pairs, tokenizer, max_length
+
+        def approx_len(seq: int) -> int:
+            pair = self.pairs[seq // 2]
+            response = pair.chosen if seq % 2 == 0 else pair.rejected
+            return sum(len(m["content"]) for m in pair.prompt) + len(response)
+
+        self.order = sorted(range(2 * len(pairs)), key=approx_len, reverse=True)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, i: int) -> dict:
+        seq = self.order[i]
+        pair = self.pairs[seq // 2]
+        rendered = render_response(
+            self.tokenizer, pair.prompt, pair.chosen if seq % 2 == 0 else pair.rejected, self.max_length
+        )
+        return {"input_ids": rendered.input_ids, "response_start": rendered.response_start, "seq": seq}
+
+
+def collate_right_padded(items: list[dict], pad_id: int) -> dict:
+    """Right padding keeps every response's token positions as rendered; the mask hides the pad."""
+    length = max(len(it["input_ids"]) for it in items)
+    ids = torch.full((len(items), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(items), length), dtype=torch.long)
+    for row, it in enumerate(items):
+        ids[row, : len(it["input_ids"])] = torch.tensor(it["input_ids"])
+        mask[row, : len(it["input_ids"])] = 1
+    return {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "length": mask.sum(1),
+        "response_start": torch.tensor([it["response_start"] for it in items]),
+        "seq": torch.tensor([it["seq"] for it in items]),
+    }
+
+
+class BackboneEncoder(L.LightningModule):
+    """Predict-only module: a batch of sequences → their cached activations (on CPU)."""
+
+    def __init__(self, backbone: TruncatedBackbone, tokens: str, dtype: torch.dtype):
+        super().__init__()
+        self.backbone, self.tokens, self.store_dtype = backbone, tokens, dtype
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        hidden = self.backbone(batch["input_ids"], batch["attention_mask"])
+        ends = batch["length"] - 1
+        starts = batch["response_start"] if self.tokens == "response" else torch.zeros_like(ends)
+        positions = torch.arange(hidden.shape[1], device=hidden.device)
+        keep = (positions[None] >= starts[:, None]) & (positions[None] <= ends[:, None])
+        rows, cols = keep.nonzero(as_tuple=True)
+        return {
+            "tokens": hidden[rows, cols].to(self.store_dtype).cpu(),
+            "token_seq": batch["seq"][rows].cpu(),
+            "token_pos": cols.to(torch.int32).cpu(),
+            "last": hidden[torch.arange(hidden.shape[0], device=hidden.device), ends].to(self.store_dtype).cpu(),
+            "seq": batch["seq"].cpu(),
+        }
+
+
+class ShardWriter(BasePredictionWriter):
+    """Buffers predicted activations and writes a shard whenever ``shard_tokens`` are buffered."""
+
+    def __init__(self, directory: Path, shard_tokens: int):
+        super().__init__(write_interval="batch")
+        self.directory, self.shard_tokens = directory, shard_tokens
+        self.buffer: list[dict] = []
+        self.buffered = 0
+        self.shards: list[dict] = []
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
+        self.buffer.append(prediction)
+        self.buffered += prediction["tokens"].shape[0]
+        if self.buffered >= self.shard_tokens:
+            self.flush(trainer.global_rank)
+
+    def on_predict_end(self, trainer, pl_module):
+        self.flush(trainer.global_rank)
+
+    def flush(self, rank: int) -> None:
+        if not self.buffer:
+            return
+        shard = {key: torch.cat([b[key] for b in self.buffer]) for key in self.buffer[0]}
+        name = f"shard-r{rank}-{len(self.shards):05d}.safetensors"
+        save_tensors(self.directory / name, shard)
+        self.shards.append({"file": name, "num_tokens": len(shard["tokens"]), "num_sequences": len(shard["seq"])})
+        self.buffer, self.buffered = [], 0
+
+
+def _pair_record(index: int, split: str, pair: PreferencePair) -> dict:
+    return {
+        "index": index,
+        "split": split,
+        "prompt_id": pair.prompt_id,
+        "margin": pair.margin,
+        "origin": pair.origin,
+        "prompt": pair.prompt,
+        "chosen": pair.chosen,
+        "rejected": pair.rejected,
+        "meta": pair.meta,
+    }
+
+
+def cache_activations(
+    settings: CacheSettings,
+    output: str | None = None,
+    batch_size: int = 16,
+    shard_tokens: int = 65536,
+    accelerator: str = "auto",
+    trust_remote_code: bool = False,
+) -> Path:
+    """Write (or reuse) the activation cache for ``settings``; returns its directory.
+
+    Args:
+        settings: what to cache (see ``CacheSettings``).
+        output: cache directory; default ``$SARM_CACHE/activations/<fingerprint>``.
+        batch_size: sequences per forward pass.
+        shard_tokens: token activations per shard file (bounds memory while writing and reading).
+        accelerator: Lightning accelerator for the forward passes.
+        trust_remote_code: let a hub model run its own code.
+    """
+    fingerprint = settings.fingerprint()
+    directory = Path(output) if output else cache_root() / "activations" / fingerprint[:16]
+    manifest_path = directory / MANIFEST
+    if manifest_path.is_file():
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("fingerprint") == fingerprint:
+            print(f"sarm: reusing activation cache {directory} ({manifest['num_tokens']:,} tokens)", flush=True)
+            return directory
+        raise SarmInputError(
+            f"{manifest_path}: holds a cache of other data or settings "
+            f"(model {manifest['settings']['model']!r}, layer {manifest['layer']}); "
+            "choose another output directory or delete this one"
+        )
+    if directory.exists():  # no manifest: an interrupted run; nothing in it was ever trusted
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+
+    pairs = load_preferences(settings.data, num_pairs=settings.num_pairs, seed=settings.seed)
+    splits = split_by_prompt(pairs, settings.split_fractions, settings.split_seed)
+    split_of = {id(p): name for name, members in splits.items() for p in members}
+    write_text(
+        directory / PAIRS,
+        "".join(json.dumps(_pair_record(i, split_of[id(p)], p)) + "\n" for i, p in enumerate(pairs)),
+    )
+
+    tokenizer = load_tokenizer(settings.model, trust_remote_code)
+    backbone = TruncatedBackbone(settings.model, settings.layer, trust_remote_code=trust_remote_code)
+    dataset = RenderedSequences(pairs, tokenizer, settings.max_length)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, collate_fn=partial(collate_right_padded, pad_id=tokenizer.pad_token_id)
+    )
+    writer = ShardWriter(directory, shard_tokens)
+    trainer = L.Trainer(
+        accelerator=accelerator, devices=1, callbacks=[writer], logger=False, enable_model_summary=False
+    )
+    encoder = BackboneEncoder(backbone, settings.tokens, getattr(torch, settings.dtype))
+    trainer.predict(encoder, loader, return_predictions=False)
+
+    manifest = {
+        "version": FORMAT_VERSION,
+        "fingerprint": fingerprint,
+        "settings": asdict(settings),
+        "model": settings.model,
+        "layer": backbone.layer,
+        "hidden_size": backbone.hidden_size,
+        "dtype": settings.dtype,
+        "num_pairs": len(pairs),
+        "num_sequences": 2 * len(pairs),
+        "num_tokens": sum(s["num_tokens"] for s in writer.shards),
+        "split_pairs": {name: len(members) for name, members in splits.items()},
+        "shards": writer.shards,
+    }
+    write_json(manifest_path, manifest)  # last: its presence marks the cache complete
+    print(
+        f"sarm: cached {manifest['num_tokens']:,} token activations of {len(pairs):,} pairs "
+        f"({settings.model}, layer {backbone.layer}) in {directory}",
+        flush=True,
+    )
+    return directory

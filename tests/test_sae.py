@@ -1,0 +1,98 @@
+"""TopK SAE: sparsity, exact sparse decoding, decoder geometry, persistence."""
+
+import json
+
+import pytest
+import torch
+
+from sarm.errors import SarmInputError
+from sarm.sae import TopKSAE, load_sae, save_sae, standardize
+from sarm.sae.module import geometric_median
+
+
+@pytest.fixture
+def sae():
+    torch.manual_seed(0)
+    model = TopKSAE(d_in=16, n_latents=64, k=4)
+    with torch.no_grad():
+        model.b_enc.normal_()  # non-trivial biases so tests see them
+        model.b_dec.normal_()
+    return model
+
+
+def test_standardize_is_per_token_and_affine_invariant():
+    x = torch.randn(5, 32) * 7 + 3
+    z = standardize(x)
+    torch.testing.assert_close(z.mean(-1), torch.zeros(5), atol=1e-5, rtol=0)
+    torch.testing.assert_close(z.std(-1, unbiased=False), torch.ones(5), atol=1e-4, rtol=0)
+    torch.testing.assert_close(standardize(2.5 * x - 11), z, atol=1e-4, rtol=1e-4)
+
+
+def test_encode_keeps_exactly_the_top_k_pre_activations(sae):
+    x = torch.randn(8, 16)
+    z = sae.encode(x)
+    pre = sae.pre_activations(sae.preprocess(x))
+    assert ((z != 0).sum(-1) <= sae.k).all()
+    for row in range(8):
+        top = pre[row].topk(sae.k).indices
+        expected = torch.zeros(64)
+        expected[top] = pre[row, top].clamp_min(0)
+        torch.testing.assert_close(z[row], expected)
+
+
+def test_sparse_decode_equals_dense_decode(sae):
+    x = torch.randn(3, 7, 16)  # any leading shape
+    out = sae(x)
+    z = sae.encode(x)
+    torch.testing.assert_close(out.x_hat, z @ sae.W_dec + sae.b_dec, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.x, standardize(x))
+
+
+def test_decoder_rows_start_at_unit_norm_and_encoder_is_their_transpose():
+    sae = TopKSAE(16, 64, 4)
+    torch.testing.assert_close(sae.W_dec.norm(dim=1), torch.ones(64))
+    torch.testing.assert_close(sae.W_enc, sae.W_dec.T)
+
+
+def test_parallel_gradient_removal_keeps_rows_on_the_sphere(sae):
+    x = torch.randn(32, 16)
+    out = sae(x)
+    (out.x - out.x_hat).pow(2).sum().backward()
+    sae.remove_parallel_decoder_grad()
+    parallel = (sae.W_dec.grad * sae.W_dec).sum(1)
+    assert (parallel.abs() <= 1e-5 * sae.W_dec.grad.norm(dim=1) + 1e-6).all()
+    # A step of length 1e-3 along the projected gradient changes row norms only to second order (~1e-6).
+    with torch.no_grad():
+        sae.W_dec -= 1e-3 * sae.W_dec.grad / sae.W_dec.grad.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    assert (sae.W_dec.norm(dim=1) - 1).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("k", [0, 65])
+def test_k_outside_range_is_rejected(k):
+    with pytest.raises(ValueError, match="k ="):
+        TopKSAE(16, 64, k)
+
+
+def test_save_load_round_trip_in_saelens_layout(sae, tmp_path):
+    save_sae(sae, tmp_path / "sae", extra={"hook_layer": 3})
+    cfg = json.loads((tmp_path / "sae" / "cfg.json").read_text())
+    assert cfg["architecture"] == "topk" and cfg["d_in"] == 16 and cfg["d_sae"] == 64 and cfg["k"] == 4
+    assert (tmp_path / "sae" / "sae_weights.safetensors").is_file()
+    loaded = load_sae(tmp_path / "sae")
+    x = torch.randn(4, 16)
+    torch.testing.assert_close(loaded(x).x_hat, sae(x).x_hat)
+    assert loaded.W_enc.shape == (16, 64)  # SAELens orientation
+
+
+def test_loading_a_directory_without_sae_is_a_clear_error(tmp_path):
+    with pytest.raises(SarmInputError, match="cfg.json"):
+        load_sae(tmp_path)
+
+
+def test_geometric_median_resists_outliers():
+    torch.manual_seed(0)
+    cluster = torch.randn(99, 4) * 0.1
+    points = torch.cat([cluster, torch.full((1, 4), 1000.0)])
+    median = geometric_median(points)
+    assert median.norm() < 0.2
+    assert points.mean(0).norm() > 10
