@@ -116,6 +116,7 @@ class TruncatedBackbone(nn.Module):
     ):
         super().__init__()
         from transformers import AutoConfig, AutoModel
+        from transformers.utils import logging as transformers_logging
 
         self.model_name = model
         path = resolve_model(model)
@@ -126,9 +127,18 @@ class TruncatedBackbone(nn.Module):
             raise SarmInputError(f"backbone.layer = {layer}: '{model}' has decoder layers 1..{depth}")
         self.layer, self.depth = layer, depth
         truncate_config(config, layer)
-        self.model = AutoModel.from_pretrained(
-            path, config=config, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
-        )
+        # The layers past L are in the checkpoint but not in the model: transformers would list
+        # each as "unexpected"; that is the point of truncating, so keep its logger quiet here.
+        verbosity = transformers_logging.get_verbosity()
+        transformers_logging.set_verbosity_error()
+        transformers_logging.disable_progress_bar()
+        try:
+            self.model = AutoModel.from_pretrained(
+                path, config=config, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
+            )
+        finally:
+            transformers_logging.set_verbosity(verbosity)
+            transformers_logging.enable_progress_bar()
         self.hidden_size = config.hidden_size
         self._drop_final_norm()
         self.model.eval()

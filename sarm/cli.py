@@ -26,7 +26,7 @@ USAGE = "usage: sarm {" + ",".join([*LIGHTNING, *OWN]) + "} [--config CONFIG.yam
 ) + "\n\n`sarm SUBCOMMAND --help` lists a subcommand's options; `--print_config` prints its full config.\n"
 
 
-def lightning_cli(args: list[str]) -> None:
+def lightning_cli(args: list[str] | None) -> None:
     from lightning.pytorch.cli import LightningCLI
 
     LightningCLI(
@@ -66,6 +66,7 @@ def attribute_cli(args: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from_command_line = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE, end="")
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
         elif command == "attribute":
             attribute_cli(args)
         elif command in LIGHTNING:
-            lightning_cli(argv)
+            lightning_cli(None if from_command_line else argv)
         else:
             print(USAGE, end="", file=sys.stderr)
             print(f"sarm: error: unknown subcommand '{command}'", file=sys.stderr)

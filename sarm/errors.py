@@ -14,7 +14,7 @@ class SarmInputError(Exception):
 class PreferenceDataError(SarmInputError):
     """A preference-data row that cannot be read; names the file, the line (or row) and the field."""
 
-    def __init__(self, path: str, line: int | None, field: str | None, reason: str):
+    def __init__(self, path: str, line: int | str | None, field: str | None, reason: str):
         self.path, self.line, self.field, self.reason = str(path), line, field, reason
         where = self.path if line is None else f"{self.path}:{line}"
         what = f"field '{field}': {reason}" if field else reason

@@ -67,13 +67,32 @@ class TokenStream(IterableDataset):
 
     Each pass visits the shards in a new random order and shuffles within a buffer of
     ``buffer_shards`` shards, so memory stays at a few shards whatever the cache's size.
+    With ``sequence_fraction`` > 0, that share of each batch is drawn from the split's last-token
+    activations instead: the reward head reads only those, and they are rare among token
+    activations (the SARM paper's "sequence-level" SAE training).
     """
 
-    def __init__(self, cache: ActivationCache, split: str, batch_size: int, shuffle: bool, buffer_shards: int, seed: int):
+    def __init__(self, cache: ActivationCache, split: str, batch_size: int, shuffle: bool, buffer_shards: int,
+                 seed: int, sequence_fraction: float = 0.0):
         self.cache, self.batch_size, self.shuffle, self.buffer_shards, self.seed = (
             cache, batch_size, shuffle, buffer_shards, seed)
+        self.sequence_rows = int(round(batch_size * sequence_fraction))
+        if self.sequence_rows:
+            pairs = cache.pair_indices(split)
+            self.last = cache.last_token_activations()[torch.cat([2 * pairs, 2 * pairs + 1])]
         self.in_split = cache.pair_split_mask(split)
+        self.num_tokens = sum(s["split_tokens"][split] for s in cache.manifest["shards"])
         self.epoch = 0
+
+    def __len__(self) -> int:
+        """Batches per pass (a partial batch is carried over to the next buffer, never dropped)."""
+        return -(-self.num_tokens // self.batch_size)
+
+    def _mix_in_sequences(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        if not self.sequence_rows:
+            return batch
+        rows = torch.randint(0, len(self.last), (self.sequence_rows,), generator=generator)
+        return torch.cat([batch[self.sequence_rows :], self.last[rows]])
 
     def _shard_tokens(self, path: Path) -> torch.Tensor:
         shard = self.cache.load_shard(path)
@@ -92,7 +111,8 @@ class TokenStream(IterableDataset):
             if self.shuffle:
                 buffer = buffer[torch.randperm(len(buffer), generator=generator)]
             full = len(buffer) - len(buffer) % self.batch_size
-            yield from buffer[:full].split(self.batch_size)
+            for batch in buffer[:full].split(self.batch_size):
+                yield self._mix_in_sequences(batch, generator)
             leftover = buffer[full:]
         if leftover is not None and len(leftover):
             yield leftover
@@ -106,11 +126,17 @@ class TokenActivationDataModule(L.LightningDataModule):
         batch_size: tokens per batch.
         buffer_shards: shards shuffled together (more = better mixing, more memory).
         seed: shuffling seed.
+        sequence_fraction: share of each training batch drawn from last-token (sequence-level)
+            activations, where the reward head reads; validation stays on token activations.
     """
 
-    def __init__(self, cache_dir: str, batch_size: int = 4096, buffer_shards: int = 4, seed: int = 0):
+    def __init__(self, cache_dir: str, batch_size: int = 4096, buffer_shards: int = 4, seed: int = 0,
+                 sequence_fraction: float = 0.0):
         super().__init__()
+        if not 0.0 <= sequence_fraction < 1.0:
+            raise SarmInputError(f"data.sequence_fraction = {sequence_fraction}: expected a value in [0, 1)")
         self.cache_dir, self.batch_size, self.buffer_shards, self.seed = cache_dir, batch_size, buffer_shards, seed
+        self.sequence_fraction = sequence_fraction
 
     @cached_property
     def cache(self) -> ActivationCache:
@@ -120,12 +146,13 @@ class TokenActivationDataModule(L.LightningDataModule):
     def hidden_size(self) -> int:
         return self.cache.hidden_size
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        stream = TokenStream(self.cache, split, self.batch_size, shuffle, self.buffer_shards, self.seed)
+    def _loader(self, split: str, shuffle: bool, sequence_fraction: float = 0.0) -> DataLoader:
+        stream = TokenStream(self.cache, split, self.batch_size, shuffle, self.buffer_shards, self.seed,
+                             sequence_fraction)
         return DataLoader(stream, batch_size=None)
 
     def train_dataloader(self):
-        return self._loader("train", shuffle=True)
+        return self._loader("train", shuffle=True, sequence_fraction=self.sequence_fraction)
 
     def val_dataloader(self):
         return self._loader("val", shuffle=False)

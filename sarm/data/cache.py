@@ -41,7 +41,7 @@ from sarm.io import save_tensors, write_json, write_text
 MANIFEST = "manifest.json"
 PAIRS = "pairs.jsonl"
 SPLITS = ("train", "val", "test")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 @dataclass
@@ -151,9 +151,9 @@ class BackboneEncoder(L.LightningModule):
 class ShardWriter(BasePredictionWriter):
     """Buffers predicted activations and writes a shard whenever ``shard_tokens`` are buffered."""
 
-    def __init__(self, directory: Path, shard_tokens: int):
+    def __init__(self, directory: Path, shard_tokens: int, pair_splits: list[str]):
         super().__init__(write_interval="batch")
-        self.directory, self.shard_tokens = directory, shard_tokens
+        self.directory, self.shard_tokens, self.pair_splits = directory, shard_tokens, pair_splits
         self.buffer: list[dict] = []
         self.buffered = 0
         self.shards: list[dict] = []
@@ -173,7 +173,12 @@ class ShardWriter(BasePredictionWriter):
         shard = {key: torch.cat([b[key] for b in self.buffer]) for key in self.buffer[0]}
         name = f"shard-r{rank}-{len(self.shards):05d}.safetensors"
         save_tensors(self.directory / name, shard)
-        self.shards.append({"file": name, "num_tokens": len(shard["tokens"]), "num_sequences": len(shard["seq"])})
+        # Per-split token counts let readers know their epoch length without opening the shards.
+        split_tokens = {name: 0 for name in SPLITS}
+        for pair, count in zip(*(shard["token_seq"] // 2).unique(return_counts=True)):
+            split_tokens[self.pair_splits[pair]] += int(count)
+        self.shards.append({"file": name, "num_tokens": len(shard["tokens"]), "num_sequences": len(shard["seq"]),
+                            "split_tokens": split_tokens})
         self.buffer, self.buffered = [], 0
 
 
@@ -189,6 +194,19 @@ def _pair_record(index: int, split: str, pair: PreferencePair) -> dict:
         "rejected": pair.rejected,
         "meta": pair.meta,
     }
+
+
+def _clear_interrupted(directory: Path) -> None:
+    """Remove what an interrupted run left (no manifest: never trusted); refuse to touch anything else."""
+    if not directory.exists():
+        return
+    ours = [p for p in directory.iterdir() if p.name == PAIRS or p.name.startswith(("shard-", "."))]
+    others = [p.name for p in directory.iterdir() if p not in ours]
+    if others:
+        raise SarmInputError(f"{directory}: exists and is not an activation cache (holds {others[:3]}); "
+                             "choose an empty or new output directory")
+    for path in ours:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def cache_activations(
@@ -222,12 +240,11 @@ def cache_activations(
             f"(model {manifest['settings']['model']!r}, layer {manifest['layer']}); "
             "choose another output directory or delete this one"
         )
-    if directory.exists():  # no manifest: an interrupted run; nothing in it was ever trusted
-        shutil.rmtree(directory)
-    directory.mkdir(parents=True)
-
+    # Read and validate all the data before touching the output directory.
     pairs = load_preferences(settings.data, num_pairs=settings.num_pairs, seed=settings.seed)
     splits = split_by_prompt(pairs, settings.split_fractions, settings.split_seed)
+    _clear_interrupted(directory)
+    directory.mkdir(parents=True, exist_ok=True)
     split_of = {id(p): name for name, members in splits.items() for p in members}
     write_text(
         directory / PAIRS,
@@ -240,7 +257,7 @@ def cache_activations(
     loader = DataLoader(
         dataset, batch_size=batch_size, collate_fn=partial(collate_right_padded, pad_id=tokenizer.pad_token_id)
     )
-    writer = ShardWriter(directory, shard_tokens)
+    writer = ShardWriter(directory, shard_tokens, [split_of[id(p)] for p in pairs])
     trainer = L.Trainer(
         accelerator=accelerator, devices=1, callbacks=[writer], logger=False, enable_model_summary=False
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import lightning as L
@@ -114,12 +115,14 @@ class SAEModule(L.LightningModule):
 
     def configure_optimizers(self):
         optimizer = torch.optim.Adam(self.sae.parameters(), lr=self.hparams.lr, betas=(0.9, 0.999))
-        total = max(1, self.trainer.estimated_stepping_batches)
-        warmup = min(self.hparams.warmup_steps, total // 2)
+        total = self.trainer.estimated_stepping_batches  # inf when the run is bounded by time only
+        warmup = self.hparams.warmup_steps if math.isinf(total) else min(self.hparams.warmup_steps, int(total) // 2)
 
         def schedule(step: int) -> float:
             if step < warmup:
                 return (step + 1) / warmup
+            if math.isinf(total):
+                return 1.0
             return max(0.0, (total - step) / max(1, total - warmup))
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)

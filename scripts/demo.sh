@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole SARM pipeline on the embedded SmolLM2-135M-Instruct and the built-in planted-attribute pairs:
+# cache hidden states -> train a TopK SAE -> train SARM's head on the frozen SAE -> test -> attribution.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$(date +%s)
+sarm cache --config configs/demo/cache.yaml
+sarm fit --config configs/demo/sae.yaml
+sarm fit --config configs/demo/sarm.yaml
+sarm test --config configs/demo/sarm.yaml --model.init_args.sae runs/demo/sarm/export
+sarm attribute --config configs/demo/attribute.yaml
+python scripts/demo_summary.py runs/demo
+echo "demo finished in $(( $(date +%s) - start )) s"

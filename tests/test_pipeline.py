@@ -1,0 +1,143 @@
+"""End to end through the `sarm` CLI on a tiny random model: cache → SAE → SARM → test → attribution."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from sarm.cli import main
+from sarm.data.activations import ActivationCache
+
+GOOD = ["thank you, here is the answer", "happy to help with that", "the capital is paris"]
+BAD = ["go away", "that is a stupid question", "I will not answer you"]
+
+
+def write_pairs(path: Path, n: int = 48) -> Path:
+    rows = []
+    for i in range(n):
+        rows.append({
+            "prompt": f"question {i % 16} about the fox",  # 3 pairs per prompt
+            "chosen": GOOD[i % 3] + f" number {i}",
+            "rejected": BAD[i % 3] + f" number {i}",
+        })
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, tiny_model_dir):
+    """Runs the pipeline once; the tests below check what it wrote."""
+    root = tmp_path_factory.mktemp("pipeline")
+    data = write_pairs(root / "pairs.jsonl")
+    cache = root / "cache"
+    common_cache = ["--data", str(data), "--model", tiny_model_dir, "--layer", "2", "--max_length", "48",
+                    "--split_fractions", "[0.5, 0.25, 0.25]", "--batch_size", "8", "--shard_tokens", "300"]
+    main(["cache", *common_cache, "--output", str(cache)])
+    trainer = ["--trainer.accelerator", "cpu", "--trainer.logger", "false", "--trainer.enable_checkpointing", "false",
+               "--trainer.enable_progress_bar", "false"]
+    main(["fit", "--model", "sarm.sae.SAEModule", "--model.n_latents", "64", "--model.k", "4",
+          "--model.export_dir", str(root / "sae"), "--data", "sarm.data.activations.TokenActivationDataModule",
+          "--data.cache_dir", str(cache), "--data.batch_size", "64", "--trainer.max_epochs", "3",
+          "--trainer.default_root_dir", str(root), *trainer])
+    main(["fit", "--model", "sarm.reward.SARM", "--model.sae", str(root / "sae"), "--model.lr", "0.05",
+          "--model.export_dir", str(root / "sarm"), "--data", "sarm.data.activations.PairActivationDataModule",
+          "--data.cache_dir", str(cache), "--data.batch_size", "8", "--trainer.max_epochs", "20",
+          "--trainer.default_root_dir", str(root), *trainer])
+    main(["attribute", "--sarm", str(root / "sarm"), "--data", str(data), "--cache_dir", str(cache),
+          "--split", "test", "--split_fractions", "[0.5, 0.25, 0.25]", "--output", str(root / "attribution")])
+    return {"root": root, "cache": cache, "data": data, "common_cache": common_cache}
+
+
+def test_cache_holds_every_response_token_and_one_last_token_per_sequence(run, tiny_model_dir):
+    cache = ActivationCache(run["cache"])
+    m = cache.manifest
+    assert m["num_pairs"] == 48 and m["num_sequences"] == 96 and m["hidden_size"] == 32 and m["layer"] == 2
+    assert len(m["shards"]) > 1  # shard_tokens=300 forces several shards
+    shards = [load_file(p) for p in cache.shard_paths()]
+    seqs = torch.cat([s["seq"] for s in shards])
+    assert sorted(seqs.tolist()) == list(range(96))  # each sequence exactly once, no gaps
+    token_seq = torch.cat([s["token_seq"] for s in shards])
+    assert len(token_seq) == m["num_tokens"]
+    assert set(token_seq.tolist()) == set(range(96))
+    # Every split keeps whole prompt groups.
+    by_prompt = {}
+    for pair in cache.pairs:
+        by_prompt.setdefault(pair["prompt_id"], set()).add(pair["split"])
+    assert all(len(splits) == 1 for splits in by_prompt.values())
+
+
+def test_cached_last_token_equals_a_fresh_backbone_pass(run, tiny_model_dir):
+    from sarm.backbone import TruncatedBackbone, load_tokenizer
+    from sarm.data.render import render_response
+
+    cache = ActivationCache(run["cache"])
+    pair = cache.pairs[5]
+    tokenizer = load_tokenizer(tiny_model_dir)
+    rendered = render_response(tokenizer, pair["prompt"], pair["rejected"], 48)
+    with torch.no_grad():
+        hidden = TruncatedBackbone(tiny_model_dir, layer=2)(torch.tensor([rendered.input_ids]))
+    last = cache.last_token_activations()[2 * 5 + 1].float()
+    torch.testing.assert_close(last, hidden[0, -1], atol=2e-2, rtol=2e-2)  # stored in bfloat16
+
+
+def test_rerunning_the_cache_reuses_it(run, capsys):
+    manifest = run["cache"] / "manifest.json"
+    before = manifest.stat().st_mtime_ns
+    main(["cache", *run["common_cache"], "--output", str(run["cache"])])
+    assert manifest.stat().st_mtime_ns == before
+    assert "reusing" in capsys.readouterr().out
+
+
+def test_sae_export_and_heldout_metrics(run):
+    root = run["root"]
+    cfg = json.loads((root / "sae" / "cfg.json").read_text())
+    assert cfg["d_in"] == 32 and cfg["d_sae"] == 64 and cfg["k"] == 4 and cfg["hook_layer"] == 2
+    metrics = json.loads((root / "sae" / "metrics.json").read_text())
+    assert 0 < metrics["val/fvu"] < 1 and 0 < metrics["val/l0"] <= 4
+
+
+def test_sarm_learns_the_toy_preference(run):
+    config = json.loads((run["root"] / "sarm" / "sarm.json").read_text())
+    assert config["backbone"]["layer"] == 2
+    assert config["metrics"]["val/accuracy"] >= 0.75
+
+
+def test_attribution_sums_to_the_rewards(run):
+    out = run["root"] / "attribution"
+    features = json.loads((out / "features.json").read_text())
+    pairs = (out / "pairs.csv").read_text().splitlines()[1:]
+    test_pairs = [p for p in ActivationCache(run["cache"]).pairs if p["split"] == "test"]
+    assert features["summary"]["pairs"] == len(pairs) == len(test_pairs)
+    margins = [float(line.split(",")[3]) for line in pairs]
+    total = sum(f["mean_margin_contribution"] for f in features["features"])
+    assert total == pytest.approx(sum(margins) / len(margins), rel=1e-5, abs=1e-6)
+    assert features["summary"]["mean_margin"] == pytest.approx(sum(margins) / len(margins), rel=1e-5, abs=1e-6)
+
+
+def test_print_config_prints_the_full_config(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "sarm.cli", "fit", "--config", "configs/demo/sarm.yaml",
+                          "--print_config"], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert out.returncode == 0, out.stderr
+    assert "class_path: sarm.reward.SARM" in out.stdout and "max_epochs: 40" in out.stdout
+    assert "cache_dir: runs/demo/cache" in out.stdout
+
+
+def test_help_lists_every_subcommand():
+    out = subprocess.run([sys.executable, "-m", "sarm.cli", "--help"], capture_output=True, text=True)
+    for command in ("fit", "validate", "test", "predict", "cache", "attribute"):
+        assert command in out.stdout
+
+
+def test_missing_field_fails_without_traceback(tmp_path, tiny_model_dir):
+    data = tmp_path / "bad.jsonl"
+    data.write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n' * 2 + '{"prompt": "a", "chosen": "b"}\n')
+    out = subprocess.run([sys.executable, "-m", "sarm.cli", "cache", "--data", str(data), "--model", tiny_model_dir,
+                          "--output", str(tmp_path / "cache")], capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr
+    assert f"{data}:3" in out.stderr and "rejected" in out.stderr
+    assert not (tmp_path / "cache" / "manifest.json").exists()
