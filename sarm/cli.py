@@ -8,6 +8,7 @@ beside them, with ``--config`` and ``--print_config`` too.
 from __future__ import annotations
 
 import sys
+import warnings
 
 from sarm.errors import SarmInputError
 
@@ -65,7 +66,19 @@ def attribute_cli(args: list[str]) -> None:
     attribute(**{k: v for k, v in vars(cfg).items() if k not in ("config", "__path__")})
 
 
+# Warnings about things sarm does on purpose: token streams know their length and run in the main
+# process; the frozen SAE stays in eval mode while the head trains.
+_EXPECTED_WARNINGS = (
+    r".*IterableDataset.*has `__len__` defined.*",
+    r".*module\(s\) in eval mode at the start of training.*",
+    r".*isinstance\(treespec, LeafSpec\).*",
+    r".*does not have many workers.*",
+)
+
+
 def main(argv: list[str] | None = None) -> None:
+    for pattern in _EXPECTED_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
     from_command_line = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):

@@ -111,7 +111,7 @@ class RewardAttribution(L.Callback):
         columns = self.sums.compute()  # on every rank: compute() syncs
         pairs = {k: m.compute() for k, m in self.pair_rows.items()}
         self.result = {k: v.cpu() for k, v in columns.items()}
-        top = columns["mean_margin_contribution"].abs().argsort(descending=True)[: self.top]
+        top = columns["mean_margin_contribution"].argsort(descending=True)[: self.top]
         if trainer.logger is not None and trainer.state.fn != "predict":
             pl_module.log_dict({f"attribution/feature_{int(i)}": columns["mean_margin_contribution"][i].float()
                                 for i in top}, rank_zero_only=True)
@@ -143,7 +143,7 @@ class RewardAttribution(L.Callback):
         write_json(self.output_dir / "summary.json", summary)
         print(f"\nsarm: attribution over {summary['pairs']} pairs: accuracy {summary['accuracy']:.4f}, "
               f"mean margin {summary['mean_margin']:.4f} -> {self.output_dir}")
-        ranked = sorted(rows, key=lambda r: abs(r["mean_margin_contribution"]), reverse=True)[: self.top]
+        ranked = rows[: self.top]  # largest mean contribution to the margin first
         print(f"{'feature':>8} {'margin contrib':>15} {'share':>7} {'weight':>9} {'freq c':>7} {'freq r':>7} {'agree':>6}")
         for r in ranked:
             print(f"{r['feature']:>8} {r['mean_margin_contribution']:>15.4f} {r['margin_share']:>7.1%} "
