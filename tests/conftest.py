@@ -88,3 +88,33 @@ def save_tiny_model(path, family: str = "llama", num_layers: int = 4, seed: int 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     return save_tiny_model(tmp_path_factory.mktemp("tiny-llama"), "llama")
+
+
+GOOD = ["thank you, here is the answer", "happy to help with that", "the capital is paris"]
+BAD = ["go away", "that is a stupid question", "I will not answer you"]
+
+
+def write_toy_pairs(path, n: int = 48):
+    """A JSONL preference file whose chosen side is polite and rejected side rude; 3 pairs per prompt."""
+    import json
+
+    rows = [
+        {"prompt": f"question {i % 16} about the fox", "chosen": GOOD[i % 3] + f" number {i}",
+         "rejected": BAD[i % 3] + f" number {i}"}
+        for i in range(n)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory, tiny_model_dir):
+    """An activation cache of 48 toy pairs through the tiny model, written by `sarm cache`."""
+    from sarm.cli import main
+
+    root = tmp_path_factory.mktemp("tiny-cache")
+    data = write_toy_pairs(root / "pairs.jsonl")
+    args = ["--data", str(data), "--model", tiny_model_dir, "--layer", "2", "--max_length", "48",
+            "--split_fractions", "[0.5, 0.25, 0.25]", "--batch_size", "8", "--shard_tokens", "300"]
+    main(["cache", *args, "--output", str(root / "cache")])
+    return {"cache": root / "cache", "data": data, "cache_args": args}

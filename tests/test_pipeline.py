@@ -12,31 +12,11 @@ from safetensors.torch import load_file
 from sarm.cli import main
 from sarm.data.activations import ActivationCache
 
-GOOD = ["thank you, here is the answer", "happy to help with that", "the capital is paris"]
-BAD = ["go away", "that is a stupid question", "I will not answer you"]
-
-
-def write_pairs(path: Path, n: int = 48) -> Path:
-    rows = []
-    for i in range(n):
-        rows.append({
-            "prompt": f"question {i % 16} about the fox",  # 3 pairs per prompt
-            "chosen": GOOD[i % 3] + f" number {i}",
-            "rejected": BAD[i % 3] + f" number {i}",
-        })
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, tiny_model_dir):
+def run(tmp_path_factory, tiny_cache):
     """Runs the pipeline once; the tests below check what it wrote."""
     root = tmp_path_factory.mktemp("pipeline")
-    data = write_pairs(root / "pairs.jsonl")
-    cache = root / "cache"
-    common_cache = ["--data", str(data), "--model", tiny_model_dir, "--layer", "2", "--max_length", "48",
-                    "--split_fractions", "[0.5, 0.25, 0.25]", "--batch_size", "8", "--shard_tokens", "300"]
-    main(["cache", *common_cache, "--output", str(cache)])
+    cache, data = tiny_cache["cache"], tiny_cache["data"]
     trainer = ["--trainer.accelerator", "cpu", "--trainer.logger", "false", "--trainer.enable_checkpointing", "false",
                "--trainer.enable_progress_bar", "false"]
     main(["fit", "--model", "sarm.sae.SAEModule", "--model.n_latents", "64", "--model.k", "4",
@@ -49,7 +29,7 @@ def run(tmp_path_factory, tiny_model_dir):
           "--trainer.default_root_dir", str(root), *trainer])
     main(["attribute", "--sarm", str(root / "sarm"), "--data", str(data), "--cache_dir", str(cache),
           "--split", "test", "--split_fractions", "[0.5, 0.25, 0.25]", "--output", str(root / "attribution")])
-    return {"root": root, "cache": cache, "data": data, "common_cache": common_cache}
+    return {"root": root, **tiny_cache}
 
 
 def test_cache_holds_every_response_token_and_one_last_token_per_sequence(run, tiny_model_dir):
@@ -87,7 +67,7 @@ def test_cached_last_token_equals_a_fresh_backbone_pass(run, tiny_model_dir):
 def test_rerunning_the_cache_reuses_it(run, capsys):
     manifest = run["cache"] / "manifest.json"
     before = manifest.stat().st_mtime_ns
-    main(["cache", *run["common_cache"], "--output", str(run["cache"])])
+    main(["cache", *run["cache_args"], "--output", str(run["cache"])])
     assert manifest.stat().st_mtime_ns == before
     assert "reusing" in capsys.readouterr().out
 

@@ -1,0 +1,72 @@
+"""Reading the cache: token streams cover their split exactly once per pass; pairs line up."""
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from sarm.data.activations import ActivationCache, PairActivationDataModule, TokenActivationDataModule, TokenStream
+from sarm.errors import SarmInputError
+
+
+def split_tokens(cache: ActivationCache, split: str) -> torch.Tensor:
+    mask = cache.pair_split_mask(split)
+    shards = [load_file(p) for p in cache.shard_paths()]
+    return torch.cat([s["tokens"][mask[s["token_seq"] // 2]] for s in shards]).float()
+
+
+def _sorted_rows(x: torch.Tensor) -> torch.Tensor:
+    # Order-free comparison: sort rows by a random projection.
+    key = x @ torch.linspace(-1, 1, x.shape[1])
+    return x[key.argsort()]
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_a_pass_yields_each_token_of_the_split_exactly_once(tiny_cache, shuffle):
+    cache = ActivationCache(tiny_cache["cache"])
+    stream = TokenStream(cache, "train", batch_size=64, shuffle=shuffle, buffer_shards=2, seed=0)
+    batches = list(stream)
+    assert len(batches) == len(stream)
+    assert all(len(b) == 64 for b in batches[:-1])
+    got, expected = torch.cat(batches).float(), split_tokens(cache, "train")
+    assert len(got) == len(expected) == stream.num_tokens
+    torch.testing.assert_close(_sorted_rows(got), _sorted_rows(expected))
+
+
+def test_shuffling_changes_order_between_passes(tiny_cache):
+    stream = TokenStream(ActivationCache(tiny_cache["cache"]), "train", 64, shuffle=True, buffer_shards=2, seed=0)
+    first, second = torch.cat(list(stream)), torch.cat(list(stream))
+    assert not torch.equal(first, second)
+
+
+def test_sequence_fraction_draws_that_share_from_last_tokens(tiny_cache):
+    cache = ActivationCache(tiny_cache["cache"])
+    stream = TokenStream(cache, "train", 64, shuffle=True, buffer_shards=2, seed=0, sequence_fraction=0.25)
+    train = cache.pair_indices("train")
+    last = cache.last_token_activations()[torch.cat([2 * train, 2 * train + 1])]
+    batch = next(iter(stream))
+    assert len(batch) == 64
+    tail = batch[-16:]
+    assert all((row == last).all(1).any() for row in tail)  # each row is a train pair's last token
+
+
+def test_sequence_fraction_out_of_range_is_rejected(tiny_cache):
+    with pytest.raises(SarmInputError, match="sequence_fraction"):
+        TokenActivationDataModule(str(tiny_cache["cache"]), sequence_fraction=1.0)
+
+
+def test_pair_batches_hold_each_pairs_chosen_and_rejected_last_tokens(tiny_cache):
+    dm = PairActivationDataModule(str(tiny_cache["cache"]), batch_size=5)
+    last = dm.cache.last_token_activations().float()
+    seen = []
+    for batch in dm.test_dataloader():
+        torch.testing.assert_close(batch["chosen"], last[2 * batch["pair"]])
+        torch.testing.assert_close(batch["rejected"], last[2 * batch["pair"] + 1])
+        seen += batch["pair"].tolist()
+    assert sorted(seen) == dm.cache.pair_indices("test").tolist()
+    splits = [set(dm.cache.pair_indices(s).tolist()) for s in ("train", "val", "test")]
+    assert set.union(*splits) == set(range(48)) and sum(map(len, splits)) == 48
+
+
+def test_a_missing_cache_is_a_clear_error(tmp_path):
+    with pytest.raises(SarmInputError, match="run `sarm cache` first"):
+        ActivationCache(tmp_path)
