@@ -1,38 +1,45 @@
-"""SAE metrics: definitions from BRIEF §2, and independence from how the data is batched."""
+"""SAE metrics: definitions from BRIEF §2–3, and independence from how the data is batched."""
 
 import torch
 
-from sarm.sae.metrics import DeadFraction, FractionOfVarianceUnexplained, MeanL0
+from sarm.sae.metrics import LatentFrequency, ReconstructionMetrics
 
 
 def test_fvu_is_zero_for_perfect_and_one_for_mean_reconstruction():
     x = torch.randn(100, 8) + 5
-    perfect, mean = FractionOfVarianceUnexplained(8), FractionOfVarianceUnexplained(8)
+    perfect, mean = ReconstructionMetrics(8), ReconstructionMetrics(8)
     perfect.update(x, x)
     mean.update(x, x.mean(0).expand_as(x))
-    assert perfect.compute().item() == 0.0
-    assert abs(mean.compute().item() - 1.0) < 1e-6
+    assert perfect.compute()["fvu"].item() == 0.0
+    assert abs(mean.compute()["fvu"].item() - 1.0) < 1e-6
+    assert abs(perfect.compute()["cosine"].item() - 1.0) < 1e-6
+    assert abs(perfect.compute()["relative_bias"].item() - 1.0) < 1e-6
 
 
-def test_fvu_does_not_depend_on_batching():
+def test_reconstruction_metrics_do_not_depend_on_batching():
     x, x_hat = torch.randn(90, 8) * 3 + 1, torch.randn(90, 8)
-    whole, chunks = FractionOfVarianceUnexplained(8), FractionOfVarianceUnexplained(8)
+    whole, chunks = ReconstructionMetrics(8), ReconstructionMetrics(8)
     whole.update(x, x_hat)
     for a, b in zip(x.split(7), x_hat.split(7)):
         chunks.update(a, b)
     expected = (x - x_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum()
-    torch.testing.assert_close(whole.compute(), expected, rtol=1e-5, atol=0)
-    torch.testing.assert_close(chunks.compute(), expected, rtol=1e-5, atol=0)
+    torch.testing.assert_close(whole.compute()["fvu"], expected, rtol=1e-5, atol=0)
+    for key, value in whole.compute().items():
+        torch.testing.assert_close(chunks.compute()[key], value, rtol=1e-5, atol=1e-6)
 
 
-def test_l0_counts_active_latents_per_token():
-    metric = MeanL0()
-    metric.update(torch.tensor([[1.0, 2.0, 0.0], [3.0, 0.0, 0.0]]))  # top-k values; zeros are inactive
-    assert metric.compute().item() == 1.5
+def test_shrunk_reconstructions_have_relative_bias_below_one():
+    x = torch.randn(50, 8)
+    metric = ReconstructionMetrics(8)
+    metric.update(x, 0.5 * x)
+    torch.testing.assert_close(metric.compute()["relative_bias"], torch.tensor(0.5))
 
 
-def test_dead_fraction_is_the_share_of_latents_that_never_fired():
-    metric = DeadFraction(10)
-    metric.update(torch.tensor([[1.0, 0.0]]), torch.tensor([[2, 5]]))  # 5 had value 0: not fired
-    metric.update(torch.tensor([[2.0, 3.0]]), torch.tensor([[2, 7]]))
-    assert abs(metric.compute().item() - 0.8) < 1e-6
+def test_l0_dead_and_dense_fractions():
+    metric = LatentFrequency(4, dense_above=0.5)
+    metric.update(torch.tensor([[1.0, 2.0, 0.0, 0.0], [3.0, 0.0, 0.0, 0.0]]))
+    metric.update(torch.tensor([[1.0, 0.0, 0.0, 0.0], [3.0, 0.0, 0.0, 0.5]]))
+    out = metric.compute()
+    assert out["l0"].item() == 1.5  # 6 active entries over 4 tokens
+    assert out["dead_fraction"].item() == 0.25  # latent 2 never fired
+    assert out["dense_fraction"].item() == 0.25  # latent 0 fires on every token

@@ -4,10 +4,11 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from sarm.errors import SarmInputError
-from sarm.sae import TopKSAE, load_sae, save_sae, standardize
-from sarm.sae.module import geometric_median
+from sarm.sae import BatchTopKSAE, ReLUSAE, TopKSAE, load_sae, save_sae, standardize
+from sarm.sae.module import auxk_loss, geometric_median
 
 
 @pytest.fixture
@@ -40,12 +41,65 @@ def test_encode_keeps_exactly_the_top_k_pre_activations(sae):
         torch.testing.assert_close(z[row], expected)
 
 
-def test_sparse_decode_equals_dense_decode(sae):
+def test_forward_reconstructs_from_the_latents(sae):
     x = torch.randn(3, 7, 16)  # any leading shape
     out = sae(x)
-    z = sae.encode(x)
-    torch.testing.assert_close(out.x_hat, z @ sae.W_dec + sae.b_dec, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.latents, sae.encode(x))
+    torch.testing.assert_close(out.x_hat, out.latents @ sae.W_dec + sae.b_dec)
     torch.testing.assert_close(out.x, standardize(x))
+
+
+def test_batchtopk_spends_k_per_token_on_average_and_uses_its_threshold_at_inference():
+    torch.manual_seed(0)
+    sae = BatchTopKSAE(16, 64, k=4).train()
+    x = torch.randn(32, 16)
+    latents = sae.encode(x)
+    assert (latents > 0).sum() <= 4 * 32
+    assert (latents > 0).sum(-1).float().std() > 0  # unequal per token: the budget is the batch's
+    threshold = float(sae.threshold)
+    assert threshold > 0
+    sae.eval()
+    pre = sae.pre_activations(sae.preprocess(x))
+    torch.testing.assert_close(sae.encode(x), torch.where(pre > threshold, pre, torch.zeros_like(pre)))
+
+
+def test_relu_sae_keeps_every_positive_pre_activation():
+    sae = ReLUSAE(16, 64)
+    x = torch.randn(5, 16)
+    torch.testing.assert_close(sae.encode(x), sae.pre_activations(sae.preprocess(x)).clamp_min(0))
+
+
+@pytest.mark.parametrize("cls", [TopKSAE, BatchTopKSAE, ReLUSAE])
+def test_a_masked_latent_contributes_nothing(cls):
+    torch.manual_seed(0)
+    sae = cls(16, 64, 4) if cls is not ReLUSAE else cls(16, 64)
+    sae.eval()
+    x = torch.randn(8, 16)
+    sae.latent_mask[:32] = False
+    out = sae(x)
+    assert (out.latents[:, :32] == 0).all() and torch.isfinite(out.x_hat).all()
+    with torch.no_grad():
+        sae.W_dec[:32] = torch.randn(32, 16)  # a masked latent's decoder row cannot matter
+    torch.testing.assert_close(sae(x).x_hat, out.x_hat)
+
+
+def test_auxk_gradients_reach_only_dead_latents_and_never_b_dec(sae):
+    x = torch.randn(32, 16)
+    out = sae(x)
+    dead = torch.zeros(64, dtype=torch.bool)
+    dead[[3, 10, 40, 41, 63]] = True
+    auxk_loss(sae, out.pre, out.x - out.x_hat, dead, k_aux=3).backward()
+    enc_cols = sae.W_enc.grad.abs().sum(0) > 0
+    dec_rows = sae.W_dec.grad.abs().sum(1) > 0
+    assert enc_cols.any() and not (enc_cols & ~dead).any()
+    assert dec_rows.any() and not (dec_rows & ~dead).any()
+    # The auxiliary decode has no b_dec: its value is the dead latents' reconstruction of the residual alone.
+    pre = out.pre.detach().masked_fill(~dead, float("-inf"))
+    top = pre.topk(3, dim=-1)
+    aux = torch.zeros_like(pre).scatter_(-1, top.indices, top.values.clamp_min(0))
+    residual = (out.x - out.x_hat).detach()
+    expected = (residual - aux @ sae.W_dec).pow(2).sum(-1).mean() / (residual - residual.mean(0)).pow(2).sum(-1).mean()
+    torch.testing.assert_close(auxk_loss(sae, out.pre, out.x - out.x_hat, dead, k_aux=3), expected)
 
 
 def test_decoder_rows_start_at_unit_norm_and_encoder_is_their_transpose():
@@ -82,10 +136,11 @@ def test_save_load_round_trip_in_saelens_layout(sae, tmp_path):
     x = torch.randn(4, 16)
     torch.testing.assert_close(loaded(x).x_hat, sae(x).x_hat)
     assert loaded.W_enc.shape == (16, 64)  # SAELens orientation
+    assert set(load_file(tmp_path / "sae" / "sae_weights.safetensors")) == {"W_enc", "b_enc", "W_dec", "b_dec"}
 
 
 def test_loading_a_directory_without_sae_is_a_clear_error(tmp_path):
-    with pytest.raises(SarmInputError, match="cfg.json"):
+    with pytest.raises(SarmInputError, match="no SAE here"):
         load_sae(tmp_path)
 
 

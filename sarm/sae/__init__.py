@@ -1,5 +1,8 @@
+from sarm.sae.base import SAEOutput, SparseAutoencoder, standardize
 from sarm.sae.io import load_sae, save_sae
 from sarm.sae.module import SAEModule
-from sarm.sae.topk import TopKSAE, standardize
+from sarm.sae.relu import ReLUSAE
+from sarm.sae.topk import BatchTopKSAE, TopKSAE
 
-__all__ = ["SAEModule", "TopKSAE", "load_sae", "save_sae", "standardize"]
+__all__ = ["BatchTopKSAE", "ReLUSAE", "SAEModule", "SAEOutput", "SparseAutoencoder", "TopKSAE", "load_sae", "save_sae",
+           "standardize"]

@@ -6,17 +6,20 @@ import torch
 from torchmetrics import Metric
 
 
-class FractionOfVarianceUnexplained(Metric):
-    """FVU = Σ‖x − x̂‖² / Σ‖x − mean(x)‖², the mean taken per dimension over everything seen."""
+class ReconstructionMetrics(Metric):
+    """FVU, cosine(x, x̂) and relative reconstruction bias over everything seen.
+
+    FVU = Σ‖x − x̂‖² / Σ‖x − mean(x)‖² (mean per dimension over all tokens, BRIEF §2);
+    relative reconstruction bias = E‖x̂‖² / E⟨x, x̂⟩ (1 when x̂ is not shrunk or inflated).
+    """
 
     full_state_update = False
 
     def __init__(self, d_in: int, **kwargs):
         super().__init__(**kwargs)
-        self.add_state("sq_err", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        for name in ("sq_err", "sum_sq_x", "count", "cosine", "sq_x_hat", "dot"):
+            self.add_state(name, torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("sum_x", torch.zeros(d_in, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("sum_sq_x", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, x: torch.Tensor, x_hat: torch.Tensor) -> None:
         x, x_hat = x.double().reshape(-1, x.shape[-1]), x_hat.double().reshape(-1, x.shape[-1])
@@ -25,43 +28,39 @@ class FractionOfVarianceUnexplained(Metric):
         self.sum_x = self.sum_x + x.sum(0)
         self.sum_sq_x = self.sum_sq_x + x.pow(2).sum()
         self.count = self.count + x.shape[0]
+        self.cosine = self.cosine + torch.nn.functional.cosine_similarity(x, x_hat, dim=-1).sum()
+        self.sq_x_hat = self.sq_x_hat + x_hat.pow(2).sum()
+        self.dot = self.dot + (x * x_hat).sum()
 
-    def compute(self) -> torch.Tensor:
+    def compute(self) -> dict[str, torch.Tensor]:
         total_var = self.sum_sq_x - self.sum_x.pow(2).sum() / self.count
-        return (self.sq_err / total_var).float()
+        return {
+            "fvu": (self.sq_err / total_var).float(),
+            "cosine": (self.cosine / self.count).float(),
+            "relative_bias": (self.sq_x_hat / self.dot).float(),
+        }
 
 
-class MeanL0(Metric):
-    """Mean number of non-zero latents per token."""
+class LatentFrequency(Metric):
+    """Per-latent firing counts → L0, dead fraction (never fired) and dense fraction (fires on > 10 %)."""
 
     full_state_update = False
 
-    def __init__(self, **kwargs):
+    def __init__(self, n_latents: int, dense_above: float = 0.1, **kwargs):
         super().__init__(**kwargs)
-        self.add_state("active", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.dense_above = dense_above
+        self.add_state("fired", torch.zeros(n_latents, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, values: torch.Tensor) -> None:
-        self.active = self.active + (values > 0).sum()
-        self.count = self.count + values[..., 0].numel()
+    def update(self, latents: torch.Tensor) -> None:
+        active = (latents.reshape(-1, latents.shape[-1]) > 0).double()
+        self.fired = self.fired + active.sum(0)
+        self.count = self.count + active.shape[0]
 
-    def compute(self) -> torch.Tensor:
-        return (self.active / self.count).float()
-
-
-class DeadFraction(Metric):
-    """Fraction of latents that never fired on the data seen (a fired-mask reduced with max)."""
-
-    full_state_update = False
-
-    def __init__(self, n_latents: int, **kwargs):
-        super().__init__(**kwargs)
-        self.add_state("fired", torch.zeros(n_latents), dist_reduce_fx="max")
-
-    def update(self, values: torch.Tensor, indices: torch.Tensor) -> None:
-        hit = torch.zeros_like(self.fired)
-        hit[indices[values > 0]] = 1.0
-        self.fired = torch.maximum(self.fired, hit)
-
-    def compute(self) -> torch.Tensor:
-        return 1.0 - self.fired.mean()
+    def compute(self) -> dict[str, torch.Tensor]:
+        frequency = self.fired / self.count
+        return {
+            "l0": frequency.sum().float(),
+            "dead_fraction": (frequency == 0).double().mean().float(),
+            "dense_fraction": (frequency > self.dense_above).double().mean().float(),
+        }

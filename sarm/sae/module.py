@@ -1,18 +1,29 @@
-"""The LightningModule that trains an SAE on cached activations."""
+"""The LightningModule that trains an SAE on cached activations.
+
+loss = FVU-normalized MSE
+     + sparsity_coefficient · S_p(f)          ReLU SAEs: L1 at p = 1; PAnnealing lowers p (Lp^p)
+     + auxk_coefficient · AuxK                 dead latents learn to explain the residual (Gao et al.)
+
+AuxK: the residual e = (x − x̂).detach() is reconstructed from the top ``auxk_k`` pre-activations of
+the dead latents only, without b_dec (e has no offset to explain), normalized by e's variance.
+"""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
 from sarm.io import write_json
-from sarm.sae.io import save_sae
-from sarm.sae.metrics import DeadFraction, FractionOfVarianceUnexplained, MeanL0
-from sarm.sae.topk import TopKSAE
+from sarm.sae.base import SparseAutoencoder
+from sarm.sae.io import build_sae, save_sae
+from sarm.sae.metrics import LatentFrequency, ReconstructionMetrics
+from sarm.sae.relu import sparsity_penalty
+from sarm.sae.topk import topk_activation
 
 
 def geometric_median(x: torch.Tensor, iterations: int = 50, eps: float = 1e-6) -> torch.Tensor:
@@ -27,48 +38,73 @@ def geometric_median(x: torch.Tensor, iterations: int = 50, eps: float = 1e-6) -
     return median
 
 
+def normalized_mse(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    """Σ‖x − x̂‖² / Σ‖x − mean(x)‖² over the batch (the batch's FVU)."""
+    return (x - x_hat).pow(2).sum(-1).mean() / (x - x.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
+
+
+def auxk_loss(sae: SparseAutoencoder, pre: torch.Tensor, residual: torch.Tensor, dead: torch.Tensor,
+              k_aux: int) -> torch.Tensor:
+    """Reconstruct the detached residual from the dead latents' top pre-activations, without b_dec."""
+    n_dead = int(dead.sum())
+    if n_dead == 0:
+        return pre.new_zeros(())
+    aux = topk_activation(pre.masked_fill(~dead, float("-inf")), min(k_aux, n_dead))
+    return normalized_mse(residual.detach(), aux @ sae.W_dec)
+
+
 class SAEModule(L.LightningModule):
-    """Trains a TopK SAE to reconstruct hidden states; reports FVU, L0 and dead latents on held-out data.
+    """Trains an SAE to reconstruct hidden states; reports held-out FVU, L0, dead/dense latents, cosine, bias.
 
     Args:
+        architecture: ``topk``, ``batchtopk`` or ``relu``.
         n_latents: dictionary size.
-        k: active latents per token.
+        k: active latents per token (TopK) or per token on average (BatchTopK); unused for ReLU.
         d_in: input width; default: read from the datamodule (the cache's hidden size).
         input_norm: ``standardize`` each token over the hidden dim (SARM's recipe) or ``none``.
+        sparsity_coefficient: λ of the sparsity penalty S_p (ReLU SAEs; 0 for TopK).
         lr: Adam learning rate (peak).
         warmup_steps: linear warm-up; the rate then decays linearly to 0 at the end of training.
+        auxk_coefficient: weight of the AuxK loss (0 turns it off).
+        auxk_k: dead latents used by AuxK; default d_in // 2.
         dead_after_tokens: a latent counts as dead after this many training tokens without firing.
         export_dir: where the trained SAE is written (``cfg.json`` + ``sae_weights.safetensors``).
     """
 
     def __init__(
         self,
+        architecture: Literal["topk", "batchtopk", "relu"] = "topk",
         n_latents: int = 4096,
         k: int = 32,
         d_in: int | None = None,
         input_norm: str = "standardize",
+        sparsity_coefficient: float = 0.0,
         lr: float = 1e-3,
         warmup_steps: int = 50,
+        auxk_coefficient: float = 1 / 32,
+        auxk_k: int | None = None,
         dead_after_tokens: int = 1_000_000,
         export_dir: str | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.sae: TopKSAE | None = None
+        # Callbacks steer these (PAnnealing lowers p and rescales the coefficient).
+        self.sparsity_p = 1.0
+        self.sparsity_coefficient = sparsity_coefficient
+        self.sae: SparseAutoencoder | None = None
         if d_in is not None:
             self.configure_model()
 
     def configure_model(self) -> None:
         if self.sae is not None:
             return
-        d_in = self.hparams.d_in
-        if d_in is None:
-            d_in = self.hparams.d_in = self.trainer.datamodule.hidden_size
-        self.sae = TopKSAE(d_in, self.hparams.n_latents, self.hparams.k, self.hparams.input_norm)
-        self.register_buffer("tokens_since_fired", torch.zeros(self.hparams.n_latents, dtype=torch.long))
-        self.val_fvu = FractionOfVarianceUnexplained(d_in)
-        self.val_l0 = MeanL0()
-        self.val_dead = DeadFraction(self.hparams.n_latents)
+        if self.hparams.d_in is None:
+            self.hparams.d_in = self.trainer.datamodule.hidden_size
+        h = self.hparams
+        self.sae = build_sae(h.architecture, h.d_in, h.n_latents, h.k, h.input_norm)
+        self.register_buffer("tokens_since_fired", torch.zeros(h.n_latents, dtype=torch.long))
+        self.reconstruction = ReconstructionMetrics(h.d_in)
+        self.frequency = LatentFrequency(h.n_latents)
 
     def on_train_start(self) -> None:
         if self.global_step > 0:  # resumed: b_dec was learned already
@@ -78,18 +114,29 @@ class SAEModule(L.LightningModule):
         with torch.no_grad():
             self.sae.b_dec.copy_(geometric_median(self.sae.preprocess(first)))
 
-    def training_step(self, x: torch.Tensor, batch_idx: int) -> torch.Tensor:
+    def training_step(self, x: torch.Tensor, batch_idx: int) -> dict:
         out = self.sae(x)
-        error = (out.x - out.x_hat).pow(2).sum(-1)
-        variance = (out.x - out.x.mean(0)).pow(2).sum(-1)
-        loss = error.mean() / variance.mean()  # normalized MSE = batch FVU
-        fired = torch.zeros_like(self.tokens_since_fired, dtype=torch.bool)
-        fired[out.indices[out.values > 0]] = True
+        reconstruction = normalized_mse(out.x, out.x_hat)
+        loss = reconstruction
+        logs = {"train/fvu": reconstruction}
+        if self.sparsity_coefficient:
+            penalty = sparsity_penalty(out.latents, self.sae.W_dec, self.sparsity_p)
+            loss = loss + self.sparsity_coefficient * penalty
+            logs["train/sparsity"] = penalty
+
+        fired = (out.latents.reshape(-1, self.sae.n_latents) > 0).any(0)
         self.tokens_since_fired += x.shape[0]
         self.tokens_since_fired[fired] = 0
-        dead = (self.tokens_since_fired > self.hparams.dead_after_tokens).float().mean()
-        self.log_dict({"train/fvu": loss, "train/dead_fraction": dead}, prog_bar=True)
-        return loss
+        dead = self.tokens_since_fired > self.hparams.dead_after_tokens
+        if self.hparams.auxk_coefficient:
+            aux = auxk_loss(self.sae, out.pre, out.x - out.x_hat, dead, self.hparams.auxk_k or self.sae.d_in // 2)
+            loss = loss + self.hparams.auxk_coefficient * aux
+            logs["train/auxk"] = aux
+        logs["train/dead_fraction"] = dead.float().mean()
+        logs["train/l0"] = (out.latents > 0).float().sum(-1).mean()
+        self.log_dict(logs, prog_bar=True)
+        # Latents and inputs go to callbacks (PAnnealing, AdaptiveTemporalMasking) in on_train_batch_end.
+        return {"loss": loss, "latents": out.latents.detach(), "x": out.x.detach()}
 
     def on_before_optimizer_step(self, optimizer) -> None:
         self.sae.remove_parallel_decoder_grad()
@@ -97,21 +144,28 @@ class SAEModule(L.LightningModule):
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         self.sae.normalize_decoder()
 
-    def _evaluate(self, x: torch.Tensor, prefix: str) -> None:
+    def _evaluate(self, x: torch.Tensor) -> None:
         out = self.sae(x)
-        self.val_fvu.update(out.x, out.x_hat)
-        self.val_l0.update(out.values)
-        self.val_dead.update(out.values, out.indices)
-        self.log_dict(
-            {f"{prefix}/fvu": self.val_fvu, f"{prefix}/l0": self.val_l0, f"{prefix}/dead_fraction": self.val_dead},
-            prog_bar=True, batch_size=x.shape[0],
-        )
+        self.reconstruction.update(out.x, out.x_hat)
+        self.frequency.update(out.latents)
+
+    def _log_evaluation(self, prefix: str) -> None:
+        metrics = {**self.reconstruction.compute(), **self.frequency.compute()}
+        self.log_dict({f"{prefix}/{k}": v for k, v in metrics.items()}, prog_bar=prefix == "val")
+        self.reconstruction.reset()
+        self.frequency.reset()
 
     def validation_step(self, x: torch.Tensor, batch_idx: int) -> None:
-        self._evaluate(x, "val")
+        self._evaluate(x)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_evaluation("val")
 
     def test_step(self, x: torch.Tensor, batch_idx: int) -> None:
-        self._evaluate(x, "test")
+        self._evaluate(x)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_evaluation("test")
 
     def configure_optimizers(self):
         optimizer = torch.optim.Adam(self.sae.parameters(), lr=self.hparams.lr, betas=(0.9, 0.999))

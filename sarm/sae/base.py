@@ -1,0 +1,109 @@
+"""What every SAE architecture shares: parameters, input preprocessing, decoder geometry, masking.
+
+    x' = preprocess(x)                 per-token standardization (SARM) or identity
+    pre = (x' - b_dec) @ W_enc + b_enc   W_enc: [d_in, n_latents]
+    f = activation(pre)                architecture-specific: TopK, BatchTopK, ReLU
+    x̂' = f @ W_dec + b_dec             W_dec: [n_latents, d_in], rows kept at unit norm
+
+Parameter names and orientations follow SAELens. ``latent_mask`` (all ones unless a callback such as
+``AdaptiveTemporalMasking`` sets it) removes latents from the forward pass entirely: a masked
+latent's pre-activation is sent to −inf before the activation, so it can neither fire nor take a
+TopK slot.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+EPS = 1e-6  # the SARM paper's standardization epsilon
+
+
+class SAEOutput(NamedTuple):
+    x: torch.Tensor  # the preprocessed input the SAE reconstructs
+    x_hat: torch.Tensor  # its reconstruction
+    latents: torch.Tensor  # [..., n_latents] activations (zero where inactive)
+    pre: torch.Tensor  # [..., n_latents] encoder pre-activations (masked latents at −inf)
+
+
+def standardize(x: torch.Tensor) -> torch.Tensor:
+    """Per-token standardization over the hidden dimension: (x - mean) / (std + 1e-6)."""
+    x = x.float()
+    mean = x.mean(-1, keepdim=True)
+    return (x - mean) / (x.std(-1, keepdim=True, unbiased=False) + EPS)
+
+
+class SparseAutoencoder(nn.Module):
+    """Base class; subclasses define ``activation(pre)`` and their ``architecture`` name.
+
+    Args:
+        d_in: width of the hidden states it reads.
+        n_latents: dictionary size.
+        input_norm: ``"standardize"`` (per token, as SARM does) or ``"none"``.
+    """
+
+    architecture = "base"
+
+    def __init__(self, d_in: int, n_latents: int, input_norm: str = "standardize"):
+        super().__init__()
+        if input_norm not in ("standardize", "none"):
+            raise ValueError(f"input_norm = {input_norm!r}: expected 'standardize' or 'none'")
+        self.d_in, self.n_latents, self.input_norm = d_in, n_latents, input_norm
+        self.W_enc = nn.Parameter(torch.empty(d_in, n_latents))
+        self.b_enc = nn.Parameter(torch.zeros(n_latents))
+        self.W_dec = nn.Parameter(torch.empty(n_latents, d_in))
+        self.b_dec = nn.Parameter(torch.zeros(d_in))
+        self.register_buffer("latent_mask", torch.ones(n_latents, dtype=torch.bool))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # Decoder rows at unit norm, encoder initialized as the decoder's transpose (Gao et al.).
+        nn.init.kaiming_uniform_(self.W_dec)
+        self.normalize_decoder()
+        with torch.no_grad():
+            self.W_enc.copy_(self.W_dec.T)
+        nn.init.zeros_(self.b_enc)
+        nn.init.zeros_(self.b_dec)
+
+    @torch.no_grad()
+    def normalize_decoder(self) -> None:
+        self.W_dec /= self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-8)
+
+    @torch.no_grad()
+    def remove_parallel_decoder_grad(self) -> None:
+        """Drop the gradient component along each decoder row, so the step keeps rows at unit norm."""
+        if self.W_dec.grad is not None:
+            parallel = (self.W_dec.grad * self.W_dec).sum(1, keepdim=True)
+            self.W_dec.grad -= parallel * self.W_dec
+
+    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
+        return standardize(x) if self.input_norm == "standardize" else x.float()
+
+    def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
+        """Encoder pre-activations of already preprocessed inputs; masked latents at −inf."""
+        pre = (x - self.b_dec) @ self.W_enc + self.b_enc
+        if not self.latent_mask.all():
+            pre = pre.masked_fill(~self.latent_mask, float("-inf"))
+        return pre
+
+    def activation(self, pre: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return latents @ self.W_dec + self.b_dec
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Latents ``[..., n_latents]`` of raw inputs."""
+        return self.activation(self.pre_activations(self.preprocess(x)))
+
+    def forward(self, x: torch.Tensor) -> SAEOutput:
+        x = self.preprocess(x)
+        pre = self.pre_activations(x)
+        latents = self.activation(pre)
+        return SAEOutput(x, self.decode(latents), latents, pre)
+
+    def config(self) -> dict:
+        return {"architecture": self.architecture, "d_in": self.d_in, "d_sae": self.n_latents,
+                "input_norm": self.input_norm}
