@@ -98,11 +98,14 @@ class SparseAutoencoder(nn.Module):
         """Latents ``[..., n_latents]`` of raw inputs."""
         return self.activation(self.pre_activations(self.preprocess(x)))
 
-    def forward(self, x: torch.Tensor) -> SAEOutput:
-        x = self.preprocess(x)
+    def reconstruct(self, x: torch.Tensor) -> SAEOutput:
+        """Encode and decode an already preprocessed (or whitened) input."""
         pre = self.pre_activations(x)
         latents = self.activation(pre)
         return SAEOutput(x, self.decode(latents), latents, pre)
+
+    def forward(self, x: torch.Tensor) -> SAEOutput:
+        return self.reconstruct(self.preprocess(x))
 
     def config(self) -> dict:
         return {"architecture": self.architecture, "d_in": self.d_in, "d_sae": self.n_latents,

@@ -10,6 +10,7 @@ the dead latents only, without b_dec (e has no offset to explain), normalized by
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 from typing import Literal
@@ -24,6 +25,7 @@ from sarm.sae.io import build_sae, save_sae
 from sarm.sae.metrics import LatentFrequency, ReconstructionMetrics
 from sarm.sae.relu import sparsity_penalty
 from sarm.sae.topk import topk_activation
+from sarm.sae.whitening import CovarianceAccumulator, PCAWhitening, fold_whitening
 
 
 def geometric_median(x: torch.Tensor, iterations: int = 50, eps: float = 1e-6) -> torch.Tensor:
@@ -68,6 +70,11 @@ class SAEModule(L.LightningModule):
         auxk_coefficient: weight of the AuxK loss (0 turns it off).
         auxk_k: dead latents used by AuxK; default d_in // 2.
         dead_after_tokens: a latent counts as dead after this many training tokens without firing.
+        whitening: train in PCA-whitened space (fit in float64 on the first ``whitening_batches``
+            training batches); held-out metrics are reported in the original space and the exported
+            SAE has the whitening folded in, so it reads raw activations.
+        whitening_eps: eigenvalue regularization, relative to the mean eigenvalue.
+        whitening_batches: training batches used to estimate mean and covariance.
         export_dir: where the trained SAE is written (``cfg.json`` + ``sae_weights.safetensors``).
     """
 
@@ -84,6 +91,9 @@ class SAEModule(L.LightningModule):
         auxk_coefficient: float = 1 / 32,
         auxk_k: int | None = None,
         dead_after_tokens: int = 1_000_000,
+        whitening: bool = False,
+        whitening_eps: float = 1e-4,
+        whitening_batches: int = 20,
         export_dir: str | None = None,
     ):
         super().__init__()
@@ -102,6 +112,8 @@ class SAEModule(L.LightningModule):
             self.hparams.d_in = self.trainer.datamodule.hidden_size
         h = self.hparams
         self.sae = build_sae(h.architecture, h.d_in, h.n_latents, h.k, h.input_norm)
+        # Identity until fitted at the start of training; its buffers travel in checkpoints.
+        self.whitening = PCAWhitening(h.d_in) if h.whitening else None
         self.register_buffer("tokens_since_fired", torch.zeros(h.n_latents, dtype=torch.long))
         self.reconstruction = ReconstructionMetrics(h.d_in)
         self.frequency = LatentFrequency(h.n_latents)
@@ -110,12 +122,24 @@ class SAEModule(L.LightningModule):
         if self.global_step > 0:  # resumed: b_dec was learned already
             return
         # b_dec starts at the geometric median of a first batch (Gao et al.), so the encoder sees centred inputs.
-        first = next(iter(self.trainer.datamodule.train_dataloader())).to(self.device)
+        batches = iter(self.trainer.datamodule.train_dataloader())
+        first = next(batches).to(self.device)
+        if self.whitening is not None:
+            accumulator = CovarianceAccumulator(self.sae.d_in)
+            for batch in itertools.chain([first], itertools.islice(batches, self.hparams.whitening_batches - 1)):
+                accumulator.update(self.sae.preprocess(batch))
+            self.whitening.load_state_dict(accumulator.finalize(self.hparams.whitening_eps).state_dict())
+            self.whitening.to(self.device)
         with torch.no_grad():
-            self.sae.b_dec.copy_(geometric_median(self.sae.preprocess(first)))
+            self.sae.b_dec.copy_(geometric_median(self._input(first)))
+
+    def _input(self, batch: torch.Tensor) -> torch.Tensor:
+        """What the SAE reconstructs: the preprocessed batch, whitened if asked for."""
+        x = self.sae.preprocess(batch)
+        return x if self.whitening is None else self.whitening.whiten(x).float()
 
     def training_step(self, x: torch.Tensor, batch_idx: int) -> dict:
-        out = self.sae(x)
+        out = self.sae.reconstruct(self._input(x))
         reconstruction = normalized_mse(out.x, out.x_hat)
         loss = reconstruction
         logs = {"train/fvu": reconstruction}
@@ -145,8 +169,11 @@ class SAEModule(L.LightningModule):
         self.sae.normalize_decoder()
 
     def _evaluate(self, x: torch.Tensor) -> None:
-        out = self.sae(x)
-        self.reconstruction.update(out.x, out.x_hat)
+        out = self.sae.reconstruct(self._input(x))
+        if self.whitening is None:
+            self.reconstruction.update(out.x, out.x_hat)
+        else:  # reported in the original (preprocessed) space
+            self.reconstruction.update(self.whitening.unwhiten(out.x), self.whitening.unwhiten(out.x_hat))
         self.frequency.update(out.latents)
 
     def _log_evaluation(self, prefix: str) -> None:
@@ -188,7 +215,8 @@ class SAEModule(L.LightningModule):
             return
         metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")}
         directory = Path(self.hparams.export_dir)
-        save_sae(self.sae, directory, extra=self._provenance())
+        sae = self.sae if self.whitening is None else fold_whitening(self.sae, self.whitening)
+        save_sae(sae, directory, extra=self._provenance())
         write_json(directory / "metrics.json", metrics)
         print(f"sarm: SAE written to {directory} " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()), flush=True)
 

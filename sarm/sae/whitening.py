@@ -139,11 +139,8 @@ def whitened_forward(sae: SparseAutoencoder, whitening: PCAWhitening, x: torch.T
     output is directly comparable with ``fold_whitening(sae, whitening)(x)``.
     """
     x = sae.preprocess(x)
-    z = whitening.whiten(x).to(sae.W_enc.dtype)
-    pre = sae.pre_activations(z)
-    latents = sae.activation(pre)
-    x_hat = whitening.unwhiten(sae.decode(latents)).to(x.dtype)
-    return SAEOutput(x, x_hat, latents, pre)
+    out = sae.reconstruct(whitening.whiten(x).to(sae.W_enc.dtype))
+    return SAEOutput(x, whitening.unwhiten(out.x_hat).to(x.dtype), out.latents, out.pre)
 
 
 @torch.no_grad()
