@@ -26,7 +26,8 @@ def main(run: Path) -> None:
     print(f"backbone            {manifest['model']} (layer {manifest['layer']}, hidden {manifest['hidden_size']})")
     print(f"tokens cached       {manifest['num_tokens']:,} ({manifest['num_pairs']:,} pairs, "
           f"split {manifest['split_pairs']})")
-    print(f"SAE held-out        FVU {sae['val/fvu']:.4f}   L0 {sae['val/l0']:.1f}   dead {sae['val/dead_fraction']:.1%}")
+    print(f"SAE held-out        FVU {sae['val/fvu']:.4f}   L0 {sae['val/l0']:.1f}   dead {sae['val/dead_fraction']:.1%}"
+          + (f"   planted coverage {sae['val/coverage']:.3f}" if "val/coverage" in sae else ""))
     print(f"SARM held-out       pairwise accuracy {summary['accuracy']:.4f} on {summary['pairs']} test pairs "
           f"(head weights non-zero: {summary['head_nonzero']})")
     print("accuracy by planted attribute:")

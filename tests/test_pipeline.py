@@ -121,3 +121,16 @@ def test_missing_field_fails_without_traceback(tmp_path, tiny_model_dir):
     assert "Traceback" not in out.stderr
     assert f"{data}:3" in out.stderr and "rejected" in out.stderr
     assert not (tmp_path / "cache" / "manifest.json").exists()
+
+
+def test_sae_on_planted_data_reports_attribute_coverage(tmp_path, tiny_model_dir):
+    main(["cache", "--data", "builtin:planted", "--num_pairs", "60", "--model", tiny_model_dir, "--layer", "2",
+          "--max_length", "96", "--output", str(tmp_path / "cache")])
+    main(["fit", "--model", "sarm.sae.SAEModule", "--model.n_latents", "64", "--model.k", "4",
+          "--model.export_dir", str(tmp_path / "sae"), "--data", "sarm.data.activations.TokenActivationDataModule",
+          "--data.cache_dir", str(tmp_path / "cache"), "--data.batch_size", "64", "--trainer.max_epochs", "1",
+          "--trainer.logger", "false", "--trainer.enable_checkpointing", "false", "--trainer.enable_progress_bar",
+          "false", "--trainer.default_root_dir", str(tmp_path)])
+    metrics = json.loads((tmp_path / "sae" / "metrics.json").read_text())
+    assert 0 < metrics["val/coverage"] <= 1 and 0 < metrics["val/coverage_distractors"] <= 1
+    assert 0 < metrics["val/cosine"] <= 1 and metrics["val/relative_bias"] > 0

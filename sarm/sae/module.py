@@ -21,6 +21,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from sarm.io import write_json
 from sarm.sae.base import SparseAutoencoder
+from sarm.sae.coverage import coverage, planted_labels
 from sarm.sae.io import build_sae, save_sae
 from sarm.sae.metrics import LatentFrequency, ReconstructionMetrics
 from sarm.sae.relu import sparsity_penalty
@@ -187,6 +188,22 @@ class SAEModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._log_evaluation("val")
+        if not self.trainer.sanity_checking:
+            self._log_planted_coverage()
+
+    @torch.no_grad()
+    def _log_planted_coverage(self) -> None:
+        """On planted-attribute data: how well single latents recover each planted property (val split)."""
+        cache = getattr(self.trainer.datamodule, "cache", None)
+        if cache is None or not any(p["meta"].get("attribute") for p in cache.pairs):
+            return
+        pairs = cache.pair_indices("val")
+        sequences = torch.cat([2 * pairs, 2 * pairs + 1])
+        latents = self.sae.reconstruct(self._input(cache.last_token_activations()[sequences].to(self.device))).latents
+        labels = {k: v[sequences] for k, v in planted_labels(cache.pairs).items()}
+        result = coverage(latents.cpu(), labels)
+        self.log_dict({"val/coverage": float(result["mean"]["f1"] or 0.0),
+                       "val/coverage_distractors": float(result["mean_distractors"]["f1"] or 0.0)})
 
     def test_step(self, x: torch.Tensor, batch_idx: int) -> None:
         self._evaluate(x)
