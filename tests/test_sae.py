@@ -151,3 +151,21 @@ def test_geometric_median_resists_outliers():
     median = geometric_median(points)
     assert median.norm() < 0.2
     assert points.mean(0).norm() > 10
+
+
+def test_topk_sparse_decode_matches_the_dense_reference_in_value_and_gradient():
+    from sarm.sae.base import SparseAutoencoder
+
+    torch.manual_seed(0)
+    sae = TopKSAE(16, 64, 4)
+    x = torch.randn(6, 5, 16)
+    fast, slow = sae.reconstruct(x), SparseAutoencoder.reconstruct(sae, x)
+    torch.testing.assert_close(fast.x_hat, slow.x_hat, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fast.latents, slow.latents)
+    grads = []
+    for out in (sae.reconstruct(x), SparseAutoencoder.reconstruct(sae, x)):
+        sae.zero_grad()
+        (x - out.x_hat).pow(2).sum().backward()
+        grads.append([p.grad.clone() for p in sae.parameters()])
+    for fast_grad, slow_grad in zip(*grads):
+        torch.testing.assert_close(fast_grad, slow_grad, atol=1e-4, rtol=1e-4)

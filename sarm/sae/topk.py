@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from sarm.sae.base import SparseAutoencoder
+from sarm.sae.base import SAEOutput, SparseAutoencoder
 
 
 def topk_activation(pre: torch.Tensor, k: int) -> torch.Tensor:
@@ -34,6 +34,18 @@ class TopKSAE(SparseAutoencoder):
 
     def activation(self, pre: torch.Tensor) -> torch.Tensor:
         return topk_activation(pre, self.k)
+
+    def reconstruct(self, x: torch.Tensor) -> SAEOutput:
+        # Decode from the k active rows only (embedding_bag) instead of a dense [batch, n] @ [n, d]
+        # product: 1.3x-1.9x faster training steps on CPU at 2k-32k latents (scripts/bench_sae.py).
+        pre = self.pre_activations(x)
+        values, indices = pre.topk(self.k, dim=-1, sorted=False)
+        values = F.relu(values)
+        flat = F.embedding_bag(indices.reshape(-1, self.k), self.W_dec,
+                               per_sample_weights=values.reshape(-1, self.k), mode="sum")
+        x_hat = flat.reshape(*x.shape[:-1], self.d_in) + self.b_dec
+        latents = torch.zeros_like(pre).scatter_(-1, indices, values)
+        return SAEOutput(x, x_hat, latents, pre)
 
     def config(self) -> dict:
         return {**super().config(), "k": self.k}
