@@ -15,15 +15,23 @@ ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "configs" / "sae").glob("*.yaml"))
 
 
-@pytest.mark.parametrize("config", RECIPES, ids=lambda p: p.stem)
-def test_recipe_trains_and_its_export_reads_raw_activations(config, tiny_cache, tmp_path, monkeypatch):
+VARIANTS = [(p, []) for p in RECIPES] + [
+    # raw (unstandardized) inputs with a scale folded back on export
+    (ROOT / "configs" / "sae" / "topk.yaml", ["--model.input_norm", "none", "--model.scale_activations", "true"]),
+]
+
+
+@pytest.mark.parametrize("config,extra", VARIANTS, ids=lambda v: v.stem if isinstance(v, Path) else "-".join(v[1::2]))
+def test_recipe_trains_and_its_export_reads_raw_activations(config, extra, tiny_cache, tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     export = tmp_path / "export"
-    main(["fit", "--config", str(config.relative_to(ROOT)), "--data.cache_dir", str(tiny_cache["cache"]),
+    main(["fit", "--config", str(config.relative_to(ROOT)), *extra, "--data.cache_dir", str(tiny_cache["cache"]),
           "--data.batch_size", "64", "--model.n_latents", "64", "--model.k", "4", "--model.export_dir", str(export),
           "--trainer.max_epochs", "3", "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false",
           "--trainer.enable_checkpointing", "false", "--trainer.enable_progress_bar", "false",
           "--trainer.accelerator", "cpu"])
+    if "--model.scale_activations" in extra:
+        assert json.loads((export / "cfg.json").read_text())["input_norm"] == "none"
     metrics = json.loads((export / "metrics.json").read_text())
     assert 0 < metrics["val/fvu"] < 1.5 and metrics["val/l0"] > 0
     # The exported SAE (whitening folded in, BatchTopK threshold applied) reproduces the held-out FVU

@@ -76,6 +76,9 @@ class SAEModule(L.LightningModule):
             SAE has the whitening folded in, so it reads raw activations.
         whitening_eps: eigenvalue regularization, relative to the mean eigenvalue.
         whitening_batches: training batches used to estimate mean and covariance.
+        scale_activations: multiply inputs by one constant so that their mean norm is sqrt(d_in)
+            (estimated on the first batches; folded back into the weights on export). A no-op
+            after per-token standardization, useful with ``input_norm: none``.
         export_dir: where the trained SAE is written (``cfg.json`` + ``sae_weights.safetensors``).
     """
 
@@ -95,6 +98,7 @@ class SAEModule(L.LightningModule):
         whitening: bool = False,
         whitening_eps: float = 1e-4,
         whitening_batches: int = 20,
+        scale_activations: bool = False,
         export_dir: str | None = None,
     ):
         super().__init__()
@@ -113,8 +117,9 @@ class SAEModule(L.LightningModule):
             self.hparams.d_in = self.trainer.datamodule.hidden_size
         h = self.hparams
         self.sae = build_sae(h.architecture, h.d_in, h.n_latents, h.k, h.input_norm)
-        # Identity until fitted at the start of training; its buffers travel in checkpoints.
-        self.whitening = PCAWhitening(h.d_in) if h.whitening else None
+        # An affine input map (PCA whitening, or a scalar scale as its special case): identity until
+        # fitted at the start of training; its buffers travel in checkpoints and fold into the export.
+        self.whitening = PCAWhitening(h.d_in) if h.whitening or h.scale_activations else None
         self.register_buffer("tokens_since_fired", torch.zeros(h.n_latents, dtype=torch.long))
         self.reconstruction = ReconstructionMetrics(h.d_in)
         self.frequency = LatentFrequency(h.n_latents)
@@ -125,7 +130,12 @@ class SAEModule(L.LightningModule):
         # b_dec starts at the geometric median of a first batch (Gao et al.), so the encoder sees centred inputs.
         batches = iter(self.trainer.datamodule.train_dataloader())
         first = next(batches).to(self.device)
-        if self.whitening is not None:
+        if self.hparams.scale_activations and not self.hparams.whitening:
+            scale = self.sae.d_in**0.5 / self.sae.preprocess(first).norm(dim=-1).mean()
+            self.whitening.whiten_matrix.copy_(torch.eye(self.sae.d_in) * scale)
+            self.whitening.unwhiten_matrix.copy_(torch.eye(self.sae.d_in) / scale)
+            self.whitening.to(self.device)
+        elif self.whitening is not None:
             accumulator = CovarianceAccumulator(self.sae.d_in)
             for batch in itertools.chain([first], itertools.islice(batches, self.hparams.whitening_batches - 1)):
                 accumulator.update(self.sae.preprocess(batch))
