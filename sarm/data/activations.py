@@ -25,6 +25,7 @@ class ActivationCache:
         if not path.is_file():
             raise SarmInputError(f"{path}: no activation cache here (run `sarm cache` first, or it was interrupted)")
         self.manifest = json.loads(path.read_text())
+        self._last: torch.Tensor | None = None
 
     @property
     def hidden_size(self) -> int:
@@ -54,12 +55,19 @@ class ActivationCache:
         return load_file(path)
 
     def last_token_activations(self) -> torch.Tensor:
-        """``[num_sequences, d]`` last-token activations, row = sequence id. Reads only those tensors."""
-        out = torch.empty(self.manifest["num_sequences"], self.hidden_size, dtype=getattr(torch, self.manifest["dtype"]))
-        for path in self.shard_paths():
-            with safe_open(path, framework="pt") as f:
-                out[f.get_tensor("seq")] = f.get_tensor("last")
-        return out
+        """``[num_sequences, d]`` last-token activations, row = sequence id.
+
+        Read once (only those tensors of each shard) and kept: SAE training, its per-epoch coverage
+        and SARM's pair batches all ask for them.
+        """
+        if self._last is None:
+            out = torch.empty(self.manifest["num_sequences"], self.hidden_size,
+                              dtype=getattr(torch, self.manifest["dtype"]))
+            for path in self.shard_paths():
+                with safe_open(path, framework="pt") as f:
+                    out[f.get_tensor("seq")] = f.get_tensor("last")
+            self._last = out
+        return self._last
 
 
 class TokenStream(IterableDataset):
@@ -199,16 +207,13 @@ class PairActivationDataModule(L.LightningDataModule):
     def cache(self) -> ActivationCache:
         return ActivationCache(self.cache_dir)
 
-    @cached_property
-    def last(self) -> torch.Tensor:
-        return self.cache.last_token_activations()
-
     @property
     def hidden_size(self) -> int:
         return self.cache.hidden_size
 
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
-        return DataLoader(CachedPairs(self.cache, self.last, split), batch_size=self.batch_size, shuffle=shuffle)
+        return DataLoader(CachedPairs(self.cache, self.cache.last_token_activations(), split),
+                          batch_size=self.batch_size, shuffle=shuffle)
 
     def train_dataloader(self):
         return self._loader("train", shuffle=True)
