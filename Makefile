@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 export SARM_CACHE ?= $(HOME)/.cache/sarm
 
-.PHONY: install demo test test-integration lint clean
+.PHONY: install demo test test-integration bench-sae clean
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,20 @@ test: install
 
 test-integration: install
 	$(PY) -m pytest -q -m integration
+
+# SAE training-step benchmark against SAELens and sparsify. The peers live in their own venv,
+# never in the project's dependencies; torch stays pinned so they cannot pull another build.
+BENCH_VENV ?= .venv-bench
+$(BENCH_VENV)/.installed: pyproject.toml Makefile
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install -q "$(TORCH_SPEC)"
+	echo "$(TORCH_SPEC)" > $(BENCH_VENV)/constraints.txt
+	$(BENCH_VENV)/bin/python -m pip install -q -c $(BENCH_VENV)/constraints.txt -e . sae-lens eai-sparsify
+	touch $@
+
+bench-sae: $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python -W ignore scripts/bench_sae.py
 
 clean:
 	rm -rf runs .pytest_cache

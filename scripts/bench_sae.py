@@ -1,58 +1,157 @@
-"""SAE training-step throughput: sarm's TopK SAE (sparse decode: embedding_bag over the k active rows)
-against the dense reference (dense latents @ W_dec, as the base class and most libraries decode),
-measured in the same run on the same weights. Prints tokens/s and the ratio.
+"""One TopK SAE training step (forward, backward, optimizer), timed in one run for:
 
-    python scripts/bench_sae.py [--d_in 576] [--k 64] [--batch 1024] [--steps 20]
+    floor     one dense encoder matmul, batch × d × n: every latent competes for a TopK slot, so an
+              exact TopK step cannot do less
+    sarm      SAEModule's own training step: sparse kernels (sarm/sae/kernels.py), AuxK, dead-latent
+              tracking, decoder-gradient projection, fused Adam, decoder renormalization
+    naive     the same SAE through dense autograd (the base class's reconstruct) and plain Adam
+    SAELens   TopKTrainingSAE.training_forward_pass + backward + grad clipping + Adam, as its trainer
+              steps (dense and with its use_sparse_activations option)
+    sparsify  SparseCoder forward (fused encoder) + backward + Adam, as its trainer steps
+
+SAELens and sparsify are peers, not dependencies: they are installed in the benchmark's own
+environment (``make bench-sae`` builds it) and a missing one is reported and skipped.
+
+    python scripts/bench_sae.py [--d_in 576] [--n_latents 8192] [--k 32] [--batch 4096] [--steps 5]
+
+Each row: median seconds per step over ``--steps`` timed steps (after 2 warm-up steps) and the ratio
+to the floor, whose median is taken over timings interleaved with the others.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
+from collections.abc import Callable
 
 import torch
 
-from sarm.sae import TopKSAE
 from sarm.sae.base import SparseAutoencoder
+from sarm.sae.module import SAEModule, normalized_mse
 
 
-def dense_step(sae: TopKSAE, x: torch.Tensor) -> torch.Tensor:
-    """The dense reference: the base class's reconstruct (scatter to [batch, n], then matmul)."""
-    out = SparseAutoencoder.reconstruct(sae, x)
-    return (out.x - out.x_hat).pow(2).sum(-1).mean()
+def timed(step: Callable[[], None], steps: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
-def sparse_step(sae: TopKSAE, x: torch.Tensor) -> torch.Tensor:
-    out = sae.reconstruct(x)  # sarm's TopK path
-    return (out.x - out.x_hat).pow(2).sum(-1).mean()
+def sarm_step(args, x: torch.Tensor) -> Callable[[], None]:
+    module = SAEModule("topk", args.n_latents, args.k, d_in=args.d_in, input_norm="none", lr=1e-4)
+    optimizer = module.build_optimizer()
 
-
-def throughput(step, sae: TopKSAE, x: torch.Tensor, steps: int) -> float:
-    optimizer = torch.optim.Adam(sae.parameters(), lr=1e-4)
-    for i in range(steps + 3):  # 3 warm-up steps
-        if i == 3:
-            start = time.perf_counter()
-        optimizer.zero_grad()
-        step(sae, x).backward()
+    def step():
+        loss, _, _ = module.training_loss(x)
+        loss.backward()
+        module.sae.remove_parallel_decoder_grad()
         optimizer.step()
-    return steps * x.shape[0] / (time.perf_counter() - start)
+        optimizer.zero_grad()
+        module.sae.normalize_decoder()
+
+    return step
+
+
+def naive_step(args, x: torch.Tensor) -> Callable[[], None]:
+    module = SAEModule("topk", args.n_latents, args.k, d_in=args.d_in, input_norm="none", lr=1e-4)
+    sae = module.sae
+    optimizer = torch.optim.Adam(sae.parameters(), lr=1e-4)
+
+    def step():
+        out = SparseAutoencoder.reconstruct(sae, x)  # dense latents, dense decode, dense backward
+        normalized_mse(out.x, out.x_hat).backward()
+        sae.remove_parallel_decoder_grad()
+        optimizer.step()
+        optimizer.zero_grad()
+        sae.normalize_decoder()
+
+    return step
+
+
+def saelens_step(args, x: torch.Tensor, sparse: bool) -> Callable[[], None]:
+    from sae_lens.saes.sae import TrainStepInput
+    from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
+
+    cfg = TopKTrainingSAEConfig(d_in=args.d_in, d_sae=args.n_latents, k=args.k, dtype="float32", device="cpu",
+                                use_sparse_activations=sparse)
+    sae = TopKTrainingSAE(cfg)
+    optimizer = torch.optim.Adam(sae.parameters(), lr=1e-4)
+    dead = torch.zeros(args.n_latents, dtype=torch.bool)
+
+    def step():
+        out = sae.training_forward_pass(TrainStepInput(sae_in=x, coefficients={}, dead_neuron_mask=dead,
+                                                       n_training_steps=0, is_logging_step=False))
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(sae.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+
+    return step
+
+
+def sparsify_step(args, x: torch.Tensor) -> Callable[[], None]:
+    from sparsify import SparseCoder, SparseCoderConfig
+
+    sae = SparseCoder(args.d_in, SparseCoderConfig(k=args.k, num_latents=args.n_latents))
+    optimizer = torch.optim.Adam(sae.parameters(), lr=1e-4)
+    dead = torch.zeros(args.n_latents, dtype=torch.bool)
+
+    def step():
+        out = sae(x, dead_mask=dead)
+        (out.fvu + out.auxk_loss).backward()
+        sae.remove_gradient_parallel_to_decoder_directions()
+        optimizer.step()
+        optimizer.zero_grad()
+        sae.set_decoder_norm_to_unit_norm()
+
+    return step
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--d_in", type=int, default=576)
-    parser.add_argument("--k", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=1024)
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--n_latents", type=int, default=8192)
+    parser.add_argument("--k", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=4096)
+    parser.add_argument("--steps", type=int, default=5)
     args = parser.parse_args()
     torch.manual_seed(0)
     x = torch.randn(args.batch, args.d_in)
-    print(f"{'n_latents':>10} {'dense tok/s':>12} {'sarm tok/s':>13} {'sarm/dense':>13}")
-    for n in (2048, 8192, 32768):
-        sae = TopKSAE(args.d_in, n, args.k, input_norm="none")
-        dense = throughput(dense_step, sae, x, args.steps)
-        sparse = throughput(sparse_step, sae, x, args.steps)
-        print(f"{n:>10} {dense:>12,.0f} {sparse:>13,.0f} {sparse / dense:>12.2f}x")
+    W_enc = torch.randn(args.d_in, args.n_latents) / args.d_in**0.5
+
+    contenders = {
+        "sarm": lambda: sarm_step(args, x),
+        "naive dense": lambda: naive_step(args, x),
+        "SAELens": lambda: saelens_step(args, x, sparse=False),
+        "SAELens (sparse acts)": lambda: saelens_step(args, x, sparse=True),
+        "sparsify": lambda: sparsify_step(args, x),
+    }
+    floors, seconds = [], {}
+    for name, build in contenders.items():
+        floors.append(timed(lambda: x @ W_enc, args.steps))
+        try:
+            seconds[name] = timed(build(), args.steps)
+        except ImportError as error:
+            print(f"{name}: skipped ({error.name} is not installed; `make bench-sae` installs the peers)")
+        except Exception as error:  # a peer's own bug: report it, time the others
+            print(f"{name}: failed ({type(error).__name__}: {str(error).splitlines()[0][:120]})")
+    floors.append(timed(lambda: x @ W_enc, args.steps))
+    floor = statistics.median(floors)
+
+    print(f"TopK training step: d_in={args.d_in} n_latents={args.n_latents} k={args.k} batch={args.batch} fp32, "
+          f"{torch.get_num_threads()} threads, median of {args.steps} steps")
+    print(f"{'':<24}{'s/step':>9}{'x floor':>9}{'tokens/s':>11}")
+    print(f"{'floor (x @ W_enc)':<24}{floor:>9.3f}{1:>9.2f}{'':>11}")
+    for name, s in seconds.items():
+        print(f"{name:<24}{s:>9.3f}{s / floor:>9.2f}{args.batch / s:>11,.0f}")
+    if "sarm" in seconds:
+        peers = {name: s / seconds["sarm"] for name, s in seconds.items() if name != "sarm"}
+        print("sarm speed-up: " + ", ".join(f"{v:.2f}x vs {name}" for name, v in peers.items()))
 
 
 if __name__ == "__main__":

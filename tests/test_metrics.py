@@ -2,6 +2,7 @@
 
 import torch
 
+from sarm.sae.base import SAEOutput
 from sarm.sae.metrics import LatentFrequency, ReconstructionMetrics
 
 
@@ -37,8 +38,9 @@ def test_shrunk_reconstructions_have_relative_bias_below_one():
 
 def test_l0_dead_and_dense_fractions():
     metric = LatentFrequency(4, dense_above=0.5)
-    metric.update(torch.tensor([[1.0, 2.0, 0.0, 0.0], [3.0, 0.0, 0.0, 0.0]]))
-    metric.update(torch.tensor([[1.0, 0.0, 0.0, 0.0], [3.0, 0.0, 0.0, 0.5]]))
+    for latents in (torch.tensor([[1.0, 2.0, 0.0, 0.0], [3.0, 0.0, 0.0, 0.0]]),
+                    torch.tensor([[1.0, 0.0, 0.0, 0.0], [3.0, 0.0, 0.0, 0.5]])):
+        metric.update(SAEOutput(latents, latents, latents).firing_counts(), tokens=2)
     out = metric.compute()
     assert out["l0"].item() == 1.5  # 6 active entries over 4 tokens
     assert out["dead_fraction"].item() == 0.25  # latent 2 never fired

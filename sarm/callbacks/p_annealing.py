@@ -47,6 +47,7 @@ from collections import deque
 import lightning as L
 import torch
 
+from sarm.sae.base import as_dense
 from sarm.sae.relu import sparsity_penalty
 
 
@@ -95,7 +96,7 @@ class PAnnealing(L.Callback):
     """Anneals the sparsity exponent p of a ReLU SAE's Lp^p penalty, rescaling α to keep the penalty continuous.
 
     The module must expose ``sae`` (with ``W_dec``), float attributes ``sparsity_p`` and
-    ``sparsity_coefficient`` (used by its loss), and return ``{"loss", "latents", ...}`` from
+    ``sparsity_coefficient`` (used by its loss), and return ``{"loss", "latents", ...}`` (latents dense or as ``TopLatents``) from
     ``training_step``.
 
     Args:
@@ -195,7 +196,7 @@ class PAnnealing(L.Callback):
         if not isinstance(outputs, dict) or "latents" not in outputs:
             raise TypeError("PAnnealing needs training_step to return a dict with 'latents'")
         with torch.no_grad():
-            latents = outputs["latents"].detach()
+            latents = as_dense(outputs["latents"]).detach()
             W_dec = pl_module.sae.W_dec.detach()
             pair = torch.stack([sparsity_penalty(latents, W_dec, self.p), sparsity_penalty(latents, W_dec, p_next)])
             # Every rank must rescale α identically: average the measurement over ranks.

@@ -50,6 +50,8 @@ from __future__ import annotations
 import lightning as L
 import torch
 
+from sarm.sae.base import as_dense
+
 
 def latent_statistics(latents: torch.Tensor, decoder_norms: torch.Tensor) -> torch.Tensor:
     """One step's per-latent statistics, stacked ``[3, n]``: mean activation, frequency, contribution."""
@@ -109,7 +111,7 @@ class AdaptiveTemporalMasking(L.Callback):
     """Masks low-importance latents at random during training, with probabilities from EMA importance scores.
 
     Formulas in the module docstring. The module must expose ``sae`` (a ``SparseAutoencoder`` with
-    a ``latent_mask`` buffer and ``W_dec``) and return ``{"loss", "latents", ...}`` from
+    a ``latent_mask`` buffer and ``W_dec``) and return ``{"loss", "latents", ...}`` (latents dense or as ``TopLatents``) from
     ``training_step``.
 
     Args:
@@ -213,7 +215,7 @@ class AdaptiveTemporalMasking(L.Callback):
             raise TypeError("AdaptiveTemporalMasking needs training_step to return a dict with 'latents'")
         sae = pl_module.sae
         with torch.no_grad():
-            stats = latent_statistics(outputs["latents"], sae.W_dec.detach().norm(dim=1))
+            stats = latent_statistics(as_dense(outputs["latents"]), sae.W_dec.detach().norm(dim=1))
             # Every rank must hold the same EMAs to draw the same mask: average the step's statistics.
             stats = trainer.strategy.reduce(stats, reduce_op="mean")
             self.update_statistics(stats, sae.latent_mask)

@@ -21,11 +21,60 @@ from torch import nn
 EPS = 1e-6  # the SARM paper's standardization epsilon
 
 
-class SAEOutput(NamedTuple):
-    x: torch.Tensor  # the preprocessed input the SAE reconstructs
-    x_hat: torch.Tensor  # its reconstruction
-    latents: torch.Tensor  # [..., n_latents] activations (zero where inactive)
-    pre: torch.Tensor  # [..., n_latents] encoder pre-activations (masked latents at −inf)
+class TopLatents(NamedTuple):
+    """Latents held as the k (value, index) pairs per token that a TopK SAE keeps."""
+
+    values: torch.Tensor  # [..., k] activations (ReLU'd: a kept slot may hold 0)
+    indices: torch.Tensor  # [..., k] latent ids
+    n_latents: int
+
+    def dense(self) -> torch.Tensor:
+        shape = (*self.values.shape[:-1], self.n_latents)
+        return self.values.new_zeros(shape).scatter_(-1, self.indices, self.values)
+
+
+def as_dense(latents: torch.Tensor | TopLatents) -> torch.Tensor:
+    """``[..., n_latents]`` latents, whichever form they come in."""
+    return latents.dense() if isinstance(latents, TopLatents) else latents
+
+
+class SAEOutput:
+    """One forward pass: the input it reconstructs, the reconstruction, the latents.
+
+    ``latents`` is always the dense ``[..., n_latents]`` tensor; on the sparse TopK path it is built
+    on first use from ``top`` (the k active per token), which is all training needs.
+    ``pre`` holds the dense pre-activations where the path computed them (None on the sparse path).
+    """
+
+    def __init__(self, x: torch.Tensor, x_hat: torch.Tensor, latents: torch.Tensor | TopLatents,
+                 pre: torch.Tensor | None = None):
+        self.x, self.x_hat, self.pre = x, x_hat, pre
+        self.top = latents if isinstance(latents, TopLatents) else None
+        self._dense = None if self.top is not None else latents
+
+    @property
+    def latents(self) -> torch.Tensor:
+        if self._dense is None:
+            self._dense = self.top.dense()
+        return self._dense
+
+    def compact_latents(self) -> torch.Tensor | TopLatents:
+        """The latents in the cheapest form this output holds, detached (for callbacks)."""
+        if self.top is not None:
+            return TopLatents(self.top.values.detach(), self.top.indices, self.top.n_latents)
+        return self._dense.detach()
+
+    def firing_counts(self) -> torch.Tensor:
+        """``[n_latents]``: over all tokens, how many times each latent fired (activation > 0)."""
+        if self.top is None:
+            return (self.latents.reshape(-1, self.latents.shape[-1]) > 0).sum(0)
+        fired = self.top.indices[self.top.values > 0]
+        return torch.bincount(fired, minlength=self.top.n_latents)
+
+    def l0(self) -> torch.Tensor:
+        """Mean number of active latents per token."""
+        active = self.top.values if self.top is not None else self.latents
+        return (active > 0).float().sum(-1).mean()
 
 
 def standardize(x: torch.Tensor) -> torch.Tensor:
@@ -75,8 +124,8 @@ class SparseAutoencoder(nn.Module):
     def remove_parallel_decoder_grad(self) -> None:
         """Drop the gradient component along each decoder row, so the step keeps rows at unit norm."""
         if self.W_dec.grad is not None:
-            parallel = (self.W_dec.grad * self.W_dec).sum(1, keepdim=True)
-            self.W_dec.grad -= parallel * self.W_dec
+            parallel = torch.linalg.vecdot(self.W_dec.grad, self.W_dec).unsqueeze(1)
+            self.W_dec.grad.addcmul_(parallel, self.W_dec, value=-1.0)
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
         return standardize(x) if self.input_norm == "standardize" else x.float()

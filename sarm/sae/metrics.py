@@ -52,10 +52,10 @@ class LatentFrequency(Metric):
         self.add_state("fired", torch.zeros(n_latents, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, latents: torch.Tensor) -> None:
-        active = (latents.reshape(-1, latents.shape[-1]) > 0).double()
-        self.fired = self.fired + active.sum(0)
-        self.count = self.count + active.shape[0]
+    def update(self, fired: torch.Tensor, tokens: int) -> None:
+        """``fired[i]``: how many of ``tokens`` tokens latent i was active on (``SAEOutput.firing_counts``)."""
+        self.fired = self.fired + fired.double()
+        self.count = self.count + tokens
 
     def compute(self) -> dict[str, torch.Tensor]:
         frequency = self.fired / self.count

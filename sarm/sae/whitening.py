@@ -140,7 +140,8 @@ def whitened_forward(sae: SparseAutoencoder, whitening: PCAWhitening, x: torch.T
     """
     x = sae.preprocess(x)
     out = sae.reconstruct(whitening.whiten(x).to(sae.W_enc.dtype))
-    return SAEOutput(x, whitening.unwhiten(out.x_hat).to(x.dtype), out.latents, out.pre)
+    latents = out.top if out.top is not None else out.latents
+    return SAEOutput(x, whitening.unwhiten(out.x_hat).to(x.dtype), latents, out.pre)
 
 
 @torch.no_grad()
