@@ -9,7 +9,8 @@ import lightning as L
 from sarm.callbacks.attribution import RewardAttribution
 from sarm.data.activations import PairActivationDataModule
 from sarm.data.cache import CacheSettings, cache_activations
-from sarm.reward.export import load_sarm
+from sarm.errors import SarmInputError
+from sarm.reward.export import read_config
 from sarm.reward.sarm import SARM
 
 
@@ -45,16 +46,22 @@ def attribute(
         batch_size: pairs per batch.
         top: how many top features to print.
     """
-    _, _, config = load_sarm(sarm)
+    config = read_config(sarm)
+    if config["kind"] != "sarm":
+        raise SarmInputError(f"{sarm}: a {config['kind']!r} reward model has no SAE features to attribute to")
+    if config["backbone"].get("weights", "reference") != "reference":
+        raise SarmInputError(f"{sarm}: its backbone was fine-tuned (LoRA); attribution reads cached activations "
+                             "of the original backbone, so it needs a head-only SARM")
     backbone = config["backbone"]
     settings = CacheSettings(
         data=data, num_pairs=num_pairs, seed=seed, model=backbone["model"], layer=backbone["layer"],
-        max_length=backbone["max_length"], tokens=backbone["tokens"],
+        max_length=backbone["max_length"], tokens="response",
         split_fractions=split_fractions, split_seed=split_seed,
     )
     directory = cache_activations(settings, output=cache_dir)
     callback = RewardAttribution(output_dir=output, top=top, stages=("predict",))
     trainer = L.Trainer(accelerator="auto", devices=1, logger=False, callbacks=[callback], enable_model_summary=False)
-    trainer.predict(SARM(sae=sarm), PairActivationDataModule(str(directory), batch_size, split),
+    datamodule = PairActivationDataModule(str(directory), batch_size, split, pooling=config["pooling"])
+    trainer.predict(SARM(sae=sarm, pooling=config["pooling"], features=config.get("features", "latents")), datamodule,
                     return_predictions=False)
     return {"output": str(Path(output)), **{k: v for k, v in (callback.result or {}).items() if v.numel() == 1}}

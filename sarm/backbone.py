@@ -154,8 +154,14 @@ class TruncatedBackbone(nn.Module):
         )
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Hidden states ``[batch, seq, hidden]`` after decoder layer ``self.layer``."""
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        """Hidden states ``[batch, seq, hidden]`` after decoder layer ``self.layer``.
+
+        Positions count real tokens only, so a left-padded sequence gets the same hidden states as
+        the same sequence right-padded (models otherwise number padding positions too).
+        """
+        position_ids = None if attention_mask is None else (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                         use_cache=False)
         return out.last_hidden_state
 
 

@@ -59,8 +59,10 @@ def test_pair_batches_hold_each_pairs_chosen_and_rejected_last_tokens(tiny_cache
     last = dm.cache.last_token_activations().float()
     seen = []
     for batch in dm.test_dataloader():
-        torch.testing.assert_close(batch["chosen"], last[2 * batch["pair"]])
-        torch.testing.assert_close(batch["rejected"], last[2 * batch["pair"] + 1])
+        n = len(batch["pair"])
+        assert batch["hidden"].shape[:2] == (2 * n, 1) and batch["mask"].all()
+        torch.testing.assert_close(batch["hidden"][:n, 0].float(), last[2 * batch["pair"]])
+        torch.testing.assert_close(batch["hidden"][n:, 0].float(), last[2 * batch["pair"] + 1])
         seen += batch["pair"].tolist()
     assert sorted(seen) == dm.cache.pair_indices("test").tolist()
     splits = [set(dm.cache.pair_indices(s).tolist()) for s in ("train", "val", "test")]
@@ -70,3 +72,22 @@ def test_pair_batches_hold_each_pairs_chosen_and_rejected_last_tokens(tiny_cache
 def test_a_missing_cache_is_a_clear_error(tmp_path):
     with pytest.raises(SarmInputError, match="run `sarm cache` first"):
         ActivationCache(tmp_path)
+
+
+def test_mean_pooling_batches_hold_every_response_token_in_order(tiny_cache):
+    dm = PairActivationDataModule(str(tiny_cache["cache"]), batch_size=4, pooling="mean")
+    tokens = {}
+    for path in dm.cache.shard_paths():
+        shard = dm.cache.load_shard(path)
+        for seq, pos, h in zip(shard["token_seq"].tolist(), shard["token_pos"].tolist(), shard["tokens"]):
+            tokens.setdefault(seq, []).append((pos, h))
+    last = dm.cache.last_token_activations()
+    batch = next(iter(dm.val_dataloader()))
+    n = len(batch["pair"])
+    for row, seq in enumerate(torch.cat([2 * batch["pair"], 2 * batch["pair"] + 1]).tolist()):
+        expected = torch.stack([h for _, h in sorted(tokens[seq], key=lambda t: t[0])])
+        length = int(batch["mask"][row].sum())
+        assert length == len(expected) and not batch["mask"][row, length:].any()
+        torch.testing.assert_close(batch["hidden"][row, :length], expected)
+        torch.testing.assert_close(batch["hidden"][row, length - 1], last[seq])  # the last response token
+    assert batch["hidden"].shape[0] == 2 * n

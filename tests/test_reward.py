@@ -1,33 +1,42 @@
-"""SARM's head and loss: exact per-feature decomposition, Bradley–Terry, frozen SAE."""
+"""Reward models: exact per-feature decomposition, Bradley–Terry, train modes, export."""
 
 import math
 
 import pytest
 import torch
 
-from sarm.reward import SARM, SparseRewardHead
-from sarm.reward.export import load_sarm, save_sarm
+from sarm.reward import SARM, DenseRM, RewardHead
+from sarm.reward.export import load_network, save_reward_model
 from sarm.reward.loss import bradley_terry_loss
 from sarm.sae import TopKSAE, save_sae
+from sarm.sae.base import standardize
 
 
 @pytest.fixture
 def sae_dir(tmp_path):
     torch.manual_seed(0)
-    return str(save_sae(TopKSAE(16, 64, 4), tmp_path / "sae"))
+    return str(save_sae(TopKSAE(16, 64, 4), tmp_path / "sae", extra={"model_name": "m", "hook_layer": 2}))
+
+
+def pair_batch(chosen: torch.Tensor, rejected: torch.Tensor, margin: torch.Tensor | None = None) -> dict:
+    """A cached-activation batch: last tokens of both sides stacked, T = 1."""
+    hidden = torch.cat([chosen, rejected]).unsqueeze(1)
+    n = chosen.shape[0]
+    return {"hidden": hidden, "mask": torch.ones(2 * n, 1, dtype=torch.long),
+            "margin": torch.zeros(n) if margin is None else margin, "pair": torch.arange(n),
+            "subset": torch.full((n,), -1)}
 
 
 def test_head_starts_at_zero_so_the_first_loss_is_log_two(sae_dir):
     model = SARM(sae=sae_dir)
     h = torch.randn(6, 16)
     assert torch.equal(model(h), torch.zeros(6))
-    batch = {"chosen": h, "rejected": torch.randn(6, 16), "margin": torch.zeros(6), "pair": torch.arange(6)}
-    assert abs(model._step(batch, "val")["loss"].item() - math.log(2)) < 1e-6
+    assert abs(model._step(pair_batch(h, torch.randn(6, 16)), "val")["loss"].item() - math.log(2)) < 1e-6
 
 
 def test_contributions_sum_to_the_reward():
     torch.manual_seed(1)
-    head = SparseRewardHead(64)
+    head = RewardHead(64)
     head.weight.data.normal_()
     z = torch.relu(torch.randn(10, 64))
     torch.testing.assert_close(head.contributions(z).sum(-1), head(z), rtol=1e-6, atol=1e-6)
@@ -41,14 +50,43 @@ def test_bradley_terry_matches_its_formula_and_margin_shifts_it():
     torch.testing.assert_close(bradley_terry_loss(chosen, rejected, margin), bradley_terry_loss(chosen - 1, rejected))
 
 
-def test_only_the_head_trains_and_the_sae_stays_frozen(sae_dir):
+def test_reward_centering_adds_the_mean_squared_pair_sum(sae_dir):
+    torch.manual_seed(2)
+    plain, centered = SARM(sae=sae_dir), SARM(sae=sae_dir, reward_centering=0.5)
+    for model in (plain, centered):
+        model.head.weight.data.copy_(torch.linspace(-1, 1, 64))
+    batch = pair_batch(torch.randn(8, 16), torch.randn(8, 16))
+    scored = plain.score(batch)
+    expected = 0.5 * (scored["chosen_reward"] + scored["rejected_reward"]).pow(2).mean()
+    difference = centered._step(batch, "train")["loss"] - plain._step(batch, "train")["loss"]
+    torch.testing.assert_close(difference, expected)
+
+
+def test_head_mode_trains_only_the_head_and_the_sae_stays_frozen(sae_dir):
     model = SARM(sae=sae_dir)
     trainable = [name for name, p in model.named_parameters() if p.requires_grad]
-    assert trainable == ["head.weight"]
+    assert trainable == ["network.head.weight"]
     model.train()
     assert not model.sae.training
     optimizer = model.configure_optimizers()
     assert sum(p.numel() for g in optimizer.param_groups for p in g["params"]) == 64
+
+
+def test_joint_mode_updates_the_sae_with_its_reconstruction_loss_and_keeps_decoder_rows_unit(sae_dir):
+    model = SARM(sae=sae_dir, mode="joint", reconstruction_coefficient=1.0, sae_lr=0.01)
+    before = model.sae.W_enc.detach().clone()
+    optimizer = model.configure_optimizers()
+    assert {id(p) for p in model.sae.parameters()} <= {id(p) for g in optimizer.param_groups for p in g["params"]}
+    torch.manual_seed(4)
+    scored = model._step(pair_batch(torch.randn(16, 16), torch.randn(16, 16)), "train")
+    _, logs = model.extra_loss(scored)
+    assert logs["train/sae_fvu"] > 0  # the reconstruction term is really there
+    scored["loss"].backward()
+    model.on_before_optimizer_step(optimizer)
+    optimizer.step()
+    model.on_train_batch_end(None, None, 0)
+    assert not torch.equal(model.sae.W_enc, before)
+    torch.testing.assert_close(model.sae.W_dec.norm(dim=1), torch.ones(64))
 
 
 def test_one_gradient_step_raises_chosen_above_rejected(sae_dir):
@@ -56,31 +94,40 @@ def test_one_gradient_step_raises_chosen_above_rejected(sae_dir):
     optimizer = model.configure_optimizers()
     torch.manual_seed(2)
     chosen, rejected = torch.randn(32, 16), torch.randn(32, 16)
-    batch = {"chosen": chosen, "rejected": rejected, "margin": torch.zeros(32), "pair": torch.arange(32)}
     before = (model(chosen) - model(rejected)).mean()
-    model._step(batch, "val")["loss"].backward()
+    model._step(pair_batch(chosen, rejected), "val")["loss"].backward()
     optimizer.step()
     assert (model(chosen) - model(rejected)).mean() > before
 
 
-def test_swapping_chosen_and_rejected_turns_accuracy_a_into_one_minus_a(sae_dir):
-    model = SARM(sae=sae_dir)
-    torch.manual_seed(3)
+def test_pre_activation_features_give_a_dense_exact_sum(sae_dir):
+    model = SARM(sae=sae_dir, features="pre")
     model.head.weight.data.normal_()
-    chosen, rejected = torch.randn(50, 16), torch.randn(50, 16)
-    accuracy = (model(chosen) > model(rejected)).float().mean()
-    swapped = (model(rejected) > model(chosen)).float().mean()
-    assert accuracy + swapped == pytest.approx(1.0)  # continuous rewards: no ties
-
-
-def test_export_round_trip_restores_rewards(sae_dir, tmp_path):
-    model = SARM(sae=sae_dir)
-    model.head.weight.data.normal_()
-    save_sarm(tmp_path / "sarm", model.sae, model.head, {"model": "m", "layer": 2}, {"val/accuracy": 1.0})
-    sae, head, config = load_sarm(tmp_path / "sarm")
     h = torch.randn(5, 16)
-    torch.testing.assert_close(head(sae.encode(h)), model(h))
-    assert config["backbone"] == {"model": "m", "layer": 2}
-    assert config["head_nonzero"] == 64
-    reloaded = SARM(sae=str(tmp_path / "sarm"))  # an exported SARM continues training from its head
-    torch.testing.assert_close(reloaded(h), model(h))
+    z = model.network.features(h)
+    assert (z != 0).all()  # every latent contributes, unlike TopK latents
+    torch.testing.assert_close(model(h), (model.sae.pre_activations(model.sae.preprocess(h)) * model.head.weight).sum(-1))
+
+
+def test_dense_baseline_reads_the_standardized_hidden_state():
+    model = DenseRM(d_in=16)
+    model.head.weight.data.normal_()
+    h = torch.randn(7, 16) * 3 + 1
+    torch.testing.assert_close(model(h), standardize(h) @ model.head.weight)
+
+
+@pytest.mark.parametrize("kind", ["sarm", "dense"])
+def test_export_round_trip_restores_rewards(sae_dir, tmp_path, kind):
+    model = SARM(sae=sae_dir, pooling="mean") if kind == "sarm" else DenseRM(d_in=16, pooling="mean")
+    model.head.weight.data.normal_()
+    save_reward_model(tmp_path / "rm", model.network, {"model": "m", "layer": 2, "max_length": 64},
+                      metrics={"val/accuracy": 1.0}, reward_norm=[0.5, 2.0])
+    network, config = load_network(tmp_path / "rm")
+    h, mask = torch.randn(3, 5, 16), torch.tensor([[0, 1, 1, 1, 0], [1, 1, 1, 1, 1], [0, 0, 0, 0, 1]])
+    torch.testing.assert_close(network(h, mask), model(h, mask))
+    assert config["kind"] == kind and config["pooling"] == "mean"
+    assert config["backbone"] == {"model": "m", "layer": 2, "max_length": 64, "weights": "reference"}
+    assert config["reward_norm"] == {"mean": 0.5, "std": 2.0}
+    if kind == "sarm":  # an exported SARM continues training from its head
+        reloaded = SARM(sae=str(tmp_path / "rm"), pooling="mean")
+        torch.testing.assert_close(reloaded(h, mask), model(h, mask))

@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from sarm.data.cache import MANIFEST, PAIRS, SPLITS
+from sarm.data.pairs import subset_ids
 from sarm.errors import SarmInputError
 
 
@@ -68,6 +69,34 @@ class ActivationCache:
                     out[f.get_tensor("seq")] = f.get_tensor("last")
             self._last = out
         return self._last
+
+    @cached_property
+    def _response_index(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """All cached tokens ordered by (sequence, position), and each sequence's offset into them."""
+        tokens, seqs, positions = [], [], []
+        for path in self.shard_paths():
+            with safe_open(path, framework="pt") as f:
+                tokens.append(f.get_tensor("tokens"))
+                seqs.append(f.get_tensor("token_seq").long())
+                positions.append(f.get_tensor("token_pos").long())
+        seq, pos = torch.cat(seqs), torch.cat(positions)
+        order = torch.argsort(seq * (int(pos.max()) + 1) + pos)
+        counts = torch.bincount(seq, minlength=self.manifest["num_sequences"])
+        offsets = torch.zeros(len(counts) + 1, dtype=torch.long)
+        offsets[1:] = counts.cumsum(0)
+        return torch.cat(tokens)[order], offsets
+
+    def response_tokens(self, sequences: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``([n, T, d], [n, T])``: the cached tokens of these sequences, right-padded, and their mask."""
+        tokens, offsets = self._response_index
+        starts, ends = offsets[sequences], offsets[sequences + 1]
+        lengths = ends - starts
+        length = int(lengths.max())
+        positions = torch.arange(length)
+        mask = positions[None] < lengths[:, None]
+        gather = (starts[:, None] + positions[None]).clamp_max(len(tokens) - 1)
+        hidden = tokens[gather] * mask[..., None].to(tokens.dtype)
+        return hidden, mask.long()
 
 
 class TokenStream(IterableDataset):
@@ -170,38 +199,41 @@ class TokenActivationDataModule(L.LightningDataModule):
 
 
 class CachedPairs(Dataset):
-    """(chosen, rejected) last-token activations of the pairs of one split."""
+    """The pairs of one split, as indices; ``collate`` turns a list of them into a batch."""
 
-    def __init__(self, cache: ActivationCache, last: torch.Tensor, split: str):
+    def __init__(self, cache: ActivationCache, split: str):
         self.indices = cache.pair_indices(split)
-        self.last = last
-        self.margins = torch.tensor([p["margin"] or 0.0 for p in cache.pairs], dtype=torch.float32)
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int) -> dict:
-        pair = int(self.indices[i])
-        return {
-            "chosen": self.last[2 * pair].float(),
-            "rejected": self.last[2 * pair + 1].float(),
-            "margin": self.margins[pair],
-            "pair": pair,
-        }
+    def __getitem__(self, i: int) -> int:
+        return int(self.indices[i])
 
 
 class PairActivationDataModule(L.LightningDataModule):
-    """Cached last-token activations of chosen/rejected pairs, for SARM's head-only mode.
+    """Cached activations of chosen/rejected pairs, for reward models whose backbone is frozen.
+
+    Batches have the layout of ``sarm.data.pairs`` with hidden states in place of token ids: both
+    sides stacked (rows [0, B) chosen, [B, 2B) rejected) as ``hidden`` ``[2B, T, d]`` with a
+    response ``mask`` ``[2B, T]``; T = 1 (the last token) for ``pooling: last``, the longest
+    response in the batch for ``pooling: mean``. Plus ``margin``, ``pair`` and ``subset`` per pair.
 
     Args:
         cache_dir: a directory written by ``sarm cache``.
         batch_size: pairs per batch.
         predict_split: the split ``predict`` (and ``sarm attribute``) runs on: train, val, test or all.
+        pooling: ``last`` reads the cached last tokens; ``mean`` the cached response tokens (a cache
+            written with ``tokens: response``).
     """
 
-    def __init__(self, cache_dir: str, batch_size: int = 64, predict_split: str = "test"):
+    yields_tokens = False
+
+    def __init__(self, cache_dir: str, batch_size: int = 64, predict_split: str = "test", pooling: str = "last"):
         super().__init__()
-        self.cache_dir, self.batch_size, self.predict_split = cache_dir, batch_size, predict_split
+        if pooling not in ("last", "mean"):
+            raise ValueError(f"pooling = {pooling!r}: expected 'last' or 'mean'")
+        self.cache_dir, self.batch_size, self.predict_split, self.pooling = cache_dir, batch_size, predict_split, pooling
 
     @cached_property
     def cache(self) -> ActivationCache:
@@ -211,9 +243,42 @@ class PairActivationDataModule(L.LightningDataModule):
     def hidden_size(self) -> int:
         return self.cache.hidden_size
 
+    @property
+    def backbone_settings(self) -> dict:
+        manifest = self.cache.manifest
+        return {"model": manifest["model"], "layer": manifest["layer"],
+                "max_length": manifest["settings"]["max_length"]}
+
+    @cached_property
+    def _subsets(self) -> tuple[list[str], torch.Tensor]:
+        names, ids = subset_ids([p.get("meta", {}) for p in self.cache.pairs])
+        return names, torch.tensor(ids, dtype=torch.long)
+
+    @property
+    def subsets(self) -> list[str]:
+        return self._subsets[0]
+
+    @cached_property
+    def margins(self) -> torch.Tensor:
+        return torch.tensor([p["margin"] or 0.0 for p in self.cache.pairs], dtype=torch.float32)
+
+    def collate(self, pairs: list[int]) -> dict[str, torch.Tensor]:
+        index = torch.tensor(pairs, dtype=torch.long)
+        sequences = torch.cat([2 * index, 2 * index + 1])
+        if self.pooling == "last":
+            hidden = self.cache.last_token_activations()[sequences].unsqueeze(1)
+            mask = torch.ones(hidden.shape[:2], dtype=torch.long)
+        else:
+            hidden, mask = self.cache.response_tokens(sequences)
+        return {"hidden": hidden, "mask": mask, "margin": self.margins[index], "pair": index,
+                "subset": self._subsets[1][index]}
+
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
-        return DataLoader(CachedPairs(self.cache, self.cache.last_token_activations(), split),
-                          batch_size=self.batch_size, shuffle=shuffle)
+        if self.pooling == "mean" and self.cache.manifest["settings"]["tokens"] != "response":
+            raise SarmInputError(f"{self.cache_dir}: pooling 'mean' needs a cache of response tokens "
+                                 f"(tokens: response); this one holds {self.cache.manifest['settings']['tokens']!r}")
+        return DataLoader(CachedPairs(self.cache, split), batch_size=self.batch_size, shuffle=shuffle,
+                          collate_fn=self.collate)
 
     def train_dataloader(self):
         return self._loader("train", shuffle=True)

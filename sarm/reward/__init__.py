@@ -1,4 +1,6 @@
-from sarm.reward.head import SparseRewardHead
+from sarm.reward.dense import DenseRM
+from sarm.reward.head import RewardHead
+from sarm.reward.network import DenseNetwork, RewardNetwork, SARMNetwork
 from sarm.reward.sarm import SARM
 
-__all__ = ["SARM", "SparseRewardHead"]
+__all__ = ["SARM", "DenseNetwork", "DenseRM", "RewardHead", "RewardNetwork", "SARMNetwork"]

@@ -1,115 +1,108 @@
-"""SARM: a reward model whose scalar head reads the features of a frozen SAE.
+"""SARM: a reward model whose scalar head reads the features of an SAE.
 
-    h = backbone_L(text)[last response token]        (here: read from the activation cache)
-    z = TopK-SAE(standardize(h))                     frozen
-    reward = w · z                                   head: no bias, zero init
+    h = backbone_L(text)                 residual stream after layer L (cached, or run with LoRA)
+    z = pool(SAE(standardize(h)))        TopK latents (or pre-activations) at the last response
+                                         token, or their mean over the response
+    reward = w · z                       no bias, zero init: an exact sum of feature contributions
 
-Bradley–Terry loss on chosen/rejected pairs. Because the SAE and backbone are frozen in this mode
-("head only"), training reads cached last-token activations instead of re-running the backbone.
+The SAE is frozen in modes ``head`` and ``lora``; in ``joint`` it trains too, with its own
+reconstruction loss on the detached hidden states so that it stays a faithful dictionary.
 """
 
 from __future__ import annotations
 
+import json
+import warnings
 from pathlib import Path
+from typing import Literal
 
-import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_only
-from torchmetrics import MeanMetric
 
-from sarm.reward.export import load_sarm, save_sarm
-from sarm.reward.head import SparseRewardHead
-from sarm.reward.loss import bradley_terry_loss
+from sarm.errors import SarmInputError
+from sarm.reward.export import CONFIG, load_network
+from sarm.reward.module import RewardModelModule
+from sarm.reward.network import SARMNetwork
+from sarm.reward.pooling import last_positions
 from sarm.sae.io import load_sae
+from sarm.sae.module import normalized_mse
 
 
-class SARM(L.LightningModule):
-    """SAE-enhanced reward model, head-only training on cached hidden states.
+class SARM(RewardModelModule):
+    """SAE-enhanced reward model.
 
     Args:
-        sae: directory of a trained SAE (``cfg.json`` + ``sae_weights.safetensors``), or of an
-            exported SARM to continue from (its ``sae/`` and head are loaded).
-        lr: AdamW learning rate of the head.
-        weight_decay: AdamW weight decay of the head.
-        head_l1: L1 penalty on the head's weights (sparser explanations).
-        export_dir: where the trained SARM is written for inference without Lightning.
+        sae: directory of a trained SAE (sarm, SAELens or sparsify layout), or of an exported SARM
+            to continue from (its SAE and head are loaded).
+        features: the head reads the SAE's TopK ``latents`` or its ``pre``-activations.
+        reconstruction_coefficient: weight λ of the SAE's reconstruction loss in ``joint`` mode.
+        sae_lr: learning rate of the SAE in ``joint`` mode.
+        **kwargs: the shared arguments of ``RewardModelModule`` (mode, pooling, lr, LoRA, export_dir, ...).
     """
 
-    def __init__(
-        self,
-        sae: str,
-        lr: float = 3e-3,
-        weight_decay: float = 0.0,
-        head_l1: float = 0.0,
-        export_dir: str | None = None,
-    ):
-        super().__init__()
+    def __init__(self, sae: str, features: Literal["latents", "pre"] = "latents",
+                 reconstruction_coefficient: float = 1.0, sae_lr: float = 1e-4, **kwargs):
+        super().__init__(**kwargs)
         self.save_hyperparameters()
-        if (Path(sae) / "sarm.json").is_file():
-            self.sae, self.head, _ = load_sarm(sae)
+        path = Path(sae)
+        if (path / CONFIG).is_file():
+            network, config = load_network(path)
+            if config["kind"] != "sarm":
+                raise SarmInputError(f"{path / CONFIG}: a {config['kind']!r} reward model has no SAE to continue from")
+            self.network = SARMNetwork(network.sae, self.hparams.pooling, features)
+            self.network.head.load_state_dict(network.head.state_dict())
+            self.sae_provenance = {"model_name": config["backbone"].get("model"),
+                                   "hook_layer": config["backbone"].get("layer")}
         else:
-            self.sae = load_sae(sae)
-            self.head = SparseRewardHead(self.sae.n_latents)
-        self.sae.requires_grad_(False).eval()
-        self.metrics = torch.nn.ModuleDict({
-            f"{stage}_{name}": MeanMetric() for stage in ("train", "val", "test") for name in ("accuracy", "margin")
-        })
+            self.network = SARMNetwork(load_sae(path), self.hparams.pooling, features)
+            cfg = path / "cfg.json"
+            self.sae_provenance = json.loads(cfg.read_text()) if cfg.is_file() else {}
+        joint = self.hparams.mode == "joint"
+        self.sae.requires_grad_(joint)
+        if not joint:
+            self.sae.eval()
+
+    @property
+    def sae(self):
+        return self.network.sae
 
     def train(self, mode: bool = True):
         super().train(mode)
-        self.sae.eval()  # frozen: never in training mode
+        if self.hparams.mode != "joint":
+            self.sae.eval()  # frozen: never in training mode
         return self
 
-    def features(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Dense SAE latents of hidden states ``[..., d] -> [..., n_latents]`` (zero outside the top k)."""
-        return self.sae.encode(hidden)
+    def check_backbone(self, settings: dict) -> None:
+        layer, model = self.sae_provenance.get("hook_layer"), self.sae_provenance.get("model_name")
+        if layer is not None and settings.get("layer") is not None and int(layer) != int(settings["layer"]):
+            raise SarmInputError(f"the SAE was trained on layer {layer} of {model}, "
+                                 f"the data comes from layer {settings['layer']} of {settings.get('model')}")
+        if model and settings.get("model") and model != settings["model"]:
+            warnings.warn(f"the SAE was trained on '{model}', the data comes from '{settings['model']}'", stacklevel=2)
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Reward of each hidden state."""
-        return self.head(self.features(hidden))
+    def trainable_parameters(self) -> list[dict]:
+        groups = super().trainable_parameters()
+        if self.hparams.mode == "joint":
+            groups.append({"params": list(self.sae.parameters()), "lr": self.hparams.sae_lr, "weight_decay": 0.0})
+        return groups
 
-    def _step(self, batch: dict, stage: str) -> dict:
-        z_chosen, z_rejected = self.features(batch["chosen"]), self.features(batch["rejected"])
-        chosen, rejected = self.head(z_chosen), self.head(z_rejected)
-        loss = bradley_terry_loss(chosen, rejected, batch.get("margin"))
-        if self.hparams.head_l1 and stage == "train":
-            loss = loss + self.hparams.head_l1 * self.head.weight.abs().sum()
-        n = chosen.shape[0]
-        acc, margin = self.metrics[f"{stage}_accuracy"], self.metrics[f"{stage}_margin"]
-        acc.update((chosen > rejected).float())
-        margin.update(chosen - rejected)
-        self.log_dict(
-            {f"{stage}/loss": loss, f"{stage}/accuracy": acc, f"{stage}/margin": margin},
-            prog_bar=True, batch_size=n, on_step=stage == "train", on_epoch=True,
-        )
-        return {"loss": loss, "pair": batch["pair"], "chosen_reward": chosen.detach(),
-                "rejected_reward": rejected.detach(), "z_chosen": z_chosen, "z_rejected": z_rejected}
+    def extra_loss(self, scored: dict) -> tuple[torch.Tensor, dict]:
+        if self.hparams.mode != "joint":
+            return super().extra_loss(scored)
+        # Reconstruct the tokens the reward reads, from hidden states cut off from the backbone.
+        hidden, mask = scored["hidden"].detach(), scored["mask"].bool()
+        if self.hparams.pooling == "mean":
+            tokens = hidden[mask]
+        else:
+            tokens = hidden[torch.arange(hidden.shape[0], device=hidden.device), last_positions(mask)]
+        out = self.sae(tokens)
+        fvu = normalized_mse(out.x, out.x_hat)
+        return self.hparams.reconstruction_coefficient * fvu, {"train/sae_fvu": fvu}
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")["loss"]
+    def on_before_optimizer_step(self, optimizer) -> None:
+        if self.hparams.mode == "joint":
+            self.sae.remove_parallel_decoder_grad()
 
-    def validation_step(self, batch: dict, batch_idx: int) -> dict:
-        return self._step(batch, "val")
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.hparams.mode == "joint":
+            self.sae.normalize_decoder()
 
-    def test_step(self, batch: dict, batch_idx: int) -> dict:
-        return self._step(batch, "test")
-
-    def predict_step(self, batch: dict, batch_idx: int) -> dict:
-        z_chosen, z_rejected = self.features(batch["chosen"]), self.features(batch["rejected"])
-        return {"pair": batch["pair"], "chosen_reward": self.head(z_chosen), "rejected_reward": self.head(z_rejected),
-                "z_chosen": z_chosen, "z_rejected": z_rejected}
-
-    def configure_optimizers(self):
-        return torch.optim.AdamW(self.head.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-
-    @rank_zero_only
-    def on_train_end(self) -> None:
-        if self.hparams.export_dir is None:
-            return
-        manifest = self.trainer.datamodule.cache.manifest
-        backbone = {"model": manifest["model"], "layer": manifest["layer"],
-                    "max_length": manifest["settings"]["max_length"], "tokens": manifest["settings"]["tokens"]}
-        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")}
-        save_sarm(self.hparams.export_dir, self.sae, self.head, backbone, metrics)
-        print(f"sarm: SARM written to {self.hparams.export_dir} "
-              + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()), flush=True)

@@ -1,0 +1,181 @@
+"""Preference pairs as token batches, for reward models that run the backbone (LoRA, joint, scoring).
+
+A batch stacks both sides of each pair: rows [0, B) are the chosen sequences, [B, 2B) the rejected
+ones, padded together (right or left) so one backbone pass serves the whole batch:
+
+    input_ids, attention_mask   [2B, T]
+    response_mask               [2B, T]   1 on the final assistant response (its last token included)
+    margin, pair, subset        [B]       optional margin (0 if absent), pair index, subset id (−1: none)
+
+Pairs are loaded, split by prompt and rendered exactly as ``sarm cache`` does (same
+``split_by_prompt``, same ``render_response``), so a model trained on text batches and one trained
+on cached activations see the same train/val/test pairs and the same tokens.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property, partial
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from sarm.backbone import DEFAULT_BACKBONE, load_tokenizer, resolve_model
+from sarm.data.preference import PreferencePair, load_preferences, split_by_prompt
+from sarm.data.render import RenderedSequence, render_response
+
+SUBSET_FIELDS = ("subset", "attribute")  # RewardBench's column; the planted data's deciding attribute
+
+
+def subset_label(meta: dict) -> str | None:
+    """The subset a pair belongs to, for per-subset accuracy: ``subset`` (else ``attribute``) column."""
+    for field in SUBSET_FIELDS:
+        if meta.get(field) not in (None, ""):
+            return str(meta[field])
+    return None
+
+
+def subset_ids(metas: list[dict]) -> tuple[list[str], list[int]]:
+    """(sorted subset names, each pair's index into them or −1)."""
+    labels = [subset_label(meta) for meta in metas]
+    names = sorted({label for label in labels if label is not None})
+    position = {name: i for i, name in enumerate(names)}
+    return names, [position.get(label, -1) for label in labels]
+
+
+def pad_sequences(sequences: list[RenderedSequence], pad_id: int, side: str = "right") -> dict[str, torch.Tensor]:
+    """``input_ids``, ``attention_mask`` and ``response_mask`` of rendered sequences, padded on ``side``."""
+    length = max(len(s.input_ids) for s in sequences)
+    ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(sequences), length), dtype=torch.long)
+    response = torch.zeros((len(sequences), length), dtype=torch.long)
+    for row, s in enumerate(sequences):
+        n = len(s.input_ids)
+        start = length - n if side == "left" else 0
+        ids[row, start:start + n] = torch.tensor(s.input_ids)
+        attention[row, start:start + n] = 1
+        response[row, start + s.response_start:start + n] = 1
+    return {"input_ids": ids, "attention_mask": attention, "response_mask": response}
+
+
+class RenderedPairs(Dataset):
+    """The pairs of one split, rendered on access (token ids are never all held at once)."""
+
+    def __init__(self, pairs: list[PreferencePair], indices: list[int], subsets: list[int], tokenizer,
+                 max_length: int):
+        self.pairs, self.indices, self.subsets = pairs, indices, subsets
+        self.tokenizer, self.max_length = tokenizer, max_length
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> dict:
+        pair = self.pairs[i]
+        return {
+            "chosen": render_response(self.tokenizer, pair.prompt, pair.chosen, self.max_length),
+            "rejected": render_response(self.tokenizer, pair.prompt, pair.rejected, self.max_length),
+            "margin": 0.0 if pair.margin is None else float(pair.margin),
+            "pair": self.indices[i],
+            "subset": self.subsets[i],
+        }
+
+
+def collate_pairs(items: list[dict], pad_id: int, side: str = "right") -> dict[str, torch.Tensor]:
+    batch = pad_sequences([it["chosen"] for it in items] + [it["rejected"] for it in items], pad_id, side)
+    for key, dtype in (("margin", torch.float32), ("pair", torch.long), ("subset", torch.long)):
+        batch[key] = torch.tensor([it[key] for it in items], dtype=dtype)
+    return batch
+
+
+class PairTextDataModule(L.LightningDataModule):
+    """Tokenized preference pairs, split by prompt.
+
+    Args:
+        data: a preference file (.jsonl/.json/.parquet/.csv), ``builtin:planted`` or a hub dataset.
+        num_pairs: pairs to generate, for ``builtin:planted``.
+        seed: generator seed, for ``builtin:planted``.
+        model: backbone whose tokenizer and chat template render the pairs.
+        layer: backbone layer the reward model reads (default: half the depth).
+        max_length: longer sequences lose tokens from the left, so the response's end survives.
+        split_fractions: train/val/test fractions, assigned by prompt.
+        split_seed: seed of the split.
+        batch_size: pairs per batch (each batch holds twice as many sequences).
+        padding_side: ``right`` or ``left``; rewards do not depend on it.
+        predict_split: the split ``predict`` runs on: train, val, test or all.
+        num_workers: DataLoader workers rendering pairs.
+    """
+
+    yields_tokens = True
+
+    def __init__(self, data: str = "builtin:planted", num_pairs: int = 2000, seed: int = 0,
+                 model: str = DEFAULT_BACKBONE, layer: int | None = None, max_length: int = 512,
+                 split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), split_seed: int = 0,
+                 batch_size: int = 8, padding_side: str = "right", predict_split: str = "test", num_workers: int = 0):
+        super().__init__()
+        if padding_side not in ("right", "left"):
+            raise ValueError(f"padding_side = {padding_side!r}: expected 'right' or 'left'")
+        self.save_hyperparameters()
+
+    @cached_property
+    def tokenizer(self):
+        return load_tokenizer(self.hparams.model)
+
+    @cached_property
+    def pairs(self) -> list[PreferencePair]:
+        h = self.hparams
+        return load_preferences(h.data, num_pairs=h.num_pairs, seed=h.seed)
+
+    @cached_property
+    def splits(self) -> dict[str, list[int]]:
+        """Pair indices (into ``pairs``) of each split."""
+        index = {id(pair): i for i, pair in enumerate(self.pairs)}
+        parts = split_by_prompt(self.pairs, tuple(self.hparams.split_fractions), self.hparams.split_seed)
+        return {name: [index[id(pair)] for pair in members] for name, members in parts.items()} | {
+            "all": list(range(len(self.pairs)))}
+
+    @cached_property
+    def _subsets(self) -> tuple[list[str], list[int]]:
+        return subset_ids([pair.meta for pair in self.pairs])
+
+    @property
+    def subsets(self) -> list[str]:
+        return self._subsets[0]
+
+    @cached_property
+    def model_config(self):
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(resolve_model(self.hparams.model))
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model_config.hidden_size
+
+    @property
+    def backbone_settings(self) -> dict:
+        layer = self.hparams.layer or self.model_config.num_hidden_layers // 2
+        return {"model": self.hparams.model, "layer": layer, "max_length": self.hparams.max_length}
+
+    def dataset(self, split: str) -> RenderedPairs:
+        if split not in self.splits:
+            raise ValueError(f"split = {split!r}: expected train, val, test or all")
+        indices = self.splits[split]
+        return RenderedPairs([self.pairs[i] for i in indices], indices, [self._subsets[1][i] for i in indices],
+                             self.tokenizer, self.hparams.max_length)
+
+    def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
+        collate = partial(collate_pairs, pad_id=self.tokenizer.pad_token_id, side=self.hparams.padding_side)
+        return DataLoader(self.dataset(split), batch_size=self.hparams.batch_size, shuffle=shuffle,
+                          num_workers=self.hparams.num_workers, collate_fn=collate)
+
+    def train_dataloader(self):
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self):
+        return self._loader("val")
+
+    def test_dataloader(self):
+        return self._loader("test")
+
+    def predict_dataloader(self):
+        return self._loader(self.hparams.predict_split)

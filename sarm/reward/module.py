@@ -1,0 +1,248 @@
+"""Pairwise reward-model training, shared by SARM and the dense baseline.
+
+    loss = −log σ(r_chosen − r_rejected − margin)            Bradley–Terry (margin: optional column)
+         + reward_centering · mean((r_chosen + r_rejected)²)  keeps rewards near 0 (optional)
+         + head_l1 · ‖w‖₁                                      sparser heads (optional)
+         + (joint mode) reconstruction_coefficient · FVU of the SAE on the detached hidden states
+
+Train modes:
+
+    head    backbone and SAE frozen; only the head trains. With cached activations
+            (``PairActivationDataModule``) the backbone never runs.
+    lora    LoRA adapters on the backbone (peft) + head; the SAE stays frozen. Needs text batches
+            (``PairTextDataModule``).
+    joint   LoRA + head + the SAE itself (SARM only), the SAE also pulled toward reconstructing the
+            hidden states it reads (detached: reconstruction does not steer the backbone).
+
+Batches hold both sides of each pair stacked: rows [0, B) chosen, [B, 2B) rejected, either as
+token ids (``input_ids``, ``attention_mask``, ``response_mask``) or as cached hidden states
+(``hidden`` ``[2B, T, d]`` with ``mask``); plus ``margin``, ``pair`` and ``subset`` per pair.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_only
+from torchmetrics import MeanMetric
+
+from sarm.backbone import TruncatedBackbone
+from sarm.errors import SarmInputError
+from sarm.reward.export import save_reward_model
+from sarm.reward.lora import add_lora, has_lora
+from sarm.reward.loss import bradley_terry_loss
+from sarm.reward.metrics import RewardStats, SubsetAccuracy
+from sarm.reward.network import RewardNetwork
+
+Mode = Literal["head", "lora", "joint"]
+STAGES = ("train", "val", "test")
+
+
+class RewardModelModule(L.LightningModule):
+    """Trains a ``RewardNetwork`` (built by the subclass) on preference pairs.
+
+    Args:
+        mode: ``head``, ``lora`` or ``joint`` (see the module docstring).
+        pooling: read the reward at the ``last`` response token or from the ``mean`` over the response.
+        lr: AdamW learning rate of the head.
+        weight_decay: AdamW weight decay of the head.
+        head_l1: L1 penalty on the head's weights.
+        reward_centering: weight of the mean squared sum of the pair's rewards (TRL's
+            ``center_rewards_coefficient``); 0 turns it off.
+        lora_r, lora_alpha, lora_dropout: LoRA rank, alpha and dropout.
+        lora_target_modules: modules to adapt (default: peft's choice for the architecture).
+        lora_layers: adapt only the last this-many backbone layers (default: all).
+        backbone_lr: learning rate of the LoRA adapters.
+        merge_lora: export the backbone with the adapters merged into it, instead of separately.
+        export_dir: where the trained model is written for inference without Lightning.
+    """
+
+    def __init__(
+        self,
+        mode: Mode = "head",
+        pooling: Literal["last", "mean"] = "last",
+        lr: float = 3e-3,
+        weight_decay: float = 0.0,
+        head_l1: float = 0.0,
+        reward_centering: float = 0.0,
+        lora_r: int = 16,
+        lora_alpha: float = 32.0,
+        lora_dropout: float = 0.0,
+        lora_target_modules: list[str] | None = None,
+        lora_layers: int | None = None,
+        backbone_lr: float = 1e-4,
+        merge_lora: bool = False,
+        export_dir: str | None = None,
+    ):
+        super().__init__()
+        if mode not in ("head", "lora", "joint"):
+            raise SarmInputError(f"mode = {mode!r}: expected 'head', 'lora' or 'joint'")
+        self.save_hyperparameters()
+        self.network: RewardNetwork | None = None
+        self.backbone: TruncatedBackbone | None = None
+        self.backbone_settings: dict = {}
+        self.subsets: SubsetAccuracy | None = None
+        self.metrics = torch.nn.ModuleDict({
+            f"{stage}_{name}": MeanMetric() for stage in STAGES for name in ("accuracy", "margin")
+        })
+        self.reward_stats = torch.nn.ModuleDict({f"{stage}_rewards": RewardStats() for stage in STAGES})
+        # Validation rewards' mean and std: stored with the model, used to normalize scores.
+        self.register_buffer("reward_norm", torch.tensor([0.0, 1.0]))
+
+    # -- building ---------------------------------------------------------------------------------
+
+    def build_network(self, hidden_size: int) -> RewardNetwork:
+        raise NotImplementedError
+
+    def setup(self, stage: str) -> None:
+        datamodule = self.trainer.datamodule
+        settings = dict(getattr(datamodule, "backbone_settings", {}) or {})
+        self.check_backbone(settings)
+        self.backbone_settings = settings or self.backbone_settings
+        if self.network is None:
+            self.network = self.build_network(datamodule.hidden_size)
+        needs_backbone = self.hparams.mode != "head" or getattr(datamodule, "yields_tokens", False)
+        if needs_backbone and not getattr(datamodule, "yields_tokens", False):
+            raise SarmInputError(f"mode = {self.hparams.mode!r} runs the backbone: use "
+                                 "sarm.data.pairs.PairTextDataModule (cached activations serve mode 'head' only)")
+        if needs_backbone and self.backbone is None:
+            self.backbone = TruncatedBackbone(settings["model"], settings["layer"])
+            self.backbone.requires_grad_(False)
+            if self.hparams.mode != "head":
+                h = self.hparams
+                add_lora(self.backbone, h.lora_r, h.lora_alpha, h.lora_dropout, h.lora_target_modules, h.lora_layers)
+        subsets = getattr(datamodule, "subsets", [])
+        if subsets and self.subsets is None:
+            self.subsets = SubsetAccuracy(subsets).to(self.device)
+
+    def check_backbone(self, settings: dict) -> None:
+        """Subclasses check that the data's backbone matches what the network was built on."""
+
+    def trainable_parameters(self) -> list[dict]:
+        h = self.hparams
+        groups = [{"params": list(self.network.head.parameters()), "lr": h.lr, "weight_decay": h.weight_decay}]
+        if has_lora(self.backbone):
+            groups.append({"params": [p for p in self.backbone.parameters() if p.requires_grad], "lr": h.backbone_lr,
+                           "weight_decay": 0.0})
+        return groups
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.trainable_parameters())
+
+    # -- forward ----------------------------------------------------------------------------------
+
+    def hidden_states(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """``([2B, T, d], [2B, T])``: hidden states and response mask of both sides of the pairs."""
+        if "input_ids" in batch:
+            hidden = self.backbone(batch["input_ids"], batch["attention_mask"])
+            return hidden.float(), batch["response_mask"]
+        return batch["hidden"].float(), batch["mask"]
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Rewards of hidden states: ``[B, d]`` last tokens, or ``[B, T, d]`` with a response mask."""
+        return self.network(hidden, mask)
+
+    def score(self, batch: dict) -> dict:
+        """Features and rewards of both sides of every pair in the batch."""
+        hidden, mask = self.hidden_states(batch)
+        z = self.network.features(hidden, mask)
+        rewards = self.network.head(z)
+        n = rewards.shape[0] // 2
+        return {"hidden": hidden, "mask": mask, "z_chosen": z[:n], "z_rejected": z[n:],
+                "chosen_reward": rewards[:n], "rejected_reward": rewards[n:], "pair": batch["pair"]}
+
+    def extra_loss(self, scored: dict) -> tuple[torch.Tensor, dict]:
+        """Subclass losses beyond Bradley–Terry (SARM's joint reconstruction)."""
+        return scored["chosen_reward"].new_zeros(()), {}
+
+    def _step(self, batch: dict, stage: str) -> dict:
+        scored = self.score(batch)
+        chosen, rejected = scored["chosen_reward"], scored["rejected_reward"]
+        loss = bradley_terry_loss(chosen, rejected, batch.get("margin"))
+        logs = {}
+        if stage == "train":
+            h = self.hparams
+            if h.reward_centering:
+                loss = loss + h.reward_centering * (chosen + rejected).pow(2).mean()
+            if h.head_l1:
+                loss = loss + h.head_l1 * self.network.head.weight.abs().sum()
+            extra, logs = self.extra_loss(scored)
+            loss = loss + extra
+        n = chosen.shape[0]
+        accuracy, margin = self.metrics[f"{stage}_accuracy"], self.metrics[f"{stage}_margin"]
+        correct = (chosen > rejected).float()
+        accuracy.update(correct)
+        margin.update(chosen - rejected)
+        self.reward_stats[f"{stage}_rewards"].update(torch.cat([chosen, rejected]))
+        if stage == "test" and self.subsets is not None and "subset" in batch:
+            self.subsets.update(correct, batch["subset"])
+        self.log_dict({f"{stage}/loss": loss, f"{stage}/accuracy": accuracy, f"{stage}/margin": margin, **logs},
+                      prog_bar=True, batch_size=n, on_step=stage == "train", on_epoch=True)
+        scored["loss"] = loss
+        return scored
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")["loss"]
+
+    def validation_step(self, batch: dict, batch_idx: int) -> dict:
+        return self._public(self._step(batch, "val"))
+
+    def test_step(self, batch: dict, batch_idx: int) -> dict:
+        return self._public(self._step(batch, "test"))
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        return self._public(self.score(batch))
+
+    @staticmethod
+    def _public(scored: dict) -> dict:
+        """What callbacks (RewardAttribution) read: pair ids, rewards, features."""
+        return {k: v for k, v in scored.items() if k in ("pair", "chosen_reward", "rejected_reward", "z_chosen",
+                                                         "z_rejected")}
+
+    @property
+    def head(self):
+        return self.network.head
+
+    # -- epoch ends -------------------------------------------------------------------------------
+
+    def _log_reward_stats(self, stage: str) -> dict:
+        stats = self.reward_stats[f"{stage}_rewards"]
+        if stats.update_count == 0:
+            return {}
+        values = stats.compute()
+        stats.reset()
+        self.log_dict({f"{stage}/{k}": v for k, v in values.items()})
+        return values
+
+    def on_train_epoch_end(self) -> None:
+        self._log_reward_stats("train")
+
+    def on_validation_epoch_end(self) -> None:
+        values = self._log_reward_stats("val")
+        if values and not self.trainer.sanity_checking:
+            std = float(values["reward_std"])
+            self.reward_norm.copy_(torch.tensor([float(values["reward_mean"]), std if std > 0 else 1.0]))
+
+    def on_test_epoch_end(self) -> None:
+        self._log_reward_stats("test")
+        if self.subsets is not None and self.subsets.update_count:
+            self.log_dict({f"test/subset/{k}": v for k, v in self.subsets.compute().items()})
+            self.subsets.reset()
+
+    # -- joint-mode decoder geometry and export ---------------------------------------------------
+
+    @rank_zero_only
+    def on_train_end(self) -> None:
+        if self.hparams.export_dir is None:
+            return
+        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")}
+        metrics = {k: v for k, v in metrics.items() if math.isfinite(v)}
+        save_reward_model(Path(self.hparams.export_dir), self.network, self.backbone_settings, self.backbone,
+                          metrics=metrics, reward_norm=self.reward_norm.tolist(), mode=self.hparams.mode,
+                          merge_lora=self.hparams.merge_lora)
+        print(f"sarm: reward model written to {self.hparams.export_dir} "
+              + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()), flush=True)
