@@ -200,16 +200,18 @@ def _pad_with_a_token_that_never_ends_a_sequence(tokenizer, sequences: list[Rend
     """Make sure the sequence-classification head reads each sequence's own last token.
 
     It reads the rightmost token that differs from the pad token, so a pad token that also ends a
-    sequence (SmolLM2 pads with ``<|im_end|>``) would move the reward one token to the left.
+    sequence (SmolLM2 pads with ``<|im_end|>``) would move the reward one token to the left. Then
+    pad with a special token that occurs in no sequence at all instead.
     """
-    last_tokens = {seq.input_ids[-1] for seq in sequences if seq.input_ids}
-    if tokenizer.pad_token_id not in last_tokens:
+    if tokenizer.pad_token_id not in {seq.input_ids[-1] for seq in sequences if seq.input_ids}:
         return
+    used = {token_id for seq in sequences for token_id in seq.input_ids}
     for token, token_id in zip(tokenizer.all_special_tokens, tokenizer.all_special_ids):
-        if token_id not in last_tokens:
+        if token_id not in used:
             tokenizer.pad_token = token
             return
-    raise ValueError(f"no special token of the tokenizer can pad: all of them end some sequence ({last_tokens})")
+    raise ValueError(f"the pad token {tokenizer.pad_token!r} ends some sequences, and no other special token "
+                     "is unused: the reward would be read before the last token")
 
 
 @torch.no_grad()

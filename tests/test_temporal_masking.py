@@ -76,18 +76,29 @@ class MaskRecorder(L.Callback):
 
 def test_probability_is_zero_at_or_above_threshold_and_grows_as_the_score_falls():
     scores = torch.linspace(0.0, 2.0, 201)
-    std, mean = scores.std(unbiased=False), scores.mean()
+    logs = (scores + 1e-3 * scores.mean()).log()
+    std, mean = logs.std(unbiased=False), logs.mean()
     threshold = mean - 1.0 * std
     probs = masking_probabilities(scores, k=1.0, slope=1.0, max_prob=0.6)
 
-    assert (probs[scores >= threshold] == 0).all()
-    below = probs[scores < threshold]
+    assert (probs[logs >= threshold] == 0).all()
+    below = probs[logs < threshold]
     assert (below > 0).all()
     assert (below[:-1] >= below[1:]).all()  # scores ascend, so probabilities descend
     assert probs.max() == pytest.approx(0.6)  # the cap binds for the lowest scores
-    i = 20  # a point below the threshold, under the cap
+    i = int((probs < 0.6).nonzero()[0])  # the first point under the cap, still below the threshold
     assert 0 < probs[i] < 0.6
-    assert probs[i] == pytest.approx(float(1.0 * (threshold - scores[i]) / std), rel=1e-5)
+    assert probs[i] == pytest.approx(float(1.0 * (threshold - logs[i]) / std), rel=1e-5)
+
+
+def test_right_skewed_scores_still_get_masked():
+    # Scores with a long upper tail (as measured on real activations): mean − std of the raw scores
+    # lies below every score, which would mask nothing; the log-space threshold does not.
+    scores = torch.exp(torch.randn(2048, generator=torch.Generator().manual_seed(0)))
+    scores = scores / scores.mean()
+    assert scores.min() > scores.mean() - scores.std(unbiased=False)
+    probs = masking_probabilities(scores)
+    assert 0.05 < (probs > 0).float().mean() < 0.3
 
 
 def test_equal_scores_mask_nothing():

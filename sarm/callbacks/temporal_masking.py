@@ -25,13 +25,17 @@ Importance. Three signals, each divided by its mean over latents so they are uni
 
     s_i = (w_m · m_i / m̄ + w_q · Q_i / Q̄ + w_c · C_i / C̄) / (w_m + w_q + w_c)     (x̄: mean over latents)
 
-Masking. After ``warmup_steps``, every ``update_every`` steps:
+Masking. After ``warmup_steps``, every ``update_every`` steps, on log scores
+ℓ_i = log(s_i + 10⁻³ · mean(s)) (the offset gives latents that never fired a finite, lowest value):
 
-    τ   = mean(s) − k · std(s)                                       k = ``threshold_stds``
-    P_i = clamp(slope · (τ − s_i) / (std(s) + ε), 0, max_prob)
+    τ   = mean(ℓ) − k · std(ℓ)                                       k = ``threshold_stds``
+    P_i = clamp(slope · (τ − ℓ_i) / (std(ℓ) + ε), 0, max_prob)
                                          slope = ``prob_slope``, max_prob = ``max_mask_prob``, ε = ``eps``
 
-so P_i is 0 at or above τ and grows linearly as s_i falls below it. Each latent is masked
+so P_i is 0 at or above τ and grows linearly as ℓ_i falls below it. The statistics are taken in log
+space because the scores are positive ratios with a long upper tail: on real activations
+(SmolLM2 layer 15, 2,048 latents) mean(s) − std(s) fell below the smallest score, so a threshold on
+the raw scores never masked anything. Each latent is masked
 independently with probability P_i (uniform draws from a generator seeded with seed + global_step,
 the same on every rank); if more than ⌊``max_masked_fraction`` · n⌋ are drawn, only the
 lowest-scoring of them stay masked. The mask is written to ``pl_module.sae.latent_mask``
@@ -81,10 +85,12 @@ def importance_scores(
 def masking_probabilities(
     scores: torch.Tensor, k: float = 1.0, slope: float = 0.5, max_prob: float = 0.5, eps: float = 1e-8
 ) -> torch.Tensor:
-    """P_i = clamp(slope · (τ − s_i) / (std + eps), 0, max_prob), τ = mean − k · std (population std)."""
-    std = scores.std(unbiased=False)
-    threshold = scores.mean() - k * std
-    return (slope * (threshold - scores) / (std + eps)).clamp(0.0, max_prob)
+    """P_i = clamp(slope · (τ − ℓ_i) / (σ + eps), 0, max_prob) on log scores ℓ_i = log(s_i + 10⁻³ · mean(s)),
+    with τ = μ − k · σ (μ, σ: mean and population std of ℓ)."""
+    logs = (scores + 1e-3 * scores.mean().clamp_min(eps)).log()
+    std = logs.std(unbiased=False)
+    threshold = logs.mean() - k * std
+    return (slope * (threshold - logs) / (std + eps)).clamp(0.0, max_prob)
 
 
 def sample_mask(
