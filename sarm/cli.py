@@ -1,7 +1,7 @@
 """The one ``sarm`` command.
 
 ``fit``/``validate``/``test``/``predict`` are Lightning's (LightningCLI; the model and data classes
-are chosen in the YAML with ``class_path``). ``cache`` and ``attribute`` are jsonargparse entry points
+are chosen in the YAML with ``class_path``). ``cache``, ``attribute`` and ``score`` are jsonargparse entry points
 beside them, with ``--config`` and ``--print_config`` too.
 """
 
@@ -21,6 +21,7 @@ LIGHTNING = {
 OWN = {
     "cache": "run the truncated backbone over a preference dataset and cache its activations",
     "attribute": "per-feature reward attribution of a trained SARM on a preference dataset",
+    "score": "rewards (and their top features) of pairs or responses from an exported reward model",
 }
 USAGE = "usage: sarm {" + ",".join([*LIGHTNING, *OWN]) + "} [--config CONFIG.yaml] [options]\n\n" + "\n".join(
     f"  {name:<10} {text}" for name, text in {**LIGHTNING, **OWN}.items()
@@ -54,16 +55,15 @@ def cache_cli(args: list[str]) -> None:
     cache_activations(settings, **rest)
 
 
-def attribute_cli(args: list[str]) -> None:
+def function_cli(command: str, function, args: list[str]) -> None:
+    """A jsonargparse command line for a plain function: its signature and docstring are the options."""
     from jsonargparse import ActionConfigFile, ArgumentParser
 
-    from sarm.attribute import attribute
-
-    parser = ArgumentParser(prog="sarm attribute", description=OWN["attribute"])
+    parser = ArgumentParser(prog=f"sarm {command}", description=OWN[command])
     parser.add_argument("--config", action=ActionConfigFile)
-    parser.add_function_arguments(attribute, nested_key=None)
+    parser.add_function_arguments(function, nested_key=None)
     cfg = parser.parse_args(args)
-    attribute(**{k: v for k, v in vars(cfg).items() if k not in ("config", "__path__")})
+    function(**{k: v for k, v in vars(cfg).items() if k not in ("config", "__path__")})
 
 
 # Warnings about things sarm does on purpose: token streams know their length and run in the main
@@ -89,7 +89,13 @@ def main(argv: list[str] | None = None) -> None:
         if command == "cache":
             cache_cli(args)
         elif command == "attribute":
-            attribute_cli(args)
+            from sarm.attribute import attribute
+
+            function_cli(command, attribute, args)
+        elif command == "score":
+            from sarm.score import score
+
+            function_cli(command, score, args)
         elif command in LIGHTNING:
             lightning_cli(None if from_command_line else argv)
         else:

@@ -99,17 +99,17 @@ def train_trl_reward_model(
         raise ValueError(f"lora_last_layers = {lora_last_layers}: expected None or 0..{layer}")
     output_dir = Path(output_dir)
 
-    tokenizer = load_tokenizer(model)
-    rendered = {name: [render_pair(tokenizer, pair, max_length) for pair in pairs]
-                for name, pairs in (("train", train), ("val", val), ("test", test))}
-    _pad_with_a_token_that_never_ends_a_sequence(
-        tokenizer, [seq for pairs in rendered.values() for pair in pairs for seq in pair])
-
     path = resolve_model(model)
     config = AutoConfig.from_pretrained(path, num_labels=1)
     if not 1 <= layer <= config.num_hidden_layers:
         raise ValueError(f"layer = {layer}: '{model}' has decoder layers 1..{config.num_hidden_layers}")
     truncate_config(config, layer)
+
+    tokenizer = load_tokenizer(model)
+    rendered = {name: [render_pair(tokenizer, pair, max_length) for pair in pairs]
+                for name, pairs in (("train", train), ("val", val), ("test", test))}
+    _pad_with_a_token_that_never_ends_a_sequence(
+        tokenizer, [seq for pairs in rendered.values() for pair in pairs for seq in pair])
     config.pad_token_id = tokenizer.pad_token_id  # the head reads the last token that is not this one
 
     peft_config = None

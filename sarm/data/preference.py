@@ -313,6 +313,49 @@ def _parse_row(row: Any, path: str, where: Location) -> PreferencePair:
     )
 
 
+@dataclass
+class ResponseRow:
+    """A prompt and one final assistant response to score."""
+
+    prompt: list[Message]
+    response: str
+    meta: dict = field(default_factory=dict)
+    origin: str = ""
+
+
+def is_response_data(source: str | os.PathLike) -> bool:
+    """Whether a file holds single responses (a ``response`` column) rather than preference pairs."""
+    for _, row in _read_rows(os.fspath(source), 0, 0, "train"):
+        return isinstance(row, dict) and "response" in row and "chosen" not in row
+    return False
+
+
+def load_responses(source: str | os.PathLike) -> list[ResponseRow]:
+    """Rows of ``prompt`` (text, conversation or absent) + ``response`` (text); other columns go to meta.
+
+    Raises:
+        PreferenceDataError: naming the file, line (or row) and field of the first bad row.
+    """
+    name = os.fspath(source)
+    rows = []
+    for where, row in _read_rows(name, 0, 0, "train"):
+        if not isinstance(row, dict):
+            raise PreferenceDataError(name, where, None, f"expected a JSON object with 'response', got {_kind(row)}")
+        response = row.get("response")
+        if not isinstance(response, str) or not response.strip():
+            reason = "missing" if response is None else "empty response" if isinstance(response, str) \
+                else f"expected text, got {_kind(response)}"
+            raise PreferenceDataError(name, where, "response", reason)
+        try:  # the pair parser reads the prompt in every accepted layout
+            prompt, text, _ = _split_prompt({"prompt": row.get("prompt", ""), "chosen": response, "rejected": response})
+        except _RowError as err:
+            raise PreferenceDataError(name, where, "response" if err.field in ("chosen", "rejected") else err.field,
+                                      err.reason) from None
+        meta = {k: _jsonable(v) for k, v in row.items() if k not in ("prompt", "response")}
+        rows.append(ResponseRow(prompt, text, meta, f"{name}:{where}"))
+    return rows
+
+
 def _split_prompt(row: dict) -> tuple[list[Message], str, str]:
     """The prompt messages and the two final assistant texts of a row, in any accepted layout."""
     chosen, rejected = _field_value(row, "chosen"), _field_value(row, "rejected")

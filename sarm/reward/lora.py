@@ -18,7 +18,7 @@ def add_lora(backbone: TruncatedBackbone, r: int = 16, alpha: float = 32.0, drop
     Args:
         r, alpha, dropout: LoRA rank, scaling numerator and dropout.
         target_modules: module names to adapt; default: peft's choice for the architecture
-            (attention and MLP projections for Llama-style models).
+            (for Llama-style models in peft 0.21: q_proj and v_proj).
         last_layers: adapt only the last this-many kept layers (None: all of them).
     """
     from peft import LoraConfig, get_peft_model

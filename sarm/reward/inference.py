@@ -1,0 +1,93 @@
+"""An exported reward model as a plain ``nn.Module`` that scores text: no Lightning involved.
+
+    model = RewardModel.load("runs/demo/sarm/export")
+    scores = model.score(prompts, responses)          # rewards, and the features behind them
+    model.top_features(scores.features[0], k=5)       # [(feature, contribution), ...]
+
+The backbone is rebuilt from what ``sarm.json`` records: the original model id/path and layer when
+it was frozen, plus the saved LoRA adapters when it was trained with them, or the saved backbone
+with the adapters merged in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from sarm.backbone import TruncatedBackbone, load_tokenizer
+from sarm.data.pairs import pad_sequences
+from sarm.data.preference import Message
+from sarm.data.render import render_response
+from sarm.reward.export import ADAPTER_DIR, BACKBONE_DIR, load_network
+
+
+@dataclass
+class Scores:
+    rewards: torch.Tensor  # [n]
+    features: torch.Tensor  # [n, n_features] pooled features z; reward = head(z)
+
+
+class RewardModel(nn.Module):
+    """Tokenizer + truncated backbone (+ adapters) + reward network, loaded from an export directory."""
+
+    def __init__(self, network, backbone: TruncatedBackbone, tokenizer, config: dict):
+        super().__init__()
+        self.network, self.backbone, self.tokenizer, self.config = network, backbone, tokenizer, config
+        self.max_length = int(config["backbone"].get("max_length") or 512)
+        self.eval()
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str | torch.device = "cpu", dtype: str = "float32") -> RewardModel:
+        directory = Path(directory)
+        network, config = load_network(directory)
+        settings = config["backbone"]
+        weights = settings.get("weights", "reference")
+        if weights == "merged":  # the saved backbone holds exactly the trained layers
+            backbone = TruncatedBackbone(str(directory / BACKBONE_DIR), settings["layer"], dtype)
+        else:
+            backbone = TruncatedBackbone(settings["model"], settings["layer"], dtype)
+            if weights == "adapter":
+                from peft import PeftModel
+
+                backbone.model = PeftModel.from_pretrained(backbone.model, directory / ADAPTER_DIR)
+        backbone.requires_grad_(False)
+        return cls(network, backbone, load_tokenizer(settings["model"]), config).to(device)
+
+    @property
+    def device(self) -> torch.device:
+        return self.network.head.weight.device
+
+    @torch.no_grad()
+    def score(self, prompts: list[list[Message]], responses: list[str], batch_size: int = 8,
+              normalize: bool = False) -> Scores:
+        """Rewards of each (prompt conversation, final assistant response)."""
+        if len(prompts) != len(responses):
+            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        rewards, features = [], []
+        for start in range(0, len(responses), batch_size):
+            rendered = [render_response(self.tokenizer, p, r, self.max_length)
+                        for p, r in zip(prompts[start:start + batch_size], responses[start:start + batch_size])]
+            batch = {k: v.to(self.device) for k, v in pad_sequences(rendered, self.tokenizer.pad_token_id).items()}
+            hidden = self.backbone(batch["input_ids"], batch["attention_mask"]).float()
+            z = self.network.features(hidden, batch["response_mask"])
+            rewards.append(self.network.head(z).cpu())
+            features.append(z.cpu())
+        out = torch.cat(rewards) if rewards else torch.zeros(0)
+        if normalize:
+            out = self.normalize(out)
+        width = self.network.head.weight.numel()
+        return Scores(out, torch.cat(features) if features else torch.zeros(0, width))
+
+    def normalize(self, rewards: torch.Tensor) -> torch.Tensor:
+        """(r − mean) / std with the validation rewards' statistics stored at training time."""
+        norm = self.config.get("reward_norm", {"mean": 0.0, "std": 1.0})
+        return (rewards - norm["mean"]) / norm["std"]
+
+    def top_features(self, z: torch.Tensor, k: int = 5) -> list[tuple[int, float]]:
+        """The ``k`` largest per-feature contributions (by magnitude) to one reward (or margin, for z_c − z_r)."""
+        contributions = self.network.head.contributions(z).detach()
+        order = contributions.abs().topk(min(k, contributions.numel())).indices
+        return [(int(i), float(contributions[i])) for i in order if contributions[i] != 0]
