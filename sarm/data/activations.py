@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from sarm.data.cache import MANIFEST, PAIRS, SPLITS
-from sarm.data.pairs import subset_ids
+from sarm.data.pairs import SplitDataModule, subset_ids
 from sarm.errors import SarmInputError
 
 
@@ -211,7 +211,7 @@ class CachedPairs(Dataset):
         return int(self.indices[i])
 
 
-class PairActivationDataModule(L.LightningDataModule):
+class PairActivationDataModule(SplitDataModule):
     """Cached activations of chosen/rejected pairs, for reward models whose backbone is frozen.
 
     Batches have the layout of ``sarm.data.pairs`` with hidden states in place of token ids: both
@@ -279,15 +279,3 @@ class PairActivationDataModule(L.LightningDataModule):
                                  f"(tokens: response); this one holds {self.cache.manifest['settings']['tokens']!r}")
         return DataLoader(CachedPairs(self.cache, split), batch_size=self.batch_size, shuffle=shuffle,
                           collate_fn=self.collate)
-
-    def train_dataloader(self):
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self):
-        return self._loader("val")
-
-    def test_dataloader(self):
-        return self._loader("test")
-
-    def predict_dataloader(self):
-        return self._loader(self.predict_split)

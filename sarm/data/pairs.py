@@ -87,7 +87,29 @@ def collate_pairs(items: list[dict], pad_id: int, side: str = "right") -> dict[s
     return batch
 
 
-class PairTextDataModule(L.LightningDataModule):
+class SplitDataModule(L.LightningDataModule):
+    """The four loaders of a by-prompt split; subclasses define ``_loader(split, shuffle)`` and
+    ``predict_split``."""
+
+    predict_split = "test"
+
+    def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
+        raise NotImplementedError
+
+    def train_dataloader(self):
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self):
+        return self._loader("val")
+
+    def test_dataloader(self):
+        return self._loader("test")
+
+    def predict_dataloader(self):
+        return self._loader(self.predict_split)
+
+
+class PairTextDataModule(SplitDataModule):
     """Tokenized preference pairs, split by prompt.
 
     Args:
@@ -115,6 +137,7 @@ class PairTextDataModule(L.LightningDataModule):
         if padding_side not in ("right", "left"):
             raise ValueError(f"padding_side = {padding_side!r}: expected 'right' or 'left'")
         self.save_hyperparameters()
+        self.predict_split = predict_split
 
     @cached_property
     def tokenizer(self):
@@ -167,15 +190,3 @@ class PairTextDataModule(L.LightningDataModule):
         collate = partial(collate_pairs, pad_id=self.tokenizer.pad_token_id, side=self.hparams.padding_side)
         return DataLoader(self.dataset(split), batch_size=self.hparams.batch_size, shuffle=shuffle,
                           num_workers=self.hparams.num_workers, collate_fn=collate)
-
-    def train_dataloader(self):
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self):
-        return self._loader("val")
-
-    def test_dataloader(self):
-        return self._loader("test")
-
-    def predict_dataloader(self):
-        return self._loader(self.hparams.predict_split)
