@@ -220,6 +220,9 @@ class RewardModelModule(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self._log_reward_stats("train")
+        # Head sparsity: features that never fire keep their zero-initialized weight exactly.
+        weight = self.network.head.weight.detach()
+        self.log_dict({"head/nonzero": float(self.network.head.nonzero()), "head/l1": weight.abs().sum()})
 
     def on_validation_epoch_end(self) -> None:
         values = self._log_reward_stats("val")

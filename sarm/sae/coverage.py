@@ -132,3 +132,20 @@ def coverage(latents: torch.Tensor, labels: dict[str, torch.Tensor],
         scores = [result[name]["f1"] for name in names if keep(name)]
         result[key] = {"f1": sum(scores) / len(scores) if scores else None, "count": len(scores)}
     return result
+
+
+@torch.no_grad()
+def latent_f1(latents: torch.Tensor, label: torch.Tensor,
+              thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS) -> torch.Tensor:
+    """``[n_latents]``: each latent's best F1 (over ``thresholds``) as a classifier of one property,
+    by the rule of ``coverage`` (which keeps only the best latent per property)."""
+    latents = latents.float()
+    maxima = latents.max(0).values
+    positives = label.sum()
+    best = torch.zeros(latents.shape[1], device=latents.device)
+    for t in thresholds:
+        active = (latents > t * maxima) & (maxima > 0)
+        true_positive = (active & label[:, None].to(active.device)).sum(0)
+        denominator = active.sum(0) + positives
+        best = torch.maximum(best, torch.where(denominator > 0, 2 * true_positive / denominator.clamp_min(1), 0.0))
+    return best

@@ -1,0 +1,70 @@
+"""Ground-truth recovery on the built-in planted-attribute data: do SARM's explanations name the
+attribute that really decided each pair?
+
+For each deciding attribute A (``sarm.data.planted``), over the pairs A decides:
+
+    top features      the 3 features with the largest mean margin contribution w_i (z_i^c − z_i^r)
+    F1                each one's best F1 as a single-feature classifier of A's responses (chosen
+                      side or rejected side, thresholds as in ``sarm.sae.coverage``) over every
+                      response of the split
+    zeroing effect    accuracy on A's pairs before and after zeroing A's top feature (``sarm.steer``)
+
+and for the distractors (sign-off line, verbosity: random with respect to the preference), the share
+of the margin attribution carried by features that detect a distractor (best F1 ≥ 0.8 for it):
+
+    distractor share = Σ_{distractor features} |mean margin contribution| / Σ_all |mean margin contribution|
+"""
+
+from __future__ import annotations
+
+import torch
+
+from sarm.reward.network import RewardNetwork
+from sarm.sae.coverage import is_deciding, latent_f1, planted_labels
+from sarm.steer import steering_effect
+
+
+@torch.no_grad()
+def planted_recovery(network: RewardNetwork, features: dict[str, torch.Tensor], pairs: list[dict],
+                     top: int = 3) -> dict:
+    """The recovery table of a SARM over planted pairs.
+
+    Args:
+        network: the SARM network (its head weights).
+        features: ``collect_pair_features`` output for the pairs of one split.
+        pairs: the cache's ``pairs.jsonl`` rows (indexed by pair id).
+        top: features listed per attribute.
+    """
+    zc, zr, ids = features["z_chosen"], features["z_rejected"], features["pair"]
+    contributions = network.head.contributions(zc) - network.head.contributions(zr)  # [P, n]
+    rows = [pairs[int(i)] for i in ids]
+    labels = planted_labels(rows)  # sequences 2j / 2j + 1 of the j-th row here
+    latents = torch.stack([zc, zr], dim=1).reshape(-1, zc.shape[-1])  # the same sequence order
+    attributes = sorted({name.split(":")[0] for name in labels if is_deciding(name)})
+    table = []
+    for attribute in attributes:
+        decided = torch.tensor([(row.get("meta") or {}).get("attribute") == attribute for row in rows])
+        mean = contributions[decided].mean(0)
+        best = mean.topk(top).indices.tolist()
+        # A feature may detect A's chosen side (positive weight) or its rejected side (negative).
+        f1 = torch.maximum(latent_f1(latents[:, best], labels[f"{attribute}:chosen"]),
+                           latent_f1(latents[:, best], labels[f"{attribute}:rejected"])).tolist()
+        effect = steering_effect(network, zc[decided], zr[decided], best[:1], "zero")
+        table.append({"attribute": attribute, "pairs": int(decided.sum()), "features": best,
+                      "mean_margin_contribution": [float(mean[f]) for f in best], "f1": f1,
+                      "best_f1": max(f1),
+                      "accuracy_before": effect["accuracy_before"], "accuracy_zeroed": effect["accuracy"]})
+
+    # Distractor features: those that detect a distractor with F1 ≥ 0.8 (a feature firing on every
+    # response already scores 2p/(1 + p) at prevalence p, about 0.6 here: 0.5 would count noise).
+    mean_all = contributions.mean(0).abs()
+    distractors = [name for name in labels if not is_deciding(name)]
+    distractor_features: set[int] = set()
+    for name in distractors:
+        per_feature = latent_f1(latents, labels[name])
+        distractor_features |= set((per_feature >= 0.8).nonzero().flatten().tolist())
+    share = float(mean_all[sorted(distractor_features)].sum() / mean_all.sum().clamp_min(1e-12)) \
+        if distractor_features else 0.0
+    return {"attributes": table, "distractors": distractors, "distractor_features": sorted(distractor_features),
+            "distractor_share": share}
+
