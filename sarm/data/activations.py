@@ -277,5 +277,6 @@ class PairActivationDataModule(SplitDataModule):
         if self.pooling == "mean" and self.cache.manifest["settings"]["tokens"] != "response":
             raise SarmInputError(f"{self.cache_dir}: pooling 'mean' needs a cache of response tokens "
                                  f"(tokens: response); this one holds {self.cache.manifest['settings']['tokens']!r}")
-        return DataLoader(CachedPairs(self.cache, split), batch_size=self.batch_size, shuffle=shuffle,
-                          collate_fn=self.collate)
+        dataset = CachedPairs(self.cache, split)
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, collate_fn=self.collate,
+                          sampler=self.eval_sampler(dataset, split))

@@ -17,6 +17,7 @@ from __future__ import annotations
 from functools import cached_property, partial
 
 import lightning as L
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -95,6 +96,18 @@ class SplitDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
         raise NotImplementedError
+
+    def eval_sampler(self, dataset: Dataset, split: str):
+        """Under several processes, evaluation splits are shared out without repeats.
+
+        Lightning's default DistributedSampler pads each rank's share by repeating pairs, which
+        would count them twice in accuracies and attribution sums; ranks here may differ by one batch.
+        """
+        trainer = getattr(self, "trainer", None)
+        if split == "train" or trainer is None or trainer.world_size <= 1:
+            return None
+        return UnrepeatedDistributedSampler(dataset, num_replicas=trainer.world_size, rank=trainer.global_rank,
+                                            shuffle=False)
 
     def train_dataloader(self):
         return self._loader("train", shuffle=True)
@@ -188,5 +201,6 @@ class PairTextDataModule(SplitDataModule):
 
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
         collate = partial(collate_pairs, pad_id=self.tokenizer.pad_token_id, side=self.hparams.padding_side)
-        return DataLoader(self.dataset(split), batch_size=self.hparams.batch_size, shuffle=shuffle,
-                          num_workers=self.hparams.num_workers, collate_fn=collate)
+        dataset = self.dataset(split)
+        return DataLoader(dataset, batch_size=self.hparams.batch_size, shuffle=shuffle, collate_fn=collate,
+                          sampler=self.eval_sampler(dataset, split), num_workers=self.hparams.num_workers)
