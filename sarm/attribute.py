@@ -64,4 +64,5 @@ def attribute(
     datamodule = PairActivationDataModule(str(directory), batch_size, split, pooling=config["pooling"])
     trainer.predict(SARM(sae=sarm, pooling=config["pooling"], features=config.get("features", "latents")), datamodule,
                     return_predictions=False)
-    return {"output": str(Path(output)), **{k: v for k, v in (callback.result or {}).items() if v.numel() == 1}}
+    return {"output": str(Path(output)), "cache": str(directory),
+            **{k: v for k, v in (callback.result or {}).items() if v.numel() == 1}}

@@ -1,7 +1,7 @@
 """The one ``sarm`` command.
 
 ``fit``/``validate``/``test``/``predict`` are Lightning's (LightningCLI; the model and data classes
-are chosen in the YAML with ``class_path``). ``cache``, ``attribute`` and ``score`` are jsonargparse entry points
+are chosen in the YAML with ``class_path``). ``cache``, ``attribute``, ``score`` and ``report`` are jsonargparse entry points
 beside them, with ``--config`` and ``--print_config`` too.
 """
 
@@ -22,6 +22,7 @@ OWN = {
     "cache": "run the truncated backbone over a preference dataset and cache its activations",
     "attribute": "per-feature reward attribution of a trained SARM on a preference dataset",
     "score": "rewards (and their top features) of pairs or responses from an exported reward model",
+    "report": "self-contained HTML report of a SARM's features over one or two preference datasets",
 }
 USAGE = "usage: sarm {" + ",".join([*LIGHTNING, *OWN]) + "} [--config CONFIG.yaml] [options]\n\n" + "\n".join(
     f"  {name:<10} {text}" for name, text in {**LIGHTNING, **OWN}.items()
@@ -96,6 +97,10 @@ def main(argv: list[str] | None = None) -> None:
             from sarm.score import score
 
             function_cli(command, score, args)
+        elif command == "report":
+            from sarm.report.build import report
+
+            function_cli(command, report, args)
         elif command in LIGHTNING:
             lightning_cli(None if from_command_line else argv)
         else:

@@ -1,0 +1,213 @@
+"""``sarm report``: everything a reader needs to see why a SARM prefers what it prefers.
+
+For one or two preference datasets, through the trained SARM:
+
+1. attribution (``sarm.attribute``): per-feature contributions to chosen, rejected and margin, over
+   the pairs of ``split`` (the dataset is cached with the SARM's backbone settings first);
+2. the top features by |mean margin contribution|, each with its per-pair contributions, an
+   explanation and its top-activating contexts (``sarm.explain``, stored per SAE feature);
+3. per-pair waterfalls for the most confident and the most misranked pairs;
+4. steering: each top feature zeroed in turn, accuracy and margin before and after;
+5. a 2-D map of the top features (PCA of their decoder directions) and, for two datasets, which
+   features matter more in one than in the other.
+
+The dict is rendered by ``sarm.report.html`` into one self-contained HTML file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from sarm.attribute import attribute
+from sarm.data.activations import ActivationCache, PairActivationDataModule
+from sarm.data.pairs import subset_ids
+from sarm.errors import SarmInputError
+from sarm.explain import explain_features
+from sarm.reward.export import SAE_DIR, load_network
+from sarm.reward.network import SARMNetwork
+from sarm.report.html import render_report
+from sarm.steer import collect_pair_features, steering_effect
+
+
+def report(
+    sarm: str,
+    data: list[str] = ("builtin:planted",),
+    num_pairs: int = 2000,
+    seed: int = 0,
+    split: str = "test",
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    split_seed: int = 0,
+    cache_dirs: list[str] | None = None,
+    output: str = "runs/report",
+    top: int = 10,
+    contexts: int = 8,
+    explain_method: str = "offline",
+    llm_base_url: str | None = None,
+    llm_model: str | None = None,
+    steer_top: int = 5,
+    batch_size: int = 256,
+) -> Path:
+    """Build the HTML report of a trained SARM over one or two preference datasets.
+
+    Args:
+        sarm: directory of an exported head-only SARM (``sarm.json``).
+        data: one or two preference files / ``builtin:planted`` / hub datasets.
+        num_pairs: pairs to generate, for ``builtin:planted``.
+        seed: generator seed, for ``builtin:planted``.
+        split: ``train``, ``val``, ``test`` (by prompt) or ``all``.
+        split_fractions: train/val/test fractions of the by-prompt split.
+        split_seed: seed of the split.
+        cache_dirs: activation caches to use or create, one per dataset (default: under $SARM_CACHE).
+        output: directory of ``report.html``, ``report.json`` and the attribution tables.
+        top: features shown per dataset.
+        contexts: top-activating contexts shown per feature.
+        explain_method: ``offline`` (n-grams over-represented where a feature fires) or ``llm``.
+        llm_base_url: OpenAI-compatible endpoint, for ``explain_method: llm``.
+        llm_model: model name at that endpoint.
+        steer_top: how many top features are zeroed, one at a time, in the steering table.
+        batch_size: pairs per batch.
+    """
+    data = list(data)
+    if not 1 <= len(data) <= 2:
+        raise SarmInputError(f"data: give one or two datasets, got {len(data)}")
+    if cache_dirs is not None and len(cache_dirs) != len(data):
+        raise SarmInputError(f"cache_dirs: one per dataset ({len(data)}), got {len(cache_dirs)}")
+    network, config = load_network(sarm)
+    if not isinstance(network, SARMNetwork):
+        raise SarmInputError(f"{sarm}: a {config['kind']!r} reward model has no SAE features to report on")
+    output_dir = Path(output)
+    datasets, caches = [], []
+    for i, source in enumerate(data):
+        name = _name(source, i, data)
+        attributed = attribute(sarm, data=source, num_pairs=num_pairs, seed=seed, split=split,
+                               split_fractions=split_fractions, split_seed=split_seed,
+                               output=str(output_dir / "attribution" / name),
+                               cache_dir=None if cache_dirs is None else cache_dirs[i], batch_size=batch_size, top=top)
+        cache_dir = attributed["cache"]
+        caches.append(cache_dir)
+        datasets.append(_dataset(name, network, config, cache_dir, Path(attributed["output"]), split, top, steer_top,
+                                 batch_size))
+
+    features = list(dict.fromkeys(f["feature"] for ds in datasets for f in ds["features"]))
+    explained = explain_features(caches[0], str(Path(sarm) / SAE_DIR), features, method=explain_method, k=contexts,
+                                 llm_base_url=llm_base_url, llm_model=llm_model,
+                                 activate=_activation_probe(sarm) if explain_method == "llm" else None)
+    weight = network.head.weight.detach()
+    pages = {str(f): {"weight": float(weight[f]), "explanation": explained[f]["explanation"],
+                      "contexts": explained[f]["contexts"][:contexts]} for f in features}
+    for ds in datasets:  # the table's explanation column
+        for row in ds["features"]:
+            row["explanation"] = pages[str(row["feature"])]["explanation"]["text"]
+    content = {
+        "title": f"SARM report: {Path(sarm).name}",
+        "model": {"path": str(sarm), "kind": config["kind"], "backbone": config["backbone"],
+                  "n_features": config["n_features"], "head_nonzero": config.get("head_nonzero"),
+                  "pooling": config["pooling"]},
+        "datasets": datasets,
+        "feature_pages": pages,
+        "feature_map": _feature_map(network, features, datasets[0]),
+    }
+    if len(datasets) == 2:
+        content["comparison"] = _comparison(datasets, features)
+    path = render_report(content, output_dir)
+    print(f"sarm: report written to {path}", flush=True)
+    return path
+
+
+def _name(source: str, i: int, data: list[str]) -> str:
+    name = Path(source).stem if Path(source).suffix else source.replace(":", "-").replace("/", "-")
+    return name if [Path(d).stem for d in data].count(Path(source).stem) == 1 else f"{name}-{i + 1}"
+
+
+def _dataset(name: str, network: SARMNetwork, config: dict, cache_dir: str, attribution_dir: Path, split: str,
+             top: int, steer_top: int, batch_size: int) -> dict:
+    cache = ActivationCache(cache_dir)
+    loader = PairActivationDataModule(cache_dir, batch_size, split, pooling=config["pooling"]).predict_dataloader()
+    z = collect_pair_features(network, loader)
+    head = network.head
+    with torch.no_grad():
+        per_pair = head.contributions(z["z_chosen"]) - head.contributions(z["z_rejected"])  # [P, n]
+        chosen, rejected = head(z["z_chosen"]), head(z["z_rejected"])
+    margins = chosen - rejected
+    table = {row["feature"]: row for row in json.loads((attribution_dir / "features.json").read_text())["features"]}
+    ranked = per_pair.mean(0).abs().argsort(descending=True)[:top].tolist()
+    features = []
+    for f in ranked:
+        row = dict(table.get(f, {"feature": f}))
+        row |= {"feature": f, "weight": float(head.weight.detach()[f]), "contributions": per_pair[:, f].tolist()}
+        features.append(row)
+
+    pairs = cache.pairs
+    selected = []
+    order = margins.argsort()
+    picks = [("most confident", int(order[-1])), ("second most confident", int(order[-2]))]
+    picks += [("misranked" if margins[i] < 0 else "least confident", int(i)) for i in order[:2].tolist()]
+    for label, row in picks:
+        record = pairs[int(z["pair"][row])]
+        terms = per_pair[row]
+        shown = terms.abs().argsort(descending=True)[:8]
+        selected.append({"pair": record["index"], "label": label, "prompt": _text(record["prompt"]),
+                         "chosen": record["chosen"], "rejected": record["rejected"],
+                         "chosen_reward": float(chosen[row]), "rejected_reward": float(rejected[row]),
+                         "contributions": [{"feature": int(f), "value": float(terms[f])} for f in shown
+                                           if terms[f] != 0]})
+
+    steering = [steering_effect(network, z["z_chosen"], z["z_rejected"], [f], "zero") | {"feature": f}
+                for f in ranked[:steer_top]]
+    names, ids = subset_ids([p.get("meta", {}) for p in pairs])
+    subset = torch.tensor(ids)[z["pair"]]
+    subsets = {n: float((margins[subset == i] > 0).float().mean()) for i, n in enumerate(names) if (subset == i).any()}
+    return {"name": name, "n_pairs": int(margins.numel()), "accuracy": float((margins > 0).float().mean()),
+            "mean_margin": float(margins.mean()), "chosen_rewards": chosen.tolist(), "rejected_rewards": rejected.tolist(),
+            "subsets": subsets, "features": features, "pairs": selected, "steering": steering}
+
+
+def _text(prompt: list[dict]) -> str:
+    return "\n\n".join(f"{m['role']}: {m['content']}" for m in prompt)
+
+
+def _feature_map(network: SARMNetwork, features: list[int], dataset: dict) -> dict:
+    """The top features' decoder directions projected on their first two principal components."""
+    if len(features) < 3:
+        return {}
+    directions = torch.nn.functional.normalize(network.sae.W_dec.detach()[features].double(), dim=1)
+    centered = directions - directions.mean(0)
+    _, _, v = torch.linalg.svd(centered, full_matrices=False)
+    xy = centered @ v[:2].T
+    contribution = {row["feature"]: row.get("mean_margin_contribution", 0.0) for row in dataset["features"]}
+    return {"features": features, "x": xy[:, 0].tolist(), "y": xy[:, 1].tolist(),
+            "margin_contribution": [float(contribution.get(f, 0.0)) for f in features],
+            "method": "PCA of the features' unit decoder directions"}
+
+
+def _comparison(datasets: list[dict], features: list[int]) -> dict:
+    """Mean margin contribution of each top feature in both datasets, largest difference first."""
+    a, b = ({row["feature"]: float(sum(row["contributions"]) / max(len(row["contributions"]), 1))
+             for row in ds["features"]} for ds in datasets)
+    rows = [{"feature": f, "a": a.get(f, 0.0), "b": b.get(f, 0.0), "difference": a.get(f, 0.0) - b.get(f, 0.0)}
+            for f in features]
+    rows.sort(key=lambda r: abs(r["difference"]), reverse=True)
+    return {"a": datasets[0]["name"], "b": datasets[1]["name"], "rows": rows}
+
+
+def _activation_probe(sarm: str):
+    """``activate(texts, feature)``: the feature's max activation over each text's tokens, read as an
+    assistant response through the SARM's own backbone and SAE (for the LLM explainer's tests)."""
+    from sarm.data.pairs import pad_sequences
+    from sarm.data.render import render_response
+    from sarm.reward.inference import RewardModel
+
+    model = RewardModel.load(sarm)
+
+    @torch.no_grad()
+    def activate(texts: list[str], feature: int) -> list[float]:
+        rendered = [render_response(model.tokenizer, [], text, model.max_length) for text in texts]
+        batch = pad_sequences(rendered, model.tokenizer.pad_token_id)
+        hidden = model.backbone(batch["input_ids"], batch["attention_mask"]).float()
+        latents = model.network.sae(hidden).latents[..., feature] * batch["response_mask"]
+        return latents.max(-1).values.tolist()
+
+    return activate
