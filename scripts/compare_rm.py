@@ -7,11 +7,13 @@ train/val/test split (the cache's data and split settings):
 
     SARM head            frozen backbone and SAE, linear head over the SAE's TopK latents (cached)
     SARM head, pre       the same head over the SAE's pre-activations (the SARM authors' recipe)
-    SARM head, mean      features averaged over the response instead of read at its last token
+    SARM head, mean      features averaged over the response instead of read at its last token (skip: --no_mean)
     dense head           a linear head on the standardized hidden state (cached)
-    SARM + LoRA          --lora: LoRA on the last --lora_layers layers + head, SAE frozen (runs the backbone)
-    dense + LoRA         --lora: the same for the dense head
-    TRL RewardTrainer    --trl: AutoModelForSequenceClassification + LoRA on the same layers (scripts/trl_reward.py)
+    SARM + LoRA          --lora: LoRA on the last --lora_layers layers + head, SAE frozen (runs the backbone),
+                         starting from the "SARM head" model (stage 1 head, stage 2 LoRA)
+    dense + LoRA         --lora: the same for the dense head, from the "dense head" model
+    TRL RewardTrainer    --trl: AutoModelForSequenceClassification + LoRA on the same layers (scripts/trl_reward.py),
+                         or --trl_result: the result.json of a run of scripts/trl_reward.py on the same split
 
 Prints test accuracy (and per-subset accuracy when the data has subsets) and writes the table as
 JSON to --output.
@@ -20,6 +22,7 @@ JSON to --output.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 import warnings
@@ -55,8 +58,12 @@ def main() -> None:
     parser.add_argument("--sae", required=True, help="an SAE trained on that cache")
     parser.add_argument("--epochs", type=int, default=40, help="head-only models")
     parser.add_argument("--lr", type=float, default=0.01, help="head learning rate")
+    parser.add_argument("--no_mean", action="store_true", help="skip the mean-pooled variants (they encode every "
+                        "response token each epoch)")
     parser.add_argument("--lora", action="store_true", help="also train the LoRA models (slow on a CPU)")
     parser.add_argument("--trl", action="store_true", help="also train TRL's RewardTrainer (slow on a CPU)")
+    parser.add_argument("--trl_result", help="result.json of an earlier scripts/trl_reward.py run on this split")
+    parser.add_argument("--trl_lr", type=float, default=1e-3, help="TRL's one learning rate (adapters and head)")
     parser.add_argument("--lora_epochs", type=int, default=1)
     parser.add_argument("--lora_layers", type=int, default=3)
     parser.add_argument("--backbone_lr", type=float, default=1e-4)
@@ -77,17 +84,28 @@ def main() -> None:
                                   batch_size=args.batch_size)
 
     lora = {"mode": "lora", "lora_layers": args.lora_layers, "backbone_lr": args.backbone_lr}
+    head_dirs = {name: str(root / name / "export") for name in ("sarm_head", "dense_head")}
     rows = [
-        run("SARM head", SARM(sae=args.sae, lr=args.lr), cached("last"), args.epochs, root),
+        run("SARM head", SARM(sae=args.sae, lr=args.lr, export_dir=head_dirs["sarm_head"]), cached("last"), args.epochs,
+            root),
         run("SARM head, pre", SARM(sae=args.sae, features="pre", lr=args.lr), cached("last"), args.epochs, root),
-        run("SARM head, mean", SARM(sae=args.sae, pooling="mean", lr=args.lr), cached("mean"), args.epochs, root),
-        run("dense head", DenseRM(lr=args.lr), cached("last"), args.epochs, root),
-        run("dense head, mean", DenseRM(pooling="mean", lr=args.lr), cached("mean"), args.epochs, root),
+        run("dense head", DenseRM(lr=args.lr, export_dir=head_dirs["dense_head"]), cached("last"), args.epochs, root),
     ]
+    if not args.no_mean:
+        rows.append(run("SARM head, mean", SARM(sae=args.sae, pooling="mean", lr=args.lr), cached("mean"),
+                        args.epochs, root))
+        rows.append(run("dense head, mean", DenseRM(pooling="mean", lr=args.lr), cached("mean"), args.epochs, root))
     if args.lora:
-        rows.append(run("SARM + LoRA", SARM(sae=args.sae, lr=args.lr, **lora), text(), args.lora_epochs, root))
-        rows.append(run("dense + LoRA", DenseRM(lr=args.lr, **lora), text(), args.lora_epochs, root))
-    if args.trl:
+        # Stage 2: the head-only models, fine-tuned with LoRA (a SARM export carries its SAE and head).
+        rows.append(run("SARM + LoRA", SARM(sae=head_dirs["sarm_head"], lr=args.lr, **lora), text(), args.lora_epochs,
+                        root))
+        rows.append(run("dense + LoRA", DenseRM(init_from=head_dirs["dense_head"], lr=args.lr, **lora), text(),
+                        args.lora_epochs, root))
+    if args.trl_result:
+        result = json.loads(Path(args.trl_result).read_text())
+        rows.append({"model": "TRL RewardTrainer + LoRA", "test_accuracy": result["test_accuracy"],
+                     "val_accuracy": result["val_accuracy"], "train_seconds": result["train_seconds"], "subsets": {}})
+    elif args.trl:
         sys.path.insert(0, str(Path(__file__).parent))
         from trl_reward import train_trl_reward_model
 
@@ -95,7 +113,7 @@ def main() -> None:
         splits = {name: [data.pairs[i] for i in data.splits[name]] for name in ("train", "val", "test")}
         result = train_trl_reward_model(settings["model"], settings["layer"], splits["train"], splits["val"],
                                         splits["test"], max_length=settings["max_length"], epochs=args.lora_epochs,
-                                        lr=args.backbone_lr * 10, batch_size=args.batch_size,
+                                        lr=args.trl_lr, batch_size=args.batch_size,
                                         lora_last_layers=args.lora_layers, output_dir=root / "trl")
         rows.append({"model": "TRL RewardTrainer + LoRA", "test_accuracy": result["test_accuracy"],
                      "val_accuracy": result["val_accuracy"], "train_seconds": result["train_seconds"], "subsets": {}})

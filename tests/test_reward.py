@@ -131,3 +131,15 @@ def test_export_round_trip_restores_rewards(sae_dir, tmp_path, kind):
     if kind == "sarm":  # an exported SARM continues training from its head
         reloaded = SARM(sae=str(tmp_path / "rm"), pooling="mean")
         torch.testing.assert_close(reloaded(h, mask), model(h, mask))
+
+
+def test_init_from_starts_a_model_from_an_exported_head_of_the_same_kind(sae_dir, tmp_path):
+    trained = DenseRM(d_in=16)
+    trained.head.weight.data.normal_()
+    save_reward_model(tmp_path / "dense", trained.network, {"model": "m", "layer": 2})
+    started = DenseRM(d_in=16, init_from=str(tmp_path / "dense"), mode="head")
+    torch.testing.assert_close(started.head.weight, trained.head.weight)
+    from sarm.errors import SarmInputError
+
+    with pytest.raises(SarmInputError, match="cannot start"):
+        SARM(sae=sae_dir, init_from=str(tmp_path / "dense"))

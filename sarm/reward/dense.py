@@ -25,6 +25,7 @@ class DenseRM(RewardModelModule):
         self.save_hyperparameters()
         if d_in is not None:
             self.network = DenseNetwork(d_in, self.hparams.pooling)
+            self.init_head()
 
     def build_network(self, hidden_size: int) -> DenseNetwork:
         return DenseNetwork(hidden_size, self.hparams.pooling)

@@ -32,7 +32,7 @@ from torchmetrics import MeanMetric
 
 from sarm.backbone import TruncatedBackbone
 from sarm.errors import SarmInputError
-from sarm.reward.export import save_reward_model
+from sarm.reward.export import load_network, save_reward_model
 from sarm.reward.lora import add_lora, has_lora
 from sarm.reward.loss import bradley_terry_loss
 from sarm.reward.metrics import RewardStats, SubsetAccuracy
@@ -58,6 +58,8 @@ class RewardModelModule(L.LightningModule):
         lora_layers: adapt only the last this-many backbone layers (default: all).
         backbone_lr: learning rate of the LoRA adapters.
         merge_lora: export the backbone with the adapters merged into it, instead of separately.
+        init_from: an exported reward model of the same kind whose head weights start this one
+            (e.g. a head-only model, then fine-tuned with LoRA).
         export_dir: where the trained model is written for inference without Lightning.
     """
 
@@ -76,6 +78,7 @@ class RewardModelModule(L.LightningModule):
         lora_layers: int | None = None,
         backbone_lr: float = 1e-4,
         merge_lora: bool = False,
+        init_from: str | None = None,
         export_dir: str | None = None,
     ):
         super().__init__()
@@ -105,6 +108,7 @@ class RewardModelModule(L.LightningModule):
         self.backbone_settings = settings or self.backbone_settings
         if self.network is None:
             self.network = self.build_network(datamodule.hidden_size)
+            self.init_head()
         needs_backbone = self.hparams.mode != "head" or getattr(datamodule, "yields_tokens", False)
         if needs_backbone and not getattr(datamodule, "yields_tokens", False):
             raise SarmInputError(f"mode = {self.hparams.mode!r} runs the backbone: use "
@@ -118,6 +122,17 @@ class RewardModelModule(L.LightningModule):
         subsets = getattr(datamodule, "subsets", [])
         if subsets and self.subsets is None:
             self.subsets = SubsetAccuracy(subsets).to(self.device)
+
+    def init_head(self) -> None:
+        """Start from the head of ``init_from`` (once the network exists)."""
+        if self.hparams.init_from is None or self.network is None:
+            return
+        network, config = load_network(self.hparams.init_from)
+        if config["kind"] != self.network.kind or network.head.weight.shape != self.network.head.weight.shape:
+            raise SarmInputError(f"init_from = {self.hparams.init_from}: a {config['kind']} model with "
+                                 f"{network.head.weight.numel()} features cannot start this {self.network.kind} model "
+                                 f"with {self.network.head.weight.numel()}")
+        self.network.head.load_state_dict(network.head.state_dict())
 
     def check_backbone(self, settings: dict) -> None:
         """Subclasses check that the data's backbone matches what the network was built on."""

@@ -56,6 +56,7 @@ class SARM(RewardModelModule):
             self.network = SARMNetwork(load_sae(path), self.hparams.pooling, features)
             cfg = path / "cfg.json"
             self.sae_provenance = json.loads(cfg.read_text()) if cfg.is_file() else {}
+        self.init_head()
         joint = self.hparams.mode == "joint"
         self.sae.requires_grad_(joint)
         if not joint:
