@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole SARM pipeline on the embedded SmolLM2-135M-Instruct and the built-in planted-attribute pairs:
-# cache hidden states -> train a TopK SAE -> train SARM's head on the frozen SAE -> test -> attribution.
+# cache hidden states -> train a TopK SAE -> train SARM's head on the frozen SAE -> test -> attribution -> report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
@@ -9,5 +9,7 @@ sarm fit --config configs/demo/sae.yaml
 sarm fit --config configs/demo/sarm.yaml
 sarm test --config configs/demo/sarm.yaml --model.init_args.sae runs/demo/sarm/export
 sarm attribute --config configs/demo/attribute.yaml
+sarm report --config configs/demo/report.yaml
 python scripts/demo_summary.py runs/demo
+python scripts/recovery.py --sarm runs/demo/sarm/export --cache runs/demo/cache
 echo "demo finished in $(( $(date +%s) - start )) s"
