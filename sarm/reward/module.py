@@ -251,7 +251,7 @@ class RewardModelModule(L.LightningModule):
             self.log_dict({f"test/subset/{k}": v for k, v in self.subsets.compute().items()})
             self.subsets.reset()
 
-    # -- joint-mode decoder geometry and export ---------------------------------------------------
+    # -- export -----------------------------------------------------------------------------------
 
     @rank_zero_only
     def on_train_end(self) -> None:
