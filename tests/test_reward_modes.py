@@ -12,6 +12,7 @@ from sarm.data.activations import PairActivationDataModule
 from sarm.data.pairs import PairTextDataModule
 from sarm.reward import SARM, DenseRM
 from sarm.reward.inference import RewardModel
+from sarm.reward.loss import bradley_terry_loss
 from sarm.sae import TopKSAE, save_sae
 
 
@@ -157,3 +158,23 @@ def test_score_writes_rewards_and_top_features_for_pairs_and_for_responses(setup
     assert exit_info.value.code == 2
     assert f"{responses}:2: field 'response': missing" in capsys.readouterr().err
     assert not (tmp_path / "bad.jsonl").exists()
+
+
+def test_gradient_checkpointing_gives_the_same_lora_gradients(setup):
+    grads = {}
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = SARM(sae=setup["sae"], mode="lora", lora_layers=1, gradient_checkpointing=checkpointing)
+        model.head.weight.data.normal_(generator=torch.Generator().manual_seed(3))
+        data = text_data(setup)
+        trainer().predict(model, data, return_predictions=False)  # setup: backbone + adapters
+        for name, p in model.named_parameters():  # LoRA B starts at zero: give it a value so A gets gradient
+            if "lora_B" in name:
+                p.data.normal_(generator=torch.Generator().manual_seed(4))
+        model.train()
+        scored = model.score(next(iter(data.val_dataloader())))
+        bradley_terry_loss(scored["chosen_reward"], scored["rejected_reward"]).backward()
+        grads[checkpointing] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    assert grads[True].keys() == grads[False].keys() and any("lora_A" in n for n in grads[True])
+    for name in grads[False]:
+        torch.testing.assert_close(grads[True][name], grads[False][name], atol=1e-5, rtol=1e-4)

@@ -58,6 +58,8 @@ class RewardModelModule(L.LightningModule):
         lora_layers: adapt only the last this-many backbone layers (default: all).
         backbone_lr: learning rate of the LoRA adapters.
         merge_lora: export the backbone with the adapters merged into it, instead of separately.
+        gradient_checkpointing: recompute the backbone's activations in the backward pass (LoRA and
+            joint modes): less memory for long sequences and large models, about a third more compute.
         init_from: an exported reward model of the same kind whose head weights start this one
             (e.g. a head-only model, then fine-tuned with LoRA).
         export_dir: where the trained model is written for inference without Lightning.
@@ -78,6 +80,7 @@ class RewardModelModule(L.LightningModule):
         lora_layers: int | None = None,
         backbone_lr: float = 1e-4,
         merge_lora: bool = False,
+        gradient_checkpointing: bool = False,
         init_from: str | None = None,
         export_dir: str | None = None,
     ):
@@ -118,6 +121,8 @@ class RewardModelModule(L.LightningModule):
             self.backbone.requires_grad_(False)
             if self.hparams.mode != "head":
                 h = self.hparams
+                if h.gradient_checkpointing:  # non-reentrant: the frozen embeddings need not require grad
+                    self.backbone.model.gradient_checkpointing_enable({"use_reentrant": False})
                 add_lora(self.backbone, h.lora_r, h.lora_alpha, h.lora_dropout, h.lora_target_modules, h.lora_layers)
         subsets = getattr(datamodule, "subsets", [])
         if subsets and self.subsets is None:
