@@ -6,7 +6,9 @@ For each deciding attribute A (``sarm.data.planted``), over the pairs A decides:
     top features      the 3 features with the largest mean margin contribution w_i (z_i^c − z_i^r)
     F1                each one's best F1 as a single-feature classifier of A's responses (chosen
                       side or rejected side, thresholds as in ``sarm.sae.coverage``) over every
-                      response of the split
+                      response of the split: does the feature detect the attribute anywhere?
+    F1 within         the same, over the responses of A's pairs only: does the feature tell A's
+                      good value (chosen) from its bad value (rejected), all else equal?
     zeroing effect    accuracy on A's pairs before and after zeroing A's top feature (``sarm.steer``)
 
 and for the distractors (sign-off line, verbosity: random with respect to the preference), the share
@@ -49,10 +51,15 @@ def planted_recovery(network: RewardNetwork, features: dict[str, torch.Tensor], 
         # A feature may detect A's chosen side (positive weight) or its rejected side (negative).
         f1 = torch.maximum(latent_f1(latents[:, best], labels[f"{attribute}:chosen"]),
                            latent_f1(latents[:, best], labels[f"{attribute}:rejected"])).tolist()
+        # Within A's pairs only: does the feature tell A's good value from its bad one?
+        sequences = torch.stack([2 * decided.nonzero().flatten(), 2 * decided.nonzero().flatten() + 1], 1).flatten()
+        is_chosen = sequences % 2 == 0
+        within = latents[sequences][:, best]
+        f1_within = torch.maximum(latent_f1(within, is_chosen), latent_f1(within, ~is_chosen)).tolist()
         effect = steering_effect(network, zc[decided], zr[decided], best[:1], "zero")
         table.append({"attribute": attribute, "pairs": int(decided.sum()), "features": best,
                       "mean_margin_contribution": [float(mean[f]) for f in best], "f1": f1,
-                      "best_f1": max(f1),
+                      "best_f1": max(f1), "f1_within": f1_within, "best_f1_within": max(f1_within),
                       "accuracy_before": effect["accuracy_before"], "accuracy_zeroed": effect["accuracy"]})
 
     # Distractor features: those that detect a distractor with F1 ≥ 0.8 (a feature firing on every
