@@ -178,3 +178,14 @@ def test_gradient_checkpointing_gives_the_same_lora_gradients(setup):
     assert grads[True].keys() == grads[False].keys() and any("lora_A" in n for n in grads[True])
     for name in grads[False]:
         torch.testing.assert_close(grads[True][name], grads[False][name], atol=1e-5, rtol=1e-4)
+
+
+def test_predict_runs_through_the_cli_with_the_attribution_callback(setup, tmp_path):
+    main(["predict", "--model", "sarm.reward.SARM", "--model.sae", setup["sae"], "--model.pooling", "mean",
+          "--data", "sarm.data.pairs.PairTextDataModule", "--data.data", setup["data"], "--data.model", setup["model"],
+          "--data.layer", "2", "--data.max_length", "48", "--data.split_fractions", "[0.5, 0.25, 0.25]",
+          "--trainer.callbacks+=sarm.callbacks.RewardAttribution",
+          f"--trainer.callbacks.output_dir={tmp_path / 'attribution'}", "--trainer.logger", "false",
+          "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path)])
+    summary = json.loads((tmp_path / "attribution" / "summary.json").read_text())
+    assert summary["pairs"] == 12  # the test split of 48 pairs at 50/25/25
