@@ -52,7 +52,8 @@ def cache_cli(args: list[str]) -> None:
     cfg = parser.parse_args(args)
     init = parser.instantiate_classes(cfg)
     settings = CacheSettings(**{k: init[k] for k in CacheSettings.__dataclass_fields__})
-    rest = {k: init[k] for k in ("output", "batch_size", "shard_tokens", "accelerator", "trust_remote_code")}
+    rest = {k: init[k] for k in ("output", "batch_size", "shard_tokens", "accelerator", "devices", "strategy",
+                                 "trust_remote_code")}
     cache_activations(settings, **rest)
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -196,6 +197,15 @@ def _pair_record(index: int, split: str, pair: PreferencePair) -> dict:
     }
 
 
+def _gather_shards(trainer: L.Trainer, shards: list[dict]) -> list[dict]:
+    """Every rank's shard records, in rank order (each rank wrote its own ``shard-r<rank>-*`` files)."""
+    if trainer.world_size == 1:
+        return shards
+    gathered: list[list[dict] | None] = [None] * trainer.world_size
+    torch.distributed.all_gather_object(gathered, shards)
+    return [shard for rank_shards in gathered for shard in rank_shards]
+
+
 def _clear_interrupted(directory: Path) -> None:
     """Remove what an interrupted run left (no manifest: never trusted); refuse to touch anything else."""
     if not directory.exists():
@@ -215,6 +225,8 @@ def cache_activations(
     batch_size: int = 16,
     shard_tokens: int = 65536,
     accelerator: str = "auto",
+    devices: int | str = 1,
+    strategy: str = "auto",
     trust_remote_code: bool = False,
 ) -> Path:
     """Write (or reuse) the activation cache for ``settings``; returns its directory.
@@ -225,6 +237,9 @@ def cache_activations(
         batch_size: sequences per forward pass.
         shard_tokens: token activations per shard file (bounds memory while writing and reading).
         accelerator: Lightning accelerator for the forward passes.
+        devices: Lightning devices; with several (``strategy: ddp``), each rank encodes its share of
+            the sequences (none repeated) and writes its own shards; rank 0 writes the one manifest.
+        strategy: Lightning strategy (``auto``, ``ddp``).
         trust_remote_code: let a hub model run its own code.
     """
     fingerprint = settings.fingerprint()
@@ -243,13 +258,16 @@ def cache_activations(
     # Read and validate all the data before touching the output directory.
     pairs = load_preferences(settings.data, num_pairs=settings.num_pairs, seed=settings.seed)
     splits = split_by_prompt(pairs, settings.split_fractions, settings.split_seed)
-    _clear_interrupted(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     split_of = {id(p): name for name, members in splits.items() for p in members}
-    write_text(
-        directory / PAIRS,
-        "".join(json.dumps(_pair_record(i, split_of[id(p)], p)) + "\n" for i, p in enumerate(pairs)),
-    )
+    # Under DDP, Lightning starts the other ranks by re-running this command: only the first
+    # process prepares the directory (the others reach this point while it waits for them).
+    if os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0":
+        _clear_interrupted(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        write_text(
+            directory / PAIRS,
+            "".join(json.dumps(_pair_record(i, split_of[id(p)], p)) + "\n" for i, p in enumerate(pairs)),
+        )
 
     tokenizer = load_tokenizer(settings.model, trust_remote_code)
     backbone = TruncatedBackbone(settings.model, settings.layer, trust_remote_code=trust_remote_code)
@@ -258,11 +276,13 @@ def cache_activations(
         dataset, batch_size=batch_size, collate_fn=partial(collate_right_padded, pad_id=tokenizer.pad_token_id)
     )
     writer = ShardWriter(directory, shard_tokens, [split_of[id(p)] for p in pairs])
-    trainer = L.Trainer(
-        accelerator=accelerator, devices=1, callbacks=[writer], logger=False, enable_model_summary=False
-    )
+    trainer = L.Trainer(accelerator=accelerator, devices=devices, strategy=strategy, callbacks=[writer], logger=False,
+                        enable_model_summary=False)
     encoder = BackboneEncoder(backbone, settings.tokens, getattr(torch, settings.dtype))
     trainer.predict(encoder, loader, return_predictions=False)
+    shards = _gather_shards(trainer, writer.shards)
+    if trainer.global_rank != 0:
+        return directory
 
     manifest = {
         "version": FORMAT_VERSION,
@@ -274,9 +294,9 @@ def cache_activations(
         "dtype": settings.dtype,
         "num_pairs": len(pairs),
         "num_sequences": 2 * len(pairs),
-        "num_tokens": sum(s["num_tokens"] for s in writer.shards),
+        "num_tokens": sum(s["num_tokens"] for s in shards),
         "split_pairs": {name: len(members) for name, members in splits.items()},
-        "shards": writer.shards,
+        "shards": shards,
     }
     write_json(manifest_path, manifest)  # last: its presence marks the cache complete
     print(
