@@ -118,3 +118,12 @@ def tiny_cache(tmp_path_factory, tiny_model_dir):
             "--split_fractions", "[0.5, 0.25, 0.25]", "--batch_size", "8", "--shard_tokens", "300"]
     main(["cache", *args, "--output", str(root / "cache")])
     return {"cache": root / "cache", "data": data, "cache_args": args}
+
+
+def run_command(command: list[str], timeout: int = 300):
+    """Run a subprocess; on failure, fail the test with the end of its stderr."""
+    import subprocess
+
+    result = subprocess.run([str(c) for c in command], capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{' '.join(map(str, command))} failed:\n{result.stderr[-4000:]}"
+    return result

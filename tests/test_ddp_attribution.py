@@ -2,12 +2,12 @@
 
 import csv
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_command
 
 from sarm.reward.export import save_reward_model
 from sarm.reward.network import SARMNetwork
@@ -26,8 +26,8 @@ def test_two_processes_give_the_attribution_sums_of_one(tiny_cache, tmp_path):
     results = {}
     for devices in (1, 2):
         out = tmp_path / f"attribution-{devices}"
-        subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "sarm"), str(tiny_cache["cache"]), str(out),
-                        str(devices)], check=True, timeout=300, capture_output=True)
+        run_command([sys.executable, str(SCRIPT), str(tmp_path / "sarm"), str(tiny_cache["cache"]), str(out),
+                        str(devices)])
         results[devices] = {"features": json.loads((out / "features.json").read_text())["features"],
                             "summary": json.loads((out / "summary.json").read_text()),
                             "pairs": sorted(csv.DictReader(open(out / "pairs.csv")), key=lambda r: int(r["pair"]))}

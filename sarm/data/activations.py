@@ -110,9 +110,12 @@ class TokenStream(IterableDataset):
     """
 
     def __init__(self, cache: ActivationCache, split: str, batch_size: int, shuffle: bool, buffer_shards: int,
-                 seed: int, sequence_fraction: float = 0.0):
+                 seed: int, sequence_fraction: float = 0.0, rank: int = 0, world_size: int = 1, even: bool = False):
         self.cache, self.batch_size, self.shuffle, self.buffer_shards, self.seed = (
             cache, batch_size, shuffle, buffer_shards, seed)
+        # Under DDP every rank draws the same stream (same seed) and keeps every world_size-th batch;
+        # ``even`` (training) drops the last few so that all ranks step the same number of times.
+        self.rank, self.world_size, self.even = rank, world_size, even
         self.sequence_rows = int(round(batch_size * sequence_fraction))
         if self.sequence_rows:
             pairs = cache.pair_indices(split)
@@ -122,8 +125,19 @@ class TokenStream(IterableDataset):
         self.epoch = 0
 
     def __len__(self) -> int:
-        """Batches per pass (a partial batch is carried over to the next buffer, never dropped)."""
-        return -(-self.num_tokens // self.batch_size)
+        """This rank's batches per pass (a partial batch is carried over to the next buffer, never dropped)."""
+        total = -(-self.num_tokens // self.batch_size)
+        if self.even:
+            return total // self.world_size
+        return len(range(self.rank, total, self.world_size))
+
+    def __iter__(self):
+        limit = len(self)
+        mine = (batch for i, batch in enumerate(self._batches()) if i % self.world_size == self.rank)
+        for count, batch in enumerate(mine):
+            if count == limit:
+                return
+            yield batch
 
     def _mix_in_sequences(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         if not self.sequence_rows:
@@ -135,7 +149,8 @@ class TokenStream(IterableDataset):
         shard = self.cache.load_shard(path)
         return shard["tokens"][self.in_split[shard["token_seq"] // 2]]
 
-    def __iter__(self):
+    def _batches(self):
+        """All batches of one pass, the same sequence on every rank."""
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         self.epoch += 1
         paths = self.cache.shard_paths()
@@ -184,8 +199,10 @@ class TokenActivationDataModule(L.LightningDataModule):
         return self.cache.hidden_size
 
     def _loader(self, split: str, shuffle: bool, sequence_fraction: float = 0.0) -> DataLoader:
+        trainer = getattr(self, "trainer", None)
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         stream = TokenStream(self.cache, split, self.batch_size, shuffle, self.buffer_shards, self.seed,
-                             sequence_fraction)
+                             sequence_fraction, rank=rank, world_size=world, even=split == "train")
         return DataLoader(stream, batch_size=None)
 
     def train_dataloader(self):

@@ -152,6 +152,9 @@ class SAEModule(L.LightningModule):
             self.whitening.to(self.device)
         with torch.no_grad():
             self.sae.b_dec.copy_(geometric_median(self._input(first)))
+        # Under DDP each rank saw its own first batches: every rank takes rank 0's estimates.
+        for tensor in [self.sae.b_dec.data, *(self.whitening.buffers() if self.whitening is not None else [])]:
+            tensor.copy_(self.trainer.strategy.broadcast(tensor, src=0))
 
     def _input(self, batch: torch.Tensor) -> torch.Tensor:
         """What the SAE reconstructs: the preprocessed batch, whitened if asked for."""
@@ -176,8 +179,11 @@ class SAEModule(L.LightningModule):
             loss = loss + self.sparsity_coefficient * penalty
             logs["train/sparsity"] = penalty
 
-        fired = out.firing_counts() > 0
-        self.tokens_since_fired += x.shape[0]
+        counts = out.firing_counts()
+        if self._trainer is not None and self.trainer.world_size > 1:  # dead means dead on every rank
+            counts = self.trainer.strategy.reduce(counts.float(), reduce_op="sum")
+        fired = counts > 0
+        self.tokens_since_fired += x.shape[0] * (self.trainer.world_size if self._trainer is not None else 1)
         self.tokens_since_fired[fired] = 0
         dead = self.tokens_since_fired > self.hparams.dead_after_tokens
         if self.hparams.auxk_coefficient:
