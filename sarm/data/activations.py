@@ -110,12 +110,16 @@ class TokenStream(IterableDataset):
     """
 
     def __init__(self, cache: ActivationCache, split: str, batch_size: int, shuffle: bool, buffer_shards: int,
-                 seed: int, sequence_fraction: float = 0.0, rank: int = 0, world_size: int = 1, even: bool = False):
+                 seed: int, sequence_fraction: float = 0.0, rank: int = 0, world_size: int = 1, even: bool = False,
+                 epoch_source=None):
         self.cache, self.batch_size, self.shuffle, self.buffer_shards, self.seed = (
             cache, batch_size, shuffle, buffer_shards, seed)
         # Under DDP every rank draws the same stream (same seed) and keeps every world_size-th batch;
         # ``even`` (training) drops the last few so that all ranks step the same number of times.
         self.rank, self.world_size, self.even = rank, world_size, even
+        # The pass number seeds the shuffle; taken from the trainer when given, so a resumed run
+        # draws the same batches as an uninterrupted one.
+        self.epoch_source = epoch_source
         self.sequence_rows = int(round(batch_size * sequence_fraction))
         if self.sequence_rows:
             pairs = cache.pair_indices(split)
@@ -151,7 +155,8 @@ class TokenStream(IterableDataset):
 
     def _batches(self):
         """All batches of one pass, the same sequence on every rank."""
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        epoch = self.epoch_source() if self.epoch_source is not None else self.epoch
+        generator = torch.Generator().manual_seed(self.seed + epoch)
         self.epoch += 1
         paths = self.cache.shard_paths()
         if self.shuffle:
@@ -201,8 +206,10 @@ class TokenActivationDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool, sequence_fraction: float = 0.0) -> DataLoader:
         trainer = getattr(self, "trainer", None)
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        epoch_source = (lambda: trainer.current_epoch) if trainer is not None else None
         stream = TokenStream(self.cache, split, self.batch_size, shuffle, self.buffer_shards, self.seed,
-                             sequence_fraction, rank=rank, world_size=world, even=split == "train")
+                             sequence_fraction, rank=rank, world_size=world, even=split == "train",
+                             epoch_source=epoch_source)
         return DataLoader(stream, batch_size=None)
 
     def train_dataloader(self):
