@@ -203,6 +203,10 @@ def _gather_shards(trainer: L.Trainer, shards: list[dict]) -> list[dict]:
         return shards
     gathered: list[list[dict] | None] = [None] * trainer.world_size
     torch.distributed.all_gather_object(gathered, shards)
+    # The command ends here for every rank: take the process group down together, rather than
+    # leave gloo's threads to the interpreter's exit (which can abort a rank: "terminate called").
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
     return [shard for rank_shards in gathered for shard in rank_shards]
 
 
