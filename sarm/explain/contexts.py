@@ -166,6 +166,12 @@ def _in_split(cache: ActivationCache, token_seq: torch.Tensor, split: str) -> to
     return cache.pair_split_mask(split)[token_seq // 2]
 
 
+def _prepare(cache, sae, features, tokenizer, window, split, activations):
+    """(activations of the features, the window builder, the split's token mask) for a context query."""
+    acts = _activations(cache, sae, features, activations)
+    return acts, _Windows(cache, acts, tokenizer, window), _in_split(cache, acts["token_seq"], split)
+
+
 def top_activating_contexts(cache: ActivationCache, sae, features: list[int], tokenizer, k: int = 10,
                             window: int = 12, split: str = "all", activations: dict | None = None,
                             ) -> dict[int, list[Context]]:
@@ -174,9 +180,7 @@ def top_activating_contexts(cache: ActivationCache, sae, features: list[int], to
     ``activations`` (from ``feature_activations``) skips the pass over the cache when the caller
     has it already.
     """
-    acts = _activations(cache, sae, features, activations)
-    windows = _Windows(cache, acts, tokenizer, window)
-    in_split = _in_split(cache, acts["token_seq"], split)
+    acts, windows, in_split = _prepare(cache, sae, features, tokenizer, window, split, activations)
     out: dict[int, list[Context]] = {}
     for feature in dict.fromkeys(int(f) for f in features):
         values = acts["activations"][feature]
@@ -208,9 +212,7 @@ def background_contexts(cache: ActivationCache, sae, features: list[int], tokeni
     Tokens whose whole window is off are taken first; only if too few exist are tokens that are
     off themselves but have activation elsewhere in the window used (sparse data, dense features).
     """
-    acts = _activations(cache, sae, features, activations)
-    windows = _Windows(cache, acts, tokenizer, window)
-    in_split = _in_split(cache, acts["token_seq"], split)
+    acts, windows, in_split = _prepare(cache, sae, features, tokenizer, window, split, activations)
     out: dict[int, list[Context]] = {}
     for feature in dict.fromkeys(int(f) for f in features):
         values = acts["activations"][feature]
