@@ -376,3 +376,31 @@ def test_empty_prompt_and_csv_empty_response(tmp_path):
     write_csv(tmp_path / "d.csv", [{"prompt": "q", "chosen": "", "rejected": "b"}])
     with pytest.raises(PreferenceDataError, match=r"row 1: field 'chosen': empty"):
         load_preferences(tmp_path / "d.csv")
+
+
+def test_identical_and_repeated_pairs_are_skipped_and_counted(tmp_path, capsys):
+    path = tmp_path / "data.jsonl"
+    rows = [ROWS[0], {"prompt": "q", "chosen": "same", "rejected": "same"}, ROWS[1], ROWS[0]]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pairs = load_preferences(path)
+    assert [p.origin for p in pairs] == [f"{path}:1", f"{path}:3"]
+    err = capsys.readouterr().err
+    assert "skipped 1 rows whose chosen and rejected responses are identical (lines/rows 2)" in err
+    assert "skipped 1 rows repeating an earlier pair (lines/rows 4)" in err
+
+
+@pytest.mark.parametrize("content", ["", "\n\n", json.dumps({"prompt": "q", "chosen": "a", "rejected": "a"}) + "\n"])
+def test_a_source_without_pairs_is_an_error(tmp_path, content):
+    path = tmp_path / "data.jsonl"
+    path.write_text(content)
+    with pytest.raises(PreferenceDataError, match=r"data\.jsonl: holds no preference pairs"):
+        load_preferences(path)
+
+
+def test_parquet_with_the_wrong_schema_names_row_and_field(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"prompt": ["q"], "answer": ["a"], "rejected": ["b"]}), tmp_path / "d.parquet")
+    with pytest.raises(PreferenceDataError, match=r"d\.parquet:row 1: field 'chosen': missing"):
+        load_preferences(tmp_path / "d.parquet")

@@ -30,7 +30,9 @@ OpenRLHF and RewardBench:
 The result is always the prompt messages (possibly empty) and the text of the two final assistant
 turns. A row that cannot be read raises ``PreferenceDataError`` naming the file, the line (JSON
 Lines, and JSON-syntax or UTF-8 errors) or ``row N`` (JSON, Parquet, CSV, builtin, hub), the field
-and what is wrong; bad rows are never skipped silently.
+and what is wrong; bad rows are never skipped silently. Two kinds of valid rows are skipped, with
+their count and first locations printed: pairs whose chosen and rejected responses are identical
+(no preference), and exact repeats of an earlier row (every column equal). A source with no pair left is an error.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ import math
 import os
 import random
 import re
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,7 +96,26 @@ def load_preferences(
         PreferenceDataError: the source cannot be found or read, or one of its rows is invalid.
     """
     name = os.fspath(source)
-    return [parse_row(row, name, where) for where, row in _read_rows(name, num_pairs, seed, hf_split)]
+    pairs, identical, duplicates, seen = [], [], [], set()
+    for where, row in _read_rows(name, num_pairs, seed, hf_split):
+        pair = parse_row(row, name, where)
+        key = json.dumps([pair.prompt, pair.chosen, pair.rejected, pair.prompt_id, pair.margin, pair.meta],
+                         sort_keys=True)
+        if pair.chosen == pair.rejected:
+            identical.append(where)  # no preference to learn from, and accuracy would count it wrong
+        elif key in seen:
+            duplicates.append(where)  # the same row twice would only weigh it double
+        else:
+            seen.add(key)
+            pairs.append(pair)
+    for skipped, what in ((identical, "whose chosen and rejected responses are identical"),
+                          (duplicates, "repeating an earlier pair")):
+        if skipped:
+            shown = ", ".join(map(str, skipped[:5])) + (", ..." if len(skipped) > 5 else "")
+            print(f"sarm: {name}: skipped {len(skipped)} rows {what} (lines/rows {shown})", file=sys.stderr)
+    if not pairs:
+        raise PreferenceDataError(name, None, None, "holds no preference pairs")
+    return pairs
 
 
 def _read_rows(name: str, num_pairs: int, seed: int, hf_split: str) -> Iterator[tuple[Location, Any]]:
