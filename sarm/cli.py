@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import warnings
 
-from sarm.errors import SarmInputError
+from sarm.errors import NumericalFault, SarmInputError
 
 LIGHTNING = {
     "fit": "train an SAE (sarm.sae.SAEModule) or a SARM (sarm.reward.SARM), as the config says",
@@ -112,6 +112,9 @@ def main(argv: list[str] | None = None) -> None:
         # Bad input is the user's to fix: say where and what, without a traceback.
         print(f"sarm: error: {err}", file=sys.stderr)
         sys.exit(2)
+    except NumericalFault as err:
+        print(f"sarm: error: {err}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

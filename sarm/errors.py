@@ -19,3 +19,8 @@ class PreferenceDataError(SarmInputError):
         where = self.path if line is None else f"{self.path}:{line}"
         what = f"field '{field}': {reason}" if field else reason
         super().__init__(f"{where}: {what}")
+
+
+class NumericalFault(Exception):
+    """Training met a non-finite value (NaN/inf loss or inputs). The run stops; checkpoints already
+    written stay as they were, so the last good one can be resumed from."""

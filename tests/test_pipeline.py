@@ -102,7 +102,7 @@ def test_print_config_prints_the_full_config(tmp_path):
     out = subprocess.run([sys.executable, "-m", "sarm.cli", "fit", "--config", "configs/demo/sarm.yaml",
                           "--print_config"], capture_output=True, text=True, cwd=Path(__file__).parents[1])
     assert out.returncode == 0, out.stderr
-    assert "class_path: sarm.reward.SARM" in out.stdout and "max_epochs: 40" in out.stdout
+    assert "class_path: sarm.reward.SARM" in out.stdout and "max_epochs: 20" in out.stdout
     assert "cache_dir: runs/demo/cache" in out.stdout
 
 

@@ -161,3 +161,14 @@ def test_geometric_median_resists_outliers():
     median = geometric_median(points)
     assert median.norm() < 0.2
     assert points.mean(0).norm() > 10
+
+
+def test_a_non_finite_loss_stops_training_and_says_why():
+    from sarm.errors import NumericalFault
+    from sarm.sae.module import SAEModule
+
+    module = SAEModule("topk", 64, 4, d_in=16)
+    x = torch.randn(8, 16)
+    x[3, 5] = float("nan")
+    with pytest.raises(NumericalFault, match=r"SAE loss is nan at step 0; the batch itself holds 1 non-finite values"):
+        module.training_step(x, 0)

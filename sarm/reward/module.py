@@ -36,6 +36,7 @@ from sarm.reward.export import load_network, save_reward_model
 from sarm.reward.lora import add_lora, has_lora
 from sarm.reward.loss import bradley_terry_loss
 from sarm.reward.metrics import RewardStats, SubsetAccuracy
+from sarm.sae.module import check_finite
 from sarm.reward.network import RewardNetwork
 
 Mode = Literal["head", "lora", "joint"]
@@ -192,6 +193,7 @@ class RewardModelModule(L.LightningModule):
                 loss = loss + h.head_l1 * self.network.head.weight.abs().sum()
             extra, logs = self.extra_loss(scored)
             loss = loss + extra
+            check_finite(loss, "reward-model loss", self.global_step, scored["hidden"])
         n = chosen.shape[0]
         accuracy, margin = self.metrics[f"{stage}_accuracy"], self.metrics[f"{stage}_margin"]
         correct = (chosen > rejected).float()

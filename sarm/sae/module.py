@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_only
 
+from sarm.errors import NumericalFault
 from sarm.io import write_json
 from sarm.sae.base import SAEOutput, SparseAutoencoder
 from sarm.sae.coverage import coverage, planted_labels
@@ -30,6 +31,17 @@ from sarm.sae.kernels import sparse_decode
 from sarm.sae.metrics import LatentFrequency, ReconstructionMetrics
 from sarm.sae.relu import sparsity_penalty
 from sarm.sae.whitening import CovarianceAccumulator, PCAWhitening, fold_whitening
+
+
+def check_finite(loss: torch.Tensor, what: str, step: int, inputs: torch.Tensor | None = None) -> None:
+    """Stop at the first non-finite loss, saying where it came from (one device sync per step)."""
+    if torch.isfinite(loss):
+        return
+    source = ""
+    if inputs is not None and not torch.isfinite(inputs).all():
+        source = f"; the batch itself holds {int((~torch.isfinite(inputs)).sum())} non-finite values"
+    raise NumericalFault(f"{what} is {float(loss)} at step {step}{source}. Training stopped; checkpoints "
+                         "written so far are intact (resume with --ckpt_path)")
 
 
 def geometric_median(x: torch.Tensor, iterations: int = 50, eps: float = 1e-6) -> torch.Tensor:
@@ -163,6 +175,7 @@ class SAEModule(L.LightningModule):
 
     def training_step(self, x: torch.Tensor, batch_idx: int) -> dict:
         loss, logs, out = self.training_loss(x)
+        check_finite(loss, "SAE loss", self.global_step, x)
         self.log_dict(logs, prog_bar=True)
         # Latents go to callbacks (PAnnealing, AdaptiveTemporalMasking) in on_train_batch_end, as a
         # dense tensor or, from TopK SAEs, as TopLatents (sarm.sae.base.as_dense turns either dense).
