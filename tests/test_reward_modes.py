@@ -189,3 +189,14 @@ def test_predict_runs_through_the_cli_with_the_attribution_callback(setup, tmp_p
           "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path)])
     summary = json.loads((tmp_path / "attribution" / "summary.json").read_text())
     assert summary["pairs"] == 12  # the test split of 48 pairs at 50/25/25
+
+
+def test_an_sae_of_another_width_than_the_data_is_refused_before_training(setup, tmp_path, tiny_cache):
+    from sarm.errors import SarmInputError
+
+    wide = save_sae(TopKSAE(48, 64, 4), tmp_path / "wide", extra={"model_name": setup["model"], "hook_layer": 2})
+    with pytest.raises(SarmInputError, match="width 48, the data's backbone .* has 32"):
+        trainer(max_epochs=1).fit(SARM(sae=str(wide)), PairActivationDataModule(str(tiny_cache["cache"])))
+    other_layer = save_sae(TopKSAE(32, 64, 4), tmp_path / "l3", extra={"model_name": setup["model"], "hook_layer": 3})
+    with pytest.raises(SarmInputError, match="trained on layer 3"):
+        trainer(max_epochs=1).fit(SARM(sae=str(other_layer)), PairActivationDataModule(str(tiny_cache["cache"])))

@@ -172,3 +172,14 @@ def test_a_non_finite_loss_stops_training_and_says_why():
     x[3, 5] = float("nan")
     with pytest.raises(NumericalFault, match=r"SAE loss is nan at step 0; the batch itself holds 1 non-finite values"):
         module.training_step(x, 0)
+
+
+def test_an_sae_width_that_disagrees_with_the_cache_is_refused(tiny_cache):
+    import lightning as L
+
+    from sarm.data.activations import TokenActivationDataModule
+    from sarm.sae.module import SAEModule
+
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    with pytest.raises(SarmInputError, match="model.d_in = 48, but the activation cache holds hidden states of width 32"):
+        trainer.fit(SAEModule("topk", 64, 4, d_in=48), TokenActivationDataModule(str(tiny_cache["cache"]), batch_size=64))

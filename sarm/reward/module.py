@@ -113,6 +113,10 @@ class RewardModelModule(L.LightningModule):
         if self.network is None:
             self.network = self.build_network(datamodule.hidden_size)
             self.init_head()
+        width = self.network.input_size()
+        if width is not None and width != datamodule.hidden_size:
+            raise SarmInputError(f"the reward network reads hidden states of width {width}, the data's backbone "
+                                 f"({settings.get('model')}, layer {settings.get('layer')}) has {datamodule.hidden_size}")
         needs_backbone = self.hparams.mode != "head" or getattr(datamodule, "yields_tokens", False)
         if needs_backbone and not getattr(datamodule, "yields_tokens", False):
             raise SarmInputError(f"mode = {self.hparams.mode!r} runs the backbone: use "

@@ -52,6 +52,10 @@ class RewardNetwork(nn.Module):
     def config(self) -> dict:
         return {"kind": self.kind, "pooling": self.pooling, "n_features": self.head.weight.numel()}
 
+    def input_size(self) -> int | None:
+        """Width of the hidden states it reads."""
+        return None
+
 
 class SARMNetwork(RewardNetwork):
     """The SAE-enhanced reward network: the head reads SAE features.
@@ -79,6 +83,9 @@ class SARMNetwork(RewardNetwork):
     def config(self) -> dict:
         return {**super().config(), "features": self.feature_source}
 
+    def input_size(self) -> int:
+        return self.sae.d_in
+
 
 class DenseNetwork(RewardNetwork):
     """The dense baseline: reward = w · standardize(h), one weight per hidden dimension."""
@@ -90,3 +97,6 @@ class DenseNetwork(RewardNetwork):
 
     def token_features(self, hidden: torch.Tensor) -> torch.Tensor:
         return standardize(hidden)
+
+    def input_size(self) -> int:
+        return self.head.weight.numel()

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_only
 
-from sarm.errors import NumericalFault
+from sarm.errors import NumericalFault, SarmInputError
 from sarm.io import write_json
 from sarm.sae.base import SAEOutput, SparseAutoencoder
 from sarm.sae.coverage import coverage, planted_labels
@@ -144,6 +144,12 @@ class SAEModule(L.LightningModule):
         self.register_buffer("tokens_since_fired", torch.zeros(h.n_latents, dtype=torch.long))
         self.reconstruction = ReconstructionMetrics(h.d_in)
         self.frequency = LatentFrequency(h.n_latents)
+
+    def setup(self, stage: str) -> None:
+        hidden_size = getattr(self.trainer.datamodule, "hidden_size", None)
+        if self.sae is not None and hidden_size is not None and self.sae.d_in != hidden_size:
+            raise SarmInputError(f"model.d_in = {self.sae.d_in}, but the activation cache holds hidden states "
+                                 f"of width {hidden_size}: leave d_in unset to read it from the cache")
 
     def on_train_start(self) -> None:
         if self.global_step > 0:  # resumed: b_dec was learned already
