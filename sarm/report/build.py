@@ -196,18 +196,14 @@ def _comparison(datasets: list[dict], features: list[int]) -> dict:
 def _activation_probe(sarm: str):
     """``activate(texts, feature)``: the feature's max activation over each text's tokens, read as an
     assistant response through the SARM's own backbone and SAE (for the LLM explainer's tests)."""
-    from sarm.data.pairs import pad_sequences
-    from sarm.data.render import render_response
     from sarm.reward.inference import RewardModel
 
     model = RewardModel.load(sarm)
 
     @torch.no_grad()
     def activate(texts: list[str], feature: int) -> list[float]:
-        rendered = [render_response(model.tokenizer, [], text, model.max_length) for text in texts]
-        batch = pad_sequences(rendered, model.tokenizer.pad_token_id)
-        hidden = model.backbone(batch["input_ids"], batch["attention_mask"]).float()
-        latents = model.network.sae(hidden).latents[..., feature] * batch["response_mask"]
+        hidden, mask = model.hidden_states([[] for _ in texts], texts)
+        latents = model.network.sae(hidden).latents[..., feature] * mask
         return latents.max(-1).values.tolist()
 
     return activate

@@ -61,6 +61,13 @@ class RewardModel(nn.Module):
         return self.network.head.weight.device
 
     @torch.no_grad()
+    def hidden_states(self, prompts: list[list[Message]], responses: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``([n, T, d], [n, T])``: the backbone's hidden states of one batch and its response mask."""
+        rendered = [render_response(self.tokenizer, p, r, self.max_length) for p, r in zip(prompts, responses)]
+        batch = {k: v.to(self.device) for k, v in pad_sequences(rendered, self.tokenizer.pad_token_id).items()}
+        return self.backbone(batch["input_ids"], batch["attention_mask"]).float(), batch["response_mask"]
+
+    @torch.no_grad()
     def score(self, prompts: list[list[Message]], responses: list[str], batch_size: int = 8,
               normalize: bool = False) -> Scores:
         """Rewards of each (prompt conversation, final assistant response)."""
@@ -68,11 +75,8 @@ class RewardModel(nn.Module):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
         rewards, features = [], []
         for start in range(0, len(responses), batch_size):
-            rendered = [render_response(self.tokenizer, p, r, self.max_length)
-                        for p, r in zip(prompts[start:start + batch_size], responses[start:start + batch_size])]
-            batch = {k: v.to(self.device) for k, v in pad_sequences(rendered, self.tokenizer.pad_token_id).items()}
-            hidden = self.backbone(batch["input_ids"], batch["attention_mask"]).float()
-            z = self.network.features(hidden, batch["response_mask"])
+            hidden, mask = self.hidden_states(prompts[start:start + batch_size], responses[start:start + batch_size])
+            z = self.network.features(hidden, mask)
             rewards.append(self.network.head(z).cpu())
             features.append(z.cpu())
         out = torch.cat(rewards) if rewards else torch.zeros(0)
