@@ -7,7 +7,7 @@ from transformers import AutoModelForCausalLM
 from sarm.backbone import TruncatedBackbone, load_tokenizer, resolve_model
 from sarm.errors import SarmInputError
 
-from conftest import save_tiny_model
+from sarm.testing import save_tiny_model
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen2", "gpt_neox"])

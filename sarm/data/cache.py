@@ -11,6 +11,7 @@ all its tokens) and of its last token, into safetensors shards of bounded size:
         token_pos [n_tok]       its position in the (possibly left-truncated) sequence
         last      [n_seq, d]    the last token's activation, where the reward head reads
         seq       [n_seq]       sequence ids of those rows
+        truncated [n_seq]       whether the sequence was longer than max_length (cut from the left)
     <dir>/manifest.json         written last: settings, fingerprint, counts, shard list
 
 A directory is trusted only when its manifest exists and its fingerprint (data + settings) matches;
@@ -23,6 +24,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -37,7 +39,7 @@ from sarm.backbone import DEFAULT_BACKBONE, TruncatedBackbone, cache_root, load_
 from sarm.data.preference import PreferencePair, data_fingerprint, load_preferences, split_by_prompt
 from sarm.data.render import render_response
 from sarm.errors import SarmInputError
-from sarm.io import save_tensors, write_json, write_text
+from sarm.io import atomic_path, save_tensors, write_json
 
 MANIFEST = "manifest.json"
 PAIRS = "pairs.jsonl"
@@ -84,8 +86,12 @@ class CacheSettings:
 class RenderedSequences(Dataset):
     """Both sides of every pair, rendered lazily (token ids are never all held at once).
 
-    Sequences are visited longest-first (by a character-length proxy) so batches carry little padding.
+    Sequences are visited longest-first (by a character-length proxy) within windows of ``window``
+    consecutive sequences: batches carry little padding, and each shard holds sequences of nearby
+    pairs, so a reader walking the pairs in order needs only a few shards at a time.
     """
+
+    window = 2048
 
     def __init__(self, pairs: list[PreferencePair], tokenizer, max_length: int):
         self.pairs, self.tokenizer, self.max_length = pairs, tokenizer, max_length
@@ -95,7 +101,9 @@ class RenderedSequences(Dataset):
             response = pair.chosen if seq % 2 == 0 else pair.rejected
             return sum(len(m["content"]) for m in pair.prompt) + len(response)
 
-        self.order = sorted(range(2 * len(pairs)), key=approx_len, reverse=True)
+        n = 2 * len(pairs)
+        self.order = [seq for start in range(0, n, self.window)
+                      for seq in sorted(range(start, min(start + self.window, n)), key=approx_len, reverse=True)]
 
     def __len__(self) -> int:
         return len(self.order)
@@ -106,7 +114,8 @@ class RenderedSequences(Dataset):
         rendered = render_response(
             self.tokenizer, pair.prompt, pair.chosen if seq % 2 == 0 else pair.rejected, self.max_length
         )
-        return {"input_ids": rendered.input_ids, "response_start": rendered.response_start, "seq": seq}
+        return {"input_ids": rendered.input_ids, "response_start": rendered.response_start, "seq": seq,
+                "truncated": rendered.truncated}
 
 
 def collate_right_padded(items: list[dict], pad_id: int) -> dict:
@@ -123,6 +132,7 @@ def collate_right_padded(items: list[dict], pad_id: int) -> dict:
         "length": mask.sum(1),
         "response_start": torch.tensor([it["response_start"] for it in items]),
         "seq": torch.tensor([it["seq"] for it in items]),
+        "truncated": torch.tensor([it["truncated"] for it in items]),
     }
 
 
@@ -146,6 +156,7 @@ class BackboneEncoder(L.LightningModule):
             "token_pos": cols.to(torch.int32).cpu(),
             "last": hidden[torch.arange(hidden.shape[0], device=hidden.device), ends].to(self.store_dtype).cpu(),
             "seq": batch["seq"].cpu(),
+            "truncated": batch["truncated"].cpu(),
         }
 
 
@@ -179,7 +190,7 @@ class ShardWriter(BasePredictionWriter):
         for pair, count in zip(*(shard["token_seq"] // 2).unique(return_counts=True)):
             split_tokens[self.pair_splits[pair]] += int(count)
         self.shards.append({"file": name, "num_tokens": len(shard["tokens"]), "num_sequences": len(shard["seq"]),
-                            "split_tokens": split_tokens})
+                            "truncated": int(shard["truncated"].sum()), "split_tokens": split_tokens})
         self.buffer, self.buffered = [], 0
 
 
@@ -268,10 +279,9 @@ def cache_activations(
     if os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0":
         _clear_interrupted(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        write_text(
-            directory / PAIRS,
-            "".join(json.dumps(_pair_record(i, split_of[id(p)], p)) + "\n" for i, p in enumerate(pairs)),
-        )
+        with atomic_path(directory / PAIRS) as tmp, open(tmp, "w") as f:  # line by line: no second copy
+            for i, p in enumerate(pairs):
+                f.write(json.dumps(_pair_record(i, split_of[id(p)], p)) + "\n")
 
     tokenizer = load_tokenizer(settings.model, trust_remote_code)
     backbone = TruncatedBackbone(settings.model, settings.layer, trust_remote_code=trust_remote_code)
@@ -299,6 +309,7 @@ def cache_activations(
         "num_pairs": len(pairs),
         "num_sequences": 2 * len(pairs),
         "num_tokens": sum(s["num_tokens"] for s in shards),
+        "truncated_sequences": sum(s["truncated"] for s in shards),
         "split_pairs": {name: len(members) for name, members in splits.items()},
         "shards": shards,
     }
@@ -308,4 +319,9 @@ def cache_activations(
         f"({settings.model}, layer {backbone.layer}) in {directory}",
         flush=True,
     )
+    if manifest["truncated_sequences"]:
+        # Kept, not skipped: the response's end (where the reward is read) survives a left cut.
+        print(f"sarm: {manifest['truncated_sequences']:,} of {manifest['num_sequences']:,} sequences were longer "
+              f"than max_length = {settings.max_length} tokens and lost their beginning (prompt first)",
+              file=sys.stderr, flush=True)
     return directory
