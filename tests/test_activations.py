@@ -91,3 +91,32 @@ def test_mean_pooling_batches_hold_every_response_token_in_order(tiny_cache):
         torch.testing.assert_close(batch["hidden"][row, :length], expected)
         torch.testing.assert_close(batch["hidden"][row, length - 1], last[seq])  # the last response token
     assert batch["hidden"].shape[0] == 2 * n
+
+
+def test_response_tokens_are_the_same_whether_one_shard_or_all_are_kept_in_memory(tiny_cache):
+    """Attribution reads shards through a small LRU; shuffled training keeps them all: same batches."""
+    streaming, resident = ActivationCache(tiny_cache["cache"], resident_shards=1), ActivationCache(tiny_cache["cache"])
+    resident.hold_all_shards()
+    assert len(streaming.shard_paths()) > 2  # else the LRU is never exercised
+    shards = [load_file(p) for p in streaming.shard_paths()]
+    seq, pos = torch.cat([s["token_seq"] for s in shards]).long(), torch.cat([s["token_pos"] for s in shards]).long()
+    tokens = torch.cat([s["tokens"] for s in shards])
+    for sequences in (torch.arange(0, 20), torch.tensor([37, 2, 90, 5, 64, 1])):
+        hidden, mask = streaming.response_tokens(sequences)
+        hidden_all, mask_all = resident.response_tokens(sequences)
+        assert torch.equal(hidden, hidden_all) and torch.equal(mask, mask_all)
+        for row, s in enumerate(sequences.tolist()):  # against the shards read directly
+            mine = pos[seq == s].argsort()
+            expected = tokens[seq == s][mine]
+            assert int(mask[row].sum()) == len(expected)
+            assert torch.equal(hidden[row, :len(expected)], expected)
+            assert not hidden[row, len(expected):].any()
+    assert len(streaming._shards) == 1
+
+
+def test_pair_columns_come_from_pairs_jsonl(tiny_cache):
+    cache = ActivationCache(tiny_cache["cache"])
+    columns = cache.columns
+    for i, row in enumerate(cache.pairs):
+        assert cache.pair_split_mask(row["split"])[i]
+        assert float(columns.margin[i]) == (row["margin"] or 0.0)

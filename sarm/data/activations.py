@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -13,20 +15,28 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from sarm.data.cache import MANIFEST, PAIRS, SPLITS
-from sarm.data.pairs import SplitDataModule, subset_ids
+from sarm.data.pairs import SplitDataModule, subset_label
 from sarm.errors import SarmInputError
 
 
 class ActivationCache:
-    """A complete cache directory written by ``sarm cache``."""
+    """A complete cache directory written by ``sarm cache``.
 
-    def __init__(self, directory: str | Path):
+    Readers hold O(pairs) bytes of bookkeeping (a split code, margin and subset id per pair, a shard
+    location per sequence) and, for response tokens, at most ``resident_shards`` shards at a time:
+    evaluation and attribution walk the pairs in order, so memory stays flat in the dataset's size.
+    Shuffled training touches every shard in every batch and calls ``hold_all_shards`` instead.
+    """
+
+    def __init__(self, directory: str | Path, resident_shards: int = 4):
         self.directory = Path(directory)
         path = self.directory / MANIFEST
         if not path.is_file():
             raise SarmInputError(f"{path}: no activation cache here (run `sarm cache` first, or it was interrupted)")
         self.manifest = json.loads(path.read_text())
+        self.resident_shards: int | None = resident_shards
         self._last: torch.Tensor | None = None
+        self._shards: OrderedDict[int, torch.Tensor] = OrderedDict()  # least recently used first
 
     @property
     def hidden_size(self) -> int:
@@ -34,15 +44,33 @@ class ActivationCache:
 
     @cached_property
     def pairs(self) -> list[dict]:
+        """Every row of ``pairs.jsonl``, texts included (for reports on a split, not for streaming)."""
         with open(self.directory / PAIRS) as f:
             return [json.loads(line) for line in f]
 
+    @cached_property
+    def columns(self) -> PairColumns:
+        """The per-pair fields batches need, read in one streaming pass over ``pairs.jsonl``."""
+        splits, margins, labels = [], [], []
+        with open(self.directory / PAIRS) as f:
+            for line in f:
+                row = json.loads(line)
+                splits.append(SPLITS.index(row["split"]))
+                margins.append(row["margin"] or 0.0)
+                labels.append(subset_label(row.get("meta") or {}))
+        names = sorted({label for label in labels if label is not None})
+        position = {name: i for i, name in enumerate(names)}
+        return PairColumns(split=torch.tensor(splits, dtype=torch.uint8),
+                           margin=torch.tensor(margins, dtype=torch.float32),
+                           subset=torch.tensor([position.get(label, -1) for label in labels], dtype=torch.long),
+                           subset_names=names)
+
     def pair_indices(self, split: str) -> torch.Tensor:
         if split == "all":
-            return torch.arange(len(self.pairs))
+            return torch.arange(self.manifest["num_pairs"])
         if split not in SPLITS:
             raise SarmInputError(f"split '{split}': expected one of {SPLITS + ('all',)}")
-        return torch.tensor([p["index"] for p in self.pairs if p["split"] == split], dtype=torch.long)
+        return (self.columns.split == SPLITS.index(split)).nonzero().flatten()
 
     def pair_split_mask(self, split: str) -> torch.Tensor:
         mask = torch.zeros(self.manifest["num_pairs"], dtype=torch.bool)
@@ -50,7 +78,14 @@ class ActivationCache:
         return mask
 
     def shard_paths(self) -> list[Path]:
-        return [self.directory / s["file"] for s in self.manifest["shards"]]
+        paths = []
+        for i, shard in enumerate(self.manifest["shards"]):
+            name = str(shard["file"])
+            if Path(name).name != name or name in ("", ".", ".."):  # a manifest cannot point outside its cache
+                raise SarmInputError(f"{self.directory / MANIFEST}: field 'shards[{i}].file': {name!r} is not a "
+                                     "file name in the cache directory")
+            paths.append(self.directory / name)
+        return paths
 
     def load_shard(self, path: Path) -> dict[str, torch.Tensor]:
         return load_file(path)
@@ -71,32 +106,66 @@ class ActivationCache:
         return self._last
 
     @cached_property
-    def _response_index(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """All cached tokens ordered by (sequence, position), and each sequence's offset into them."""
-        tokens, seqs, positions = [], [], []
-        for path in self.shard_paths():
+    def _locations(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Each sequence's response tokens: (shard number or −1, first row in that shard's tokens
+        ordered by (sequence, position), count). Built from the shards' small index tensors only."""
+        n = self.manifest["num_sequences"]
+        shard, start, count = torch.full((n,), -1, dtype=torch.int32), torch.zeros(n, dtype=torch.long), \
+            torch.zeros(n, dtype=torch.long)
+        for s, path in enumerate(self.shard_paths()):
             with safe_open(path, framework="pt") as f:
-                tokens.append(f.get_tensor("tokens"))
-                seqs.append(f.get_tensor("token_seq").long())
-                positions.append(f.get_tensor("token_pos").long())
-        seq, pos = torch.cat(seqs), torch.cat(positions)
-        order = torch.argsort(seq * (int(pos.max()) + 1) + pos)
-        counts = torch.bincount(seq, minlength=self.manifest["num_sequences"])
-        offsets = torch.zeros(len(counts) + 1, dtype=torch.long)
-        offsets[1:] = counts.cumsum(0)
-        return torch.cat(tokens)[order], offsets
+                seq = f.get_tensor("token_seq").long()
+            ids, counts = seq.unique(return_counts=True)  # sorted: the order _shard_tokens puts them in
+            if (shard[ids] >= 0).any():
+                raise SarmInputError(f"{path}: holds tokens of sequences another shard holds too; re-run `sarm cache`")
+            shard[ids] = s
+            count[ids] = counts
+            start[ids] = counts.cumsum(0) - counts
+        return shard, start, count
+
+    def _shard_tokens(self, s: int) -> torch.Tensor:
+        """Shard ``s``'s token activations ordered by (sequence, position), kept in a small LRU."""
+        if s in self._shards:
+            self._shards.move_to_end(s)
+            return self._shards[s]
+        with safe_open(self.shard_paths()[s], framework="pt") as f:
+            seq, pos = f.get_tensor("token_seq").long(), f.get_tensor("token_pos").long()
+            tokens = f.get_tensor("tokens")[torch.argsort(seq * (int(pos.max()) + 1) + pos)]
+        self._shards[s] = tokens
+        while self.resident_shards is not None and len(self._shards) > self.resident_shards:
+            self._shards.popitem(last=False)
+        return tokens
+
+    def hold_all_shards(self) -> None:
+        """Keep every shard's tokens once read (shuffled training reads all of them every epoch)."""
+        self.resident_shards = None
 
     def response_tokens(self, sequences: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``([n, T, d], [n, T])``: the cached tokens of these sequences, right-padded, and their mask."""
-        tokens, offsets = self._response_index
-        starts, ends = offsets[sequences], offsets[sequences + 1]
-        lengths = ends - starts
-        length = int(lengths.max())
+        shard, start, count = (t[sequences] for t in self._locations)
+        length = int(count.max()) if len(count) else 0
         positions = torch.arange(length)
-        mask = positions[None] < lengths[:, None]
-        gather = (starts[:, None] + positions[None]).clamp_max(len(tokens) - 1)
-        hidden = tokens[gather] * mask[..., None].to(tokens.dtype)
+        mask = positions[None] < count[:, None]
+        hidden = torch.zeros(len(sequences), length, self.hidden_size, dtype=getattr(torch, self.manifest["dtype"]))
+        for s in shard.unique().tolist():
+            if s < 0:  # no response tokens cached (the pooling reports it)
+                continue
+            rows = (shard == s).nonzero().flatten()
+            tokens = self._shard_tokens(s)
+            gather = (start[rows, None] + positions[None]).clamp_max(len(tokens) - 1)
+            hidden[rows] = tokens[gather] * mask[rows, :, None].to(tokens.dtype)
         return hidden, mask.long()
+
+
+@dataclass
+class PairColumns:
+    """Per-pair fields of a cache, a few bytes each: split code (index into ``SPLITS``), margin
+    (0 where the data gave none), subset id (index into ``subset_names``, −1 for none)."""
+
+    split: torch.Tensor
+    margin: torch.Tensor
+    subset: torch.Tensor
+    subset_names: list[str]
 
 
 class TokenStream(IterableDataset):
@@ -273,18 +342,9 @@ class PairActivationDataModule(SplitDataModule):
         return {"model": manifest["model"], "layer": manifest["layer"],
                 "max_length": manifest["settings"]["max_length"]}
 
-    @cached_property
-    def _subsets(self) -> tuple[list[str], torch.Tensor]:
-        names, ids = subset_ids([p.get("meta", {}) for p in self.cache.pairs])
-        return names, torch.tensor(ids, dtype=torch.long)
-
     @property
     def subsets(self) -> list[str]:
-        return self._subsets[0]
-
-    @cached_property
-    def margins(self) -> torch.Tensor:
-        return torch.tensor([p["margin"] or 0.0 for p in self.cache.pairs], dtype=torch.float32)
+        return self.cache.columns.subset_names
 
     def collate(self, pairs: list[int]) -> dict[str, torch.Tensor]:
         index = torch.tensor(pairs, dtype=torch.long)
@@ -294,13 +354,16 @@ class PairActivationDataModule(SplitDataModule):
             mask = torch.ones(hidden.shape[:2], dtype=torch.long)
         else:
             hidden, mask = self.cache.response_tokens(sequences)
-        return {"hidden": hidden, "mask": mask, "margin": self.margins[index], "pair": index,
-                "subset": self._subsets[1][index]}
+        columns = self.cache.columns
+        return {"hidden": hidden, "mask": mask, "margin": columns.margin[index], "pair": index,
+                "subset": columns.subset[index]}
 
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
         if self.pooling == "mean" and self.cache.manifest["settings"]["tokens"] != "response":
             raise SarmInputError(f"{self.cache_dir}: pooling 'mean' needs a cache of response tokens "
                                  f"(tokens: response); this one holds {self.cache.manifest['settings']['tokens']!r}")
+        if shuffle:
+            self.cache.hold_all_shards()  # random pairs from every shard in every batch
         dataset = CachedPairs(self.cache, split)
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, collate_fn=self.collate,
                           sampler=self.eval_sampler(dataset, split))

@@ -1,0 +1,82 @@
+"""Memory bound: peak RSS of `sarm attribute` (caching + attribution) is flat in the dataset's size.
+
+    python scripts/bench_memory.py [--sizes 5000 50000] [--max_length 64]
+
+For each size N, one fresh `sarm attribute` process generates N built-in planted pairs, caches their
+hidden states through a tiny random model (``sarm.testing``) and attributes a random SARM's rewards
+over all of them. Its peak resident set size comes from ``wait4`` (the kernel's own high-water
+mark for that process). The script prints each run's peak RSS and the ratio of the largest to the
+smallest; a ratio near 1 means memory is bounded by the shard and batch sizes, not by N.
+
+Everything is written under a temporary directory that is removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from sarm.reward.export import save_reward_model
+from sarm.reward.network import SARMNetwork
+from sarm.sae.topk import TopKSAE
+from sarm.testing import save_tiny_model
+
+LAYER = 2
+
+
+def tiny_sarm(directory: Path, model_dir: str, max_length: int) -> Path:
+    """A random TopK SAE + head over the tiny model's layer-2 states, exported like a trained SARM."""
+    torch.manual_seed(0)
+    network = SARMNetwork(TopKSAE(d_in=32, n_latents=256, k=16), pooling="mean")
+    torch.nn.init.normal_(network.head.weight)
+    return save_reward_model(directory, network, {"model": model_dir, "layer": LAYER, "max_length": max_length})
+
+
+def peak_rss(command: list[str], log: Path) -> tuple[float, float]:
+    """Run ``command`` to completion; return (peak RSS in MiB, seconds)."""
+    start = time.perf_counter()
+    with open(log, "w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        sys.exit(f"{' '.join(command)} failed (exit {process.returncode}); its output:\n{log.read_text()[-3000:]}")
+    return usage.ru_maxrss / 1024, time.perf_counter() - start  # Linux reports KiB
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[5000, 50000])
+    parser.add_argument("--max_length", type=int, default=64)
+    parser.add_argument("--shard_tokens", type=int, default=65536)
+    args = parser.parse_args()
+
+    sarm = Path(sys.executable).with_name("sarm")
+    with tempfile.TemporaryDirectory(prefix="sarm-bench-memory-") as root:
+        root = Path(root)
+        model_dir = save_tiny_model(root / "model", num_layers=4)
+        export = tiny_sarm(root / "sarm", model_dir, args.max_length)
+        results = []
+        for n in args.sizes:
+            command = [str(sarm), "attribute", "--sarm", str(export), "--data", "builtin:planted",
+                       "--num_pairs", str(n), "--split", "all", "--cache_dir", str(root / f"cache-{n}"),
+                       "--output", str(root / f"attribution-{n}")]
+            rss, seconds = peak_rss(command, root / f"log-{n}.txt")
+            cached = (root / f"cache-{n}" / "manifest.json").read_text()
+            tokens = __import__("json").loads(cached)["num_tokens"]
+            results.append((n, rss))
+            print(f"{n:>7,} pairs  {tokens:>11,} cached tokens  peak RSS {rss:7.1f} MiB  ({seconds:.0f} s)", flush=True)
+    (small, rss_small), (large, rss_large) = min(results), max(results)
+    print(f"peak RSS ratio {large:,} / {small:,} pairs: {rss_large / rss_small:.3f} "
+          f"(dataset {large / small:.0f}x larger; flat means ≤ 1.20)")
+
+
+if __name__ == "__main__":
+    main()
