@@ -30,14 +30,36 @@ USAGE = "usage: sarm {" + ",".join([*LIGHTNING, *OWN]) + "} [--config CONFIG.yam
 
 
 def lightning_cli(args: list[str] | None) -> None:
+    import pickle
+
     from lightning.pytorch.cli import LightningCLI
 
-    LightningCLI(
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        save_config_kwargs={"overwrite": True},
-        args=args,
-    )
+    class SarmCLI(LightningCLI):
+        def before_instantiate_classes(self) -> None:
+            # A checkpoint given with --ckpt_path is unpickled with weights_only unless the user says
+            # otherwise (`--weights_only false`, for checkpoints they trust): whatever torch's default
+            # or environment, one from elsewhere cannot run code when loaded.
+            config = self.config[self.subcommand]
+            if "weights_only" in config and config["weights_only"] is None:
+                config["weights_only"] = True
+
+    try:
+        SarmCLI(subclass_mode_model=True, subclass_mode_data=True, save_config_kwargs={"overwrite": True}, args=args)
+    except pickle.UnpicklingError as err:
+        checkpoint = _option(sys.argv[1:] if args is None else args, "--ckpt_path") or "the checkpoint"
+        first_line = str(err).strip().splitlines()[0]
+        raise SarmInputError(f"{checkpoint}: refused to unpickle: it holds more than tensors and plain data "
+                             f"({first_line}); pass --weights_only false only for a checkpoint you trust") from None
+
+
+def _option(argv: list[str], name: str) -> str | None:
+    """The value of ``name`` on a command line (``name value`` or ``name=value``), if given."""
+    for i, arg in enumerate(argv):
+        if arg == name and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
 
 
 def cache_cli(args: list[str]) -> None:

@@ -1,9 +1,11 @@
-"""Atomic file writes: a killed run never leaves a half-written file that a later run would trust."""
+"""Atomic file writes: a killed run never leaves a half-written file that a later run would trust.
+And file names made from data: they stay inside the directory they are meant for."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,3 +41,10 @@ def save_tensors(path: str | os.PathLike, tensors: dict, metadata: dict | None =
 
     with atomic_path(path) as tmp:
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+
+
+def file_name(text: str) -> str:
+    """A single, harmless path component made from ``text`` (a dataset name, a hub id, a path):
+    separators and other unusual characters become ``-`` and leading dots go, so ``../x`` cannot
+    climb out of the directory it is joined to."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).lstrip(".-") or "data"

@@ -26,6 +26,7 @@ from sarm.data.activations import ActivationCache, PairActivationDataModule
 from sarm.data.pairs import subset_ids
 from sarm.errors import SarmInputError
 from sarm.explain import explain_features
+from sarm.io import file_name
 from sarm.reward.export import SAE_DIR, load_network
 from sarm.reward.network import SARMNetwork
 from sarm.report.html import render_report
@@ -118,7 +119,7 @@ def report(
 
 
 def _name(source: str, i: int, data: list[str]) -> str:
-    name = Path(source).stem if Path(source).suffix else source.replace(":", "-").replace("/", "-")
+    name = file_name(Path(source).stem if Path(source).suffix else source)
     return name if [Path(d).stem for d in data].count(Path(source).stem) == 1 else f"{name}-{i + 1}"
 
 

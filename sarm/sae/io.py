@@ -37,6 +37,7 @@ def build_sae(architecture: str, d_in: int, n_latents: int, k: int | None = None
 
 def save_sae(sae: SparseAutoencoder, directory: str | Path, extra: dict | None = None) -> Path:
     directory = Path(directory)
+    (directory / CFG).unlink(missing_ok=True)  # incomplete until rewritten: never new weights under an old config
     # Only the four SAELens parameters: training-time buffers (latent masks) are not part of the SAE.
     save_tensors(directory / WEIGHTS, {k: getattr(sae, k).detach().cpu() for k in PARAMETERS})
     # The config goes last: a directory with a cfg.json holds complete weights.
