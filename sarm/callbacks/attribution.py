@@ -26,7 +26,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torchmetrics import CatMetric, Metric
 
-from sarm.io import write_json, write_text
+from sarm.io import atomic_path, write_json, write_text
 
 
 class FeatureAttributionSums(Metric):
@@ -134,12 +134,13 @@ class RewardAttribution(L.Callback):
         self.output_dir.mkdir(parents=True, exist_ok=True)
         write_text(self.output_dir / "features.csv", _csv(rows))
         write_json(self.output_dir / "features.json", {"summary": summary, "features": rows})
-        chosen, rejected = pairs["chosen_reward"].cpu(), pairs["rejected_reward"].cpu()
-        write_text(self.output_dir / "pairs.csv", _csv([
-            {"pair": int(p), "chosen_reward": float(c), "rejected_reward": float(r), "margin": float(c - r),
-             "correct": bool(c > r)}
-            for p, c, r in sorted(zip(pairs["pair"].cpu().tolist(), chosen, rejected))
-        ]))
+        order = pairs["pair"].cpu().argsort()
+        ids, chosen, rejected = (pairs[k].cpu()[order].tolist() for k in ("pair", "chosen_reward", "rejected_reward"))
+        with atomic_path(self.output_dir / "pairs.csv") as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)  # row by row: one line per pair of the dataset, never all in memory
+            writer.writerow(["pair", "chosen_reward", "rejected_reward", "margin", "correct"])
+            for p, c, r in zip(ids, chosen, rejected):
+                writer.writerow([int(p), c, r, c - r, c > r])
         write_json(self.output_dir / "summary.json", summary)
         print(f"\nsarm: attribution over {summary['pairs']} pairs: accuracy {summary['accuracy']:.4f}, "
               f"mean margin {summary['mean_margin']:.4f} -> {self.output_dir}")

@@ -65,7 +65,7 @@ PROMPT_ID_COLUMNS = ("prompt_id", "question_id")
 Location = int | str  # a 1-based file line, or "row N" for sources numbered by row
 
 
-@dataclass
+@dataclass(slots=True)
 class PreferencePair:
     prompt: list[Message]  # the conversation before the final assistant turn (may be empty)
     chosen: str  # the final assistant response, text only
@@ -99,8 +99,9 @@ def load_preferences(
     pairs, identical, duplicates, seen = [], [], [], set()
     for where, row in _read_rows(name, num_pairs, seed, hf_split):
         pair = parse_row(row, name, where)
-        key = json.dumps([pair.prompt, pair.chosen, pair.rejected, pair.prompt_id, pair.margin, pair.meta],
-                         sort_keys=True)
+        # A digest, not the text: memory per pair stays small on large datasets.
+        key = hashlib.blake2b(json.dumps([pair.prompt, pair.chosen, pair.rejected, pair.prompt_id, pair.margin,
+                                          pair.meta], sort_keys=True).encode(), digest_size=16).digest()
         if pair.chosen == pair.rejected:
             identical.append(where)  # no preference to learn from, and accuracy would count it wrong
         elif key in seen:
@@ -151,8 +152,12 @@ def _builtin_rows(name: str, num_pairs: int, seed: int) -> Iterator[tuple[Locati
         raise PreferenceDataError(name, None, None, f"unknown builtin dataset; available: {available}")
     from sarm.data.planted import generate_planted_pairs  # lazy: only this source needs it
 
-    for number, row in enumerate(generate_planted_pairs(num_pairs, seed), start=1):
-        yield f"row {number}", row
+    rows = generate_planted_pairs(num_pairs, seed)
+    rows.reverse()
+    number = 0
+    while rows:  # hand each row over and let it go: the rows and the parsed pairs never both grow whole
+        number += 1
+        yield f"row {number}", rows.pop()
 
 
 def _decode_line(raw: bytes, path: Path, line: int) -> str:
