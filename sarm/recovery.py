@@ -9,7 +9,8 @@ For each deciding attribute A (``sarm.data.planted``), over the pairs A decides:
                       response of the split: does the feature detect the attribute anywhere?
     F1 within         the same, over the responses of A's pairs only: does the feature tell A's
                       good value (chosen) from its bad value (rejected), all else equal?
-    zeroing effect    accuracy on A's pairs before and after zeroing A's top feature (``sarm.steer``)
+    zeroing effect    accuracy and mean margin on A's pairs before and after zeroing A's top feature,
+                      and after zeroing all of its top features (``sarm.steer``)
 
 and for the distractors (sign-off line, verbosity: random with respect to the preference), the share
 of the margin attribution carried by features that detect a distractor (best F1 ≥ 0.8 for it):
@@ -57,10 +58,13 @@ def planted_recovery(network: RewardNetwork, features: dict[str, torch.Tensor], 
         within = latents[sequences][:, best]
         f1_within = torch.maximum(latent_f1(within, is_chosen), latent_f1(within, ~is_chosen)).tolist()
         effect = steering_effect(network, zc[decided], zr[decided], best[:1], "zero")
+        effect_all = steering_effect(network, zc[decided], zr[decided], best, "zero")
         table.append({"attribute": attribute, "pairs": int(decided.sum()), "features": best,
                       "mean_margin_contribution": [float(mean[f]) for f in best], "f1": f1,
                       "best_f1": max(f1), "f1_within": f1_within, "best_f1_within": max(f1_within),
-                      "accuracy_before": effect["accuracy_before"], "accuracy_zeroed": effect["accuracy"]})
+                      "accuracy_before": effect["accuracy_before"], "accuracy_zeroed": effect["accuracy"],
+                      "margin_before": effect["mean_margin_before"], "margin_zeroed": effect["mean_margin"],
+                      "accuracy_zeroed_top": effect_all["accuracy"], "margin_zeroed_top": effect_all["mean_margin"]})
 
     # Distractor features: those that detect a distractor with F1 ≥ 0.8 (a feature firing on every
     # response already scores 2p/(1 + p) at prevalence p, about 0.6 here: 0.5 would count noise).

@@ -58,6 +58,9 @@ def test_recovery_names_each_attributes_feature_and_measures_the_distractor_shar
     assert by_attribute["A"]["features"][0] == 0 and by_attribute["B"]["features"][0] == 1
     assert by_attribute["A"]["f1"][0] == pytest.approx(1.0) and by_attribute["B"]["f1"][0] == pytest.approx(1.0)
     assert by_attribute["A"]["accuracy_zeroed"] < by_attribute["A"]["accuracy_before"] == 1.0
+    # Zeroing A's top feature removes its whole margin but for the small distractor and noise terms.
+    assert by_attribute["A"]["margin_zeroed"] < 0.1 * by_attribute["A"]["margin_before"]
+    assert by_attribute["A"]["accuracy_zeroed_top"] <= by_attribute["A"]["accuracy_zeroed"]
     assert result["distractors"] == ["signoff"] and result["distractor_features"] == [2]  # not the noise feature 3
     contributions = (network.head.contributions(features["z_chosen"])
                      - network.head.contributions(features["z_rejected"])).mean(0).abs().detach()

@@ -146,6 +146,9 @@ class SAEModule(L.LightningModule):
         self.frequency = LatentFrequency(h.n_latents)
 
     def setup(self, stage: str) -> None:
+        h = self.hparams
+        if h.architecture != "relu" and not 0 < h.k <= h.n_latents:
+            raise SarmInputError(f"model.k = {h.k}: a {h.architecture} SAE keeps 1..n_latents ({h.n_latents}) latents")
         hidden_size = getattr(self.trainer.datamodule, "hidden_size", None)
         if self.sae is not None and hidden_size is not None and self.sae.d_in != hidden_size:
             raise SarmInputError(f"model.d_in = {self.sae.d_in}, but the activation cache holds hidden states "
