@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import lightning as L
@@ -59,6 +60,9 @@ def attribute(
         split_fractions=split_fractions, split_seed=split_seed,
     )
     directory = cache_activations(settings, output=cache_dir)
+    # The cache's Trainer sits in reference cycles (trainer, callbacks, module) that keep its whole
+    # dataset alive until a full collection: collect it before the attribution pass allocates.
+    gc.collect()
     callback = RewardAttribution(output_dir=output, top=top, stages=("predict",))
     trainer = L.Trainer(accelerator="auto", devices=1, logger=False, callbacks=[callback], enable_model_summary=False)
     datamodule = PairActivationDataModule(str(directory), batch_size, split, pooling=config["pooling"])

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole SARM pipeline on the embedded SmolLM2-135M-Instruct and the built-in planted-attribute pairs:
-# cache hidden states -> train a TopK SAE -> train SARM's head on the frozen SAE -> test -> attribution -> report.
+# cache hidden states -> train a TopK SAE -> train SARM's head on the frozen SAE (and a sparser L1 head)
+# -> test -> attribution -> report -> planted-attribute recovery.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$(date +%s)
@@ -8,8 +9,11 @@ sarm cache --config configs/demo/cache.yaml
 sarm fit --config configs/demo/sae.yaml
 sarm fit --config configs/demo/sarm.yaml
 sarm test --config configs/demo/sarm.yaml --model.init_args.sae runs/demo/sarm/export
+sarm fit --config configs/demo/sarm_sparse.yaml
 sarm attribute --config configs/demo/attribute.yaml
 sarm report --config configs/demo/report.yaml
 python scripts/demo_summary.py runs/demo
-python scripts/recovery.py --sarm runs/demo/sarm/export --cache runs/demo/cache
+python scripts/recovery.py --sarm runs/demo/sarm/export --cache runs/demo/cache --output runs/demo/recovery.json
+echo "with the sparse (L1) head:"
+python scripts/recovery.py --sarm runs/demo/sarm_sparse/export --cache runs/demo/cache --output runs/demo/recovery_sparse.json
 echo "demo finished in $(( $(date +%s) - start )) s"
