@@ -41,3 +41,22 @@ def test_the_token_map_only_sees_the_tokens_that_are_read():
 def test_a_sequence_without_response_tokens_is_an_error():
     with pytest.raises(ValueError, match="no response token"):
         pool(torch.randn(2, 3, 4), torch.tensor([[1, 1, 0], [0, 0, 0]]), "last", identity)
+
+
+def test_mean_pooling_of_topk_pairs_equals_pooling_the_dense_latents_in_value_and_gradient():
+    """SARM pools a TopK SAE's (value, index) pairs without building [tokens, n_latents]: same result."""
+    from sarm.reward.network import SARMNetwork
+    from sarm.sae import TopKSAE
+
+    torch.manual_seed(0)
+    network = SARMNetwork(TopKSAE(8, 64, 4), pooling="mean")
+    torch.nn.init.normal_(network.head.weight)
+    hidden = torch.randn(3, 7, 8, dtype=torch.float64)
+    network = network.double()
+    mask = torch.tensor([[0, 1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1, 1], [0, 0, 0, 0, 0, 1, 1]])
+    compact = network(hidden, mask)
+    (grad_compact,) = torch.autograd.grad(compact.sum(), network.sae.W_enc)
+    dense = network.head(pool(hidden, mask, "mean", lambda h: network.sae(h).latents))
+    (grad_dense,) = torch.autograd.grad(dense.sum(), network.sae.W_enc)
+    torch.testing.assert_close(compact, dense)
+    torch.testing.assert_close(grad_compact, grad_dense)

@@ -72,6 +72,16 @@ class FeatureAttributionSums(Metric):
         }
 
 
+PAIR_COLUMNS = ("pair", "chosen_reward", "rejected_reward")
+
+
+def _gathered(values: list[float], device) -> torch.Tensor:
+    """This rank's values, concatenated with every other rank's (a ``CatMetric`` syncs them)."""
+    metric = CatMetric().to(device)
+    metric.update(torch.tensor(values, dtype=torch.float32, device=device))
+    return metric.compute()
+
+
 class RewardAttribution(L.Callback):
     """Accumulates per-feature reward attribution in validate/test/predict and writes it out.
 
@@ -89,27 +99,27 @@ class RewardAttribution(L.Callback):
         super().__init__()
         self.output_dir, self.top, self.stages = Path(output_dir), top, tuple(stages)
         self.sums: FeatureAttributionSums | None = None
-        self.pair_rows: dict[str, CatMetric] = {}
+        self.pair_rows: dict[str, list[float]] = {key: [] for key in PAIR_COLUMNS}
         self.result: dict | None = None
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         self.sums = FeatureAttributionSums(pl_module.head.weight.numel()).to(pl_module.device)
-        self.pair_rows = {k: CatMetric().to(pl_module.device) for k in ("pair", "chosen_reward", "rejected_reward")}
 
     def _reset(self, *args) -> None:
         self.sums.reset()
-        for metric in self.pair_rows.values():
-            metric.reset()
+        self.pair_rows = {key: [] for key in PAIR_COLUMNS}
 
     def _update(self, pl_module, outputs: dict) -> None:
         head = pl_module.head
         self.sums.update(head.contributions(outputs["z_chosen"]), head.contributions(outputs["z_rejected"]))
-        for key, metric in self.pair_rows.items():
-            metric.update(outputs[key].float())
+        # Plain lists, not a tensor per batch: thousands of small long-lived tensors fragment the
+        # heap under the batches' large temporaries, and memory would grow with the dataset.
+        for key, values in self.pair_rows.items():
+            values.extend(outputs[key].float().tolist())
 
     def _finish(self, trainer, pl_module) -> None:
         columns = self.sums.compute()  # on every rank: compute() syncs
-        pairs = {k: m.compute() for k, m in self.pair_rows.items()}
+        pairs = {key: _gathered(values, pl_module.device) for key, values in self.pair_rows.items()}
         self.result = {k: v.cpu() for k, v in columns.items()}
         top = columns["mean_margin_contribution"].argsort(descending=True)[: self.top]
         if trainer.logger is not None and trainer.state.fn != "predict":

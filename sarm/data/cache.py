@@ -83,6 +83,31 @@ class CacheSettings:
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=list).encode()).hexdigest()
 
 
+class PackedTexts:
+    """Every pair's prompt and responses, packed into one buffer (a pair's texts as JSON, by offset).
+
+    A few bytes of overhead per pair instead of a Python object per message: the texts of a large
+    dataset cost little memory while the backbone runs, and the pairs' objects can go first.
+    """
+
+    def __init__(self, pairs: list[PreferencePair]):
+        packed, offsets, lengths = bytearray(), [0], []
+        for pair in pairs:
+            packed += json.dumps([pair.prompt, pair.chosen, pair.rejected]).encode()
+            offsets.append(len(packed))
+            prompt = sum(len(m["content"]) for m in pair.prompt)
+            lengths += [prompt + len(pair.chosen), prompt + len(pair.rejected)]
+        self.packed, self.offsets = packed, torch.tensor(offsets)
+        self.lengths = torch.tensor(lengths, dtype=torch.long)  # characters per sequence: a length proxy
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, pair: int) -> tuple[list, str, str]:
+        """(prompt, chosen, rejected) of pair number ``pair``."""
+        return json.loads(self.packed[int(self.offsets[pair]):int(self.offsets[pair + 1])])
+
+
 class RenderedSequences(Dataset):
     """Both sides of every pair, rendered lazily (token ids are never all held at once).
 
@@ -93,27 +118,19 @@ class RenderedSequences(Dataset):
 
     window = 2048
 
-    def __init__(self, pairs: list[PreferencePair], tokenizer, max_length: int):
-        self.pairs, self.tokenizer, self.max_length = pairs, tokenizer, max_length
-
-        def approx_len(seq: int) -> int:
-            pair = self.pairs[seq // 2]
-            response = pair.chosen if seq % 2 == 0 else pair.rejected
-            return sum(len(m["content"]) for m in pair.prompt) + len(response)
-
-        n = 2 * len(pairs)
-        self.order = [seq for start in range(0, n, self.window)
-                      for seq in sorted(range(start, min(start + self.window, n)), key=approx_len, reverse=True)]
+    def __init__(self, texts: PackedTexts, tokenizer, max_length: int):
+        self.texts, self.tokenizer, self.max_length = texts, tokenizer, max_length
+        n = len(texts.lengths)
+        self.order = torch.cat([start + texts.lengths[start:start + self.window].argsort(descending=True, stable=True)
+                                for start in range(0, n, self.window)]) if n else torch.zeros(0, dtype=torch.long)
 
     def __len__(self) -> int:
         return len(self.order)
 
     def __getitem__(self, i: int) -> dict:
-        seq = self.order[i]
-        pair = self.pairs[seq // 2]
-        rendered = render_response(
-            self.tokenizer, pair.prompt, pair.chosen if seq % 2 == 0 else pair.rejected, self.max_length
-        )
+        seq = int(self.order[i])
+        prompt, chosen, rejected = self.texts[seq // 2]
+        rendered = render_response(self.tokenizer, prompt, chosen if seq % 2 == 0 else rejected, self.max_length)
         return {"input_ids": rendered.input_ids, "response_start": rendered.response_start, "seq": seq,
                 "truncated": rendered.truncated}
 
@@ -274,6 +291,9 @@ def cache_activations(
     pairs = load_preferences(settings.data, num_pairs=settings.num_pairs, seed=settings.seed)
     splits = split_by_prompt(pairs, settings.split_fractions, settings.split_seed)
     split_of = {id(p): name for name, members in splits.items() for p in members}
+    pair_splits = [split_of[id(p)] for p in pairs]
+    split_pairs = {name: len(members) for name, members in splits.items()}
+    del splits, split_of
     # Under DDP, Lightning starts the other ranks by re-running this command: only the first
     # process prepares the directory (the others reach this point while it waits for them).
     if os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0":
@@ -281,15 +301,19 @@ def cache_activations(
         directory.mkdir(parents=True, exist_ok=True)
         with atomic_path(directory / PAIRS) as tmp, open(tmp, "w") as f:  # line by line: no second copy
             for i, p in enumerate(pairs):
-                f.write(json.dumps(_pair_record(i, split_of[id(p)], p)) + "\n")
+                f.write(json.dumps(_pair_record(i, pair_splits[i], p)) + "\n")
 
+    texts, num_pairs = PackedTexts(pairs), len(pairs)
+    # Let the pairs' objects go before anything long-lived is allocated among them (the model, the
+    # trainer): else their freed memory stays pinned and a large dataset costs memory to the end.
+    del pairs
     tokenizer = load_tokenizer(settings.model, trust_remote_code)
     backbone = TruncatedBackbone(settings.model, settings.layer, trust_remote_code=trust_remote_code)
-    dataset = RenderedSequences(pairs, tokenizer, settings.max_length)
+    dataset = RenderedSequences(texts, tokenizer, settings.max_length)
     loader = DataLoader(
         dataset, batch_size=batch_size, collate_fn=partial(collate_right_padded, pad_id=tokenizer.pad_token_id)
     )
-    writer = ShardWriter(directory, shard_tokens, [split_of[id(p)] for p in pairs])
+    writer = ShardWriter(directory, shard_tokens, pair_splits)
     trainer = L.Trainer(accelerator=accelerator, devices=devices, strategy=strategy, callbacks=[writer], logger=False,
                         enable_model_summary=False)
     encoder = BackboneEncoder(backbone, settings.tokens, getattr(torch, settings.dtype))
@@ -306,16 +330,16 @@ def cache_activations(
         "layer": backbone.layer,
         "hidden_size": backbone.hidden_size,
         "dtype": settings.dtype,
-        "num_pairs": len(pairs),
-        "num_sequences": 2 * len(pairs),
+        "num_pairs": num_pairs,
+        "num_sequences": 2 * num_pairs,
         "num_tokens": sum(s["num_tokens"] for s in shards),
         "truncated_sequences": sum(s["truncated"] for s in shards),
-        "split_pairs": {name: len(members) for name, members in splits.items()},
+        "split_pairs": split_pairs,
         "shards": shards,
     }
     write_json(manifest_path, manifest)  # last: its presence marks the cache complete
     print(
-        f"sarm: cached {manifest['num_tokens']:,} token activations of {len(pairs):,} pairs "
+        f"sarm: cached {manifest['num_tokens']:,} token activations of {num_pairs:,} pairs "
         f"({settings.model}, layer {backbone.layer}) in {directory}",
         flush=True,
     )

@@ -19,7 +19,7 @@ from torch import nn
 
 from sarm.reward.head import RewardHead
 from sarm.reward.pooling import Pooling, pool
-from sarm.sae.base import SparseAutoencoder, standardize
+from sarm.sae.base import SparseAutoencoder, TopLatents, as_dense, standardize
 
 FeatureSource = Literal["latents", "pre"]
 
@@ -40,11 +40,15 @@ class RewardNetwork(nn.Module):
         """``[n, d] -> [n, n_features]``."""
         raise NotImplementedError
 
+    def compact_token_features(self, hidden: torch.Tensor) -> torch.Tensor | TopLatents:
+        """``token_features`` in the cheapest form pooling accepts (see ``sarm.reward.pooling``)."""
+        return self.token_features(hidden)
+
     def features(self, hidden: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Pooled features ``[batch, n_features]`` of ``[batch, seq, d]`` hidden states (``[batch, d]``: last tokens)."""
         if hidden.dim() == 2:
             return self.token_features(hidden)
-        return pool(hidden, mask, self.pooling, self.token_features)
+        return pool(hidden, mask, self.pooling, self.compact_token_features)
 
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.head(self.features(hidden, mask))
@@ -76,9 +80,12 @@ class SARMNetwork(RewardNetwork):
         self.sae, self.feature_source = sae, features
 
     def token_features(self, hidden: torch.Tensor) -> torch.Tensor:
+        return as_dense(self.compact_token_features(hidden))
+
+    def compact_token_features(self, hidden: torch.Tensor) -> torch.Tensor | TopLatents:
         if self.feature_source == "pre":
             return self.sae.pre_activations(self.sae.preprocess(hidden))
-        return self.sae(hidden).latents
+        return self.sae.encode_compact(hidden)  # encoder only: the reward needs no reconstruction
 
     def config(self) -> dict:
         return {**super().config(), "features": self.feature_source}

@@ -16,6 +16,8 @@ from typing import Literal
 
 import torch
 
+from sarm.sae.base import TopLatents, as_dense
+
 Pooling = Literal["last", "mean"]
 
 
@@ -36,17 +38,22 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, how: Pooling,
         hidden: ``[batch, seq, d]`` hidden states.
         mask: ``[batch, seq]`` response mask.
         how: ``last`` or ``mean``.
-        token_map: ``[n, d] -> [n, features]``, applied to the tokens that are read only.
+        token_map: ``[n, d] -> [n, features]`` (or the ``TopLatents`` of a TopK SAE), applied to the
+            tokens that are read only.
     """
     if how == "last":
         rows = torch.arange(hidden.shape[0], device=hidden.device)
-        return token_map(hidden[rows, last_positions(mask)])
+        return as_dense(token_map(hidden[rows, last_positions(mask)]))
     if how != "mean":
         raise ValueError(f"pooling = {how!r}: expected 'last' or 'mean'")
     mask = mask.bool()
     rows, cols = mask.nonzero(as_tuple=True)
     values = token_map(hidden[rows, cols])
-    summed = values.new_zeros(hidden.shape[0], values.shape[-1]).index_add_(0, rows, values)
+    if isinstance(values, TopLatents):  # sum the k kept values per token: no [tokens, n_latents] tensor
+        summed = values.values.new_zeros(hidden.shape[0], values.n_latents).index_put(
+            (rows[:, None].expand_as(values.indices), values.indices), values.values, accumulate=True)
+    else:
+        summed = values.new_zeros(hidden.shape[0], values.shape[-1]).index_add_(0, rows, values)
     counts = mask.sum(-1, keepdim=True)
     if (counts == 0).any():
         raise ValueError("pooling: a sequence has no response token (its response mask is all zero)")

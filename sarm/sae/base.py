@@ -147,6 +147,11 @@ class SparseAutoencoder(nn.Module):
         """Latents ``[..., n_latents]`` of raw inputs."""
         return self.activation(self.pre_activations(self.preprocess(x)))
 
+    def encode_compact(self, x: torch.Tensor) -> torch.Tensor | TopLatents:
+        """Latents of raw inputs in the cheapest form the SAE computes them: (value, index) pairs on
+        the sparse TopK path, else the dense tensor. For readers that only need the latents."""
+        return self.encode(x)
+
     def reconstruct(self, x: torch.Tensor) -> SAEOutput:
         """Encode and decode an already preprocessed (or whitened) input."""
         pre = self.pre_activations(x)

@@ -45,12 +45,20 @@ class TopKSAE(SparseAutoencoder):
         # Sparse kernels (sarm/sae/kernels.py): one dense encoder matmul, everything else touches only
         # the k selected latents per token; ~1.4x the cost of that matmul per training step
         # (scripts/bench_sae.py).
-        keep = None if self.latent_mask.all() else self.latent_mask
-        flat = x.reshape(-1, self.d_in)
-        values, indices = topk_encode(flat, self.b_dec, self.W_enc, self.b_enc, self.k, keep)
+        top = self._top_latents(x)
+        values, indices = top.values.reshape(-1, self.k), top.indices.reshape(-1, self.k)
         x_hat = (sparse_decode(values, indices, self.W_dec) + self.b_dec).reshape(x.shape)
-        top = TopLatents(values.reshape(*x.shape[:-1], self.k), indices.reshape(*x.shape[:-1], self.k), self.n_latents)
         return SAEOutput(x, x_hat, top)
+
+    def encode_compact(self, x: torch.Tensor) -> torch.Tensor | TopLatents:
+        x = self.preprocess(x)
+        return self._top_latents(x) if self.uses_sparse_kernels(x) else self.activation(self.pre_activations(x))
+
+    def _top_latents(self, x: torch.Tensor) -> TopLatents:
+        """The k kept (value, index) pairs per token of a preprocessed input, by the sparse kernel."""
+        keep = None if self.latent_mask.all() else self.latent_mask
+        values, indices = topk_encode(x.reshape(-1, self.d_in), self.b_dec, self.W_enc, self.b_enc, self.k, keep)
+        return TopLatents(values.reshape(*x.shape[:-1], self.k), indices.reshape(*x.shape[:-1], self.k), self.n_latents)
 
     def uses_sparse_kernels(self, x: torch.Tensor) -> bool:
         """The sparse path runs on CPU (float32/64) and CUDA; elsewhere the dense reference does."""
