@@ -2,9 +2,10 @@
 
     python scripts/bench_memory.py [--sizes 5000 50000] [--max_length 64]
 
-For each size N, one fresh `sarm attribute` process generates N built-in planted pairs, caches their
-hidden states through a tiny random model (``sarm.testing``) and attributes a random SARM's rewards
-over all of them. Its peak resident set size comes from ``wait4`` (the kernel's own high-water
+For each size N, N built-in planted pairs are generated into a JSONL file (by this script: the
+generator builds its rows in memory to shuffle them, which is the generator's cost, not sarm's), then
+one fresh `sarm attribute` process reads that file, caches the hidden states through a tiny random
+model (``sarm.testing``) and attributes a random SARM's rewards over all of the pairs. Its peak resident set size comes from ``wait4`` (the kernel's own high-water
 mark for that process). The script prints each run's peak RSS and the ratio of the largest to the
 smallest; a ratio near 1 means memory is bounded by the shard and batch sizes, not by N.
 
@@ -14,6 +15,7 @@ Everything is written under a temporary directory that is removed at the end.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -23,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from sarm.data.planted import generate_planted_pairs
 from sarm.reward.export import save_reward_model
 from sarm.reward.network import SARMNetwork
 from sarm.sae.topk import TopKSAE
@@ -65,12 +68,14 @@ def main() -> None:
         export = tiny_sarm(root / "sarm", model_dir, args.max_length)
         results = []
         for n in args.sizes:
-            command = [str(sarm), "attribute", "--sarm", str(export), "--data", "builtin:planted",
-                       "--num_pairs", str(n), "--split", "all", "--cache_dir", str(root / f"cache-{n}"),
+            data = root / f"pairs-{n}.jsonl"
+            with open(data, "w") as f:
+                f.writelines(json.dumps(row) + "\n" for row in generate_planted_pairs(n, seed=0))
+            command = [str(sarm), "attribute", "--sarm", str(export), "--data", str(data),
+                       "--split", "all", "--cache_dir", str(root / f"cache-{n}"),
                        "--output", str(root / f"attribution-{n}")]
             rss, seconds = peak_rss(command, root / f"log-{n}.txt")
-            cached = (root / f"cache-{n}" / "manifest.json").read_text()
-            tokens = __import__("json").loads(cached)["num_tokens"]
+            tokens = json.loads((root / f"cache-{n}" / "manifest.json").read_text())["num_tokens"]
             results.append((n, rss))
             print(f"{n:>7,} pairs  {tokens:>11,} cached tokens  peak RSS {rss:7.1f} MiB  ({seconds:.0f} s)", flush=True)
     (small, rss_small), (large, rss_large) = min(results), max(results)

@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -36,7 +37,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader, Dataset
 
 from sarm.backbone import DEFAULT_BACKBONE, TruncatedBackbone, cache_root, load_tokenizer
-from sarm.data.preference import PreferencePair, data_fingerprint, load_preferences, split_by_prompt
+from sarm.data.preference import PreferencePair, assign_splits, data_fingerprint, iter_preferences
 from sarm.data.render import render_response
 from sarm.errors import SarmInputError
 from sarm.io import atomic_path, save_tensors, write_json
@@ -84,17 +85,17 @@ class CacheSettings:
 
 
 class PackedTexts:
-    """Every pair's prompt and responses, packed into one buffer (a pair's texts as JSON, by offset).
-
-    A few bytes of overhead per pair instead of a Python object per message: the texts of a large
-    dataset cost little memory while the backbone runs, and the pairs' objects can go first.
+    """Every pair of a dataset, packed into one buffer as it is read (its ``pairs.jsonl`` fields as
+    JSON, by offset): a few bytes of overhead per pair instead of a Python object per message, so a
+    large dataset costs little memory, and never a list of all its pairs at once.
     """
 
-    def __init__(self, pairs: list[PreferencePair]):
-        packed, offsets, lengths = bytearray(), [0], []
+    def __init__(self, pairs: Iterable[PreferencePair]):
+        packed, offsets, lengths, self.prompt_ids = bytearray(), [0], [], []
         for pair in pairs:
-            packed += json.dumps([pair.prompt, pair.chosen, pair.rejected]).encode()
+            packed += json.dumps(_pair_fields(pair)).encode()
             offsets.append(len(packed))
+            self.prompt_ids.append(pair.prompt_id)
             prompt = sum(len(m["content"]) for m in pair.prompt)
             lengths += [prompt + len(pair.chosen), prompt + len(pair.rejected)]
         self.packed, self.offsets = packed, torch.tensor(offsets)
@@ -103,8 +104,8 @@ class PackedTexts:
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
-    def __getitem__(self, pair: int) -> tuple[list, str, str]:
-        """(prompt, chosen, rejected) of pair number ``pair``."""
+    def __getitem__(self, pair: int) -> dict:
+        """The ``pairs.jsonl`` fields of pair number ``pair``, but its index and split."""
         return json.loads(self.packed[int(self.offsets[pair]):int(self.offsets[pair + 1])])
 
 
@@ -129,8 +130,9 @@ class RenderedSequences(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         seq = int(self.order[i])
-        prompt, chosen, rejected = self.texts[seq // 2]
-        rendered = render_response(self.tokenizer, prompt, chosen if seq % 2 == 0 else rejected, self.max_length)
+        pair = self.texts[seq // 2]
+        rendered = render_response(self.tokenizer, pair["prompt"], pair["chosen" if seq % 2 == 0 else "rejected"],
+                                   self.max_length)
         return {"input_ids": rendered.input_ids, "response_start": rendered.response_start, "seq": seq,
                 "truncated": rendered.truncated}
 
@@ -211,10 +213,8 @@ class ShardWriter(BasePredictionWriter):
         self.buffer, self.buffered = [], 0
 
 
-def _pair_record(index: int, split: str, pair: PreferencePair) -> dict:
+def _pair_fields(pair: PreferencePair) -> dict:
     return {
-        "index": index,
-        "split": split,
         "prompt_id": pair.prompt_id,
         "margin": pair.margin,
         "origin": pair.origin,
@@ -288,25 +288,19 @@ def cache_activations(
             "choose another output directory or delete this one"
         )
     # Read and validate all the data before touching the output directory.
-    pairs = load_preferences(settings.data, num_pairs=settings.num_pairs, seed=settings.seed)
-    splits = split_by_prompt(pairs, settings.split_fractions, settings.split_seed)
-    split_of = {id(p): name for name, members in splits.items() for p in members}
-    pair_splits = [split_of[id(p)] for p in pairs]
-    split_pairs = {name: len(members) for name, members in splits.items()}
-    del splits, split_of
+    texts = PackedTexts(iter_preferences(settings.data, num_pairs=settings.num_pairs, seed=settings.seed))
+    num_pairs = len(texts)
+    pair_splits = assign_splits(texts.prompt_ids, settings.split_fractions, settings.split_seed)
+    split_pairs = {name: pair_splits.count(name) for name in SPLITS}
     # Under DDP, Lightning starts the other ranks by re-running this command: only the first
     # process prepares the directory (the others reach this point while it waits for them).
     if os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0":
         _clear_interrupted(directory)
         directory.mkdir(parents=True, exist_ok=True)
         with atomic_path(directory / PAIRS) as tmp, open(tmp, "w") as f:  # line by line: no second copy
-            for i, p in enumerate(pairs):
-                f.write(json.dumps(_pair_record(i, pair_splits[i], p)) + "\n")
+            for i in range(num_pairs):
+                f.write(json.dumps({"index": i, "split": pair_splits[i], **texts[i]}) + "\n")
 
-    texts, num_pairs = PackedTexts(pairs), len(pairs)
-    # Let the pairs' objects go before anything long-lived is allocated among them (the model, the
-    # trainer): else their freed memory stays pinned and a large dataset costs memory to the end.
-    del pairs
     tokenizer = load_tokenizer(settings.model, trust_remote_code)
     backbone = TruncatedBackbone(settings.model, settings.layer, trust_remote_code=trust_remote_code)
     dataset = RenderedSequences(texts, tokenizer, settings.max_length)

@@ -95,8 +95,16 @@ def load_preferences(
     Raises:
         PreferenceDataError: the source cannot be found or read, or one of its rows is invalid.
     """
+    return list(iter_preferences(source, num_pairs=num_pairs, seed=seed, hf_split=hf_split))
+
+
+def iter_preferences(
+    source: str | os.PathLike, *, num_pairs: int = 2000, seed: int = 0, hf_split: str = "train"
+) -> Iterator[PreferencePair]:
+    """``load_preferences`` one pair at a time, for readers that keep pairs in a compact form of
+    their own. Skips (identical sides, repeated rows) are reported once the source is exhausted."""
     name = os.fspath(source)
-    pairs, identical, duplicates, seen = [], [], [], set()
+    count, identical, duplicates, seen = 0, [], [], set()
     for where, row in _read_rows(name, num_pairs, seed, hf_split):
         pair = parse_row(row, name, where)
         # A digest, not the text: memory per pair stays small on large datasets.
@@ -108,15 +116,15 @@ def load_preferences(
             duplicates.append(where)  # the same row twice would only weigh it double
         else:
             seen.add(key)
-            pairs.append(pair)
+            count += 1
+            yield pair
     for skipped, what in ((identical, "whose chosen and rejected responses are identical"),
                           (duplicates, "repeating an earlier pair")):
         if skipped:
             shown = ", ".join(map(str, skipped[:5])) + (", ..." if len(skipped) > 5 else "")
             print(f"sarm: {name}: skipped {len(skipped)} rows {what} (lines/rows {shown})", file=sys.stderr)
-    if not pairs:
+    if not count:
         raise PreferenceDataError(name, None, None, "holds no preference pairs")
-    return pairs
 
 
 def _read_rows(name: str, num_pairs: int, seed: int, hf_split: str) -> Iterator[tuple[Location, Any]]:
@@ -576,15 +584,25 @@ def split_by_prompt(
     with fraction 0 stays empty, and the result depends on the seed and the set of pairs, not on
     their order. The pairs of a split keep their original order (and are the same objects).
     """
+    splits: dict[str, list[PreferencePair]] = {"train": [], "val": [], "test": []}
+    for pair, split in zip(pairs, assign_splits([pair.prompt_id for pair in pairs], fractions, seed)):
+        splits[split].append(pair)
+    return splits
+
+
+def assign_splits(prompt_ids: Sequence[str], fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+                  seed: int = 0) -> list[str]:
+    """Each pair's split ("train", "val" or "test") from the pairs' prompt ids, by the rule of
+    ``split_by_prompt`` (which it implements)."""
     if len(fractions) != 3 or any(f < 0 for f in fractions) or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6):
         raise SarmInputError(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
     sizes: dict[str, int] = {}
-    for pair in pairs:
-        sizes[pair.prompt_id] = sizes.get(pair.prompt_id, 0) + 1
+    for prompt_id in prompt_ids:
+        sizes[prompt_id] = sizes.get(prompt_id, 0) + 1
     order = sorted(sizes)
     random.Random(seed).shuffle(order)
 
-    total = len(pairs)
+    total = len(prompt_ids)
     train_end, val_end = fractions[0] * total, (fractions[0] + fractions[1]) * total
     split_of: dict[str, str] = {}
     start = 0
@@ -592,11 +610,7 @@ def split_by_prompt(
         midpoint = start + sizes[prompt_id] / 2
         split_of[prompt_id] = "train" if midpoint <= train_end else "val" if midpoint <= val_end else "test"
         start += sizes[prompt_id]
-
-    splits: dict[str, list[PreferencePair]] = {"train": [], "val": [], "test": []}
-    for pair in pairs:
-        splits[split_of[pair.prompt_id]].append(pair)
-    return splits
+    return [split_of[prompt_id] for prompt_id in prompt_ids]
 
 
 def data_fingerprint(source: str | os.PathLike, *, num_pairs: int, seed: int, hf_split: str = "train") -> str:
