@@ -9,6 +9,7 @@ For each deciding attribute A (``sarm.data.planted``), over the pairs A decides:
                       response of the split: does the feature detect the attribute anywhere?
     F1 within         the same, over the responses of A's pairs only: does the feature tell A's
                       good value (chosen) from its bad value (rejected), all else equal?
+    ceiling           the best F1 (both kinds) of any feature, attributed or not: what the SAE offers
     zeroing effect    accuracy and mean margin on A's pairs before and after zeroing A's top feature,
                       and after zeroing all of its top features (``sarm.steer``)
 
@@ -50,18 +51,20 @@ def planted_recovery(network: RewardNetwork, features: dict[str, torch.Tensor], 
         mean = contributions[decided].mean(0)
         best = mean.topk(top).indices.tolist()
         # A feature may detect A's chosen side (positive weight) or its rejected side (negative).
-        f1 = torch.maximum(latent_f1(latents[:, best], labels[f"{attribute}:chosen"]),
-                           latent_f1(latents[:, best], labels[f"{attribute}:rejected"])).tolist()
+        every = torch.maximum(latent_f1(latents, labels[f"{attribute}:chosen"]),
+                              latent_f1(latents, labels[f"{attribute}:rejected"]))
         # Within A's pairs only: does the feature tell A's good value from its bad one?
         sequences = torch.stack([2 * decided.nonzero().flatten(), 2 * decided.nonzero().flatten() + 1], 1).flatten()
         is_chosen = sequences % 2 == 0
-        within = latents[sequences][:, best]
-        f1_within = torch.maximum(latent_f1(within, is_chosen), latent_f1(within, ~is_chosen)).tolist()
+        every_within = torch.maximum(latent_f1(latents[sequences], is_chosen), latent_f1(latents[sequences], ~is_chosen))
+        f1, f1_within = every[best].tolist(), every_within[best].tolist()
         effect = steering_effect(network, zc[decided], zr[decided], best[:1], "zero")
         effect_all = steering_effect(network, zc[decided], zr[decided], best, "zero")
         table.append({"attribute": attribute, "pairs": int(decided.sum()), "features": best,
                       "mean_margin_contribution": [float(mean[f]) for f in best], "f1": f1,
                       "best_f1": max(f1), "f1_within": f1_within, "best_f1_within": max(f1_within),
+                      # what any feature reaches, attributed or not: the SAE's ceiling for A
+                      "ceiling_f1": float(every.max()), "ceiling_f1_within": float(every_within.max()),
                       "accuracy_before": effect["accuracy_before"], "accuracy_zeroed": effect["accuracy"],
                       "margin_before": effect["mean_margin_before"], "margin_zeroed": effect["mean_margin"],
                       "accuracy_zeroed_top": effect_all["accuracy"], "margin_zeroed_top": effect_all["mean_margin"]})

@@ -5,7 +5,8 @@
 Prints, per deciding attribute: its pairs' accuracy, the top-3 features by mean margin contribution
 on those pairs with each one's F1 as a classifier of the attribute (over all responses, and within
 the attribute's own pairs), and the accuracy and mean margin on those pairs after zeroing the top
-feature and after zeroing all three; then the distractors' share of the margin attribution.
+feature and after zeroing all three, and the best F1 that any feature of the SAE reaches (attributed
+or not); then the distractors' share of the margin attribution.
 """
 
 from __future__ import annotations
@@ -32,12 +33,14 @@ def main() -> None:
     result = planted_recovery(network, features, data.cache.pairs)
 
     print(f"{'attribute':<12}{'pairs':>6}{'acc':>7}  {'top-3 features (F1 all responses / within its pairs)':<58}"
-          f"{'zero top-1: acc, margin':>25}{'zero top-3: acc, margin':>25}")
+          f"{'zero top-1: acc, margin':>25}{'zero top-3: acc, margin':>25}{'any feature':>13}")
     for row in result["attributes"]:
         top = ", ".join(f"{f} ({a:.2f}/{b:.2f})" for f, a, b in zip(row["features"], row["f1"], row["f1_within"]))
         one = f"{row['accuracy_zeroed']:.3f}, {row['margin_zeroed']:.2f}/{row['margin_before']:.2f}"
         three = f"{row['accuracy_zeroed_top']:.3f}, {row['margin_zeroed_top']:.2f}/{row['margin_before']:.2f}"
-        print(f"{row['attribute']:<12}{row['pairs']:>6}{row['accuracy_before']:>7.3f}  {top:<58}{one:>25}{three:>25}")
+        ceiling = f"{row['ceiling_f1']:.2f}/{row['ceiling_f1_within']:.2f}"
+        print(f"{row['attribute']:<12}{row['pairs']:>6}{row['accuracy_before']:>7.3f}  {top:<58}{one:>25}{three:>25}"
+              f"{ceiling:>13}")
     print(f"distractors {', '.join(result['distractors'])}: detected by features {result['distractor_features']}, "
           f"carrying {result['distractor_share']:.2%} of the margin attribution")
     if args.output:

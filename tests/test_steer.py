@@ -57,6 +57,9 @@ def test_recovery_names_each_attributes_feature_and_measures_the_distractor_shar
     by_attribute = {row["attribute"]: row for row in result["attributes"]}
     assert by_attribute["A"]["features"][0] == 0 and by_attribute["B"]["features"][0] == 1
     assert by_attribute["A"]["f1"][0] == pytest.approx(1.0) and by_attribute["B"]["f1"][0] == pytest.approx(1.0)
+    assert by_attribute["A"]["ceiling_f1"] == pytest.approx(1.0)
+    assert all(row["ceiling_f1"] >= row["best_f1"] and row["ceiling_f1_within"] >= row["best_f1_within"]
+               for row in result["attributes"])
     assert by_attribute["A"]["accuracy_zeroed"] < by_attribute["A"]["accuracy_before"] == 1.0
     # Zeroing A's top feature removes its whole margin but for the small distractor and noise terms.
     assert by_attribute["A"]["margin_zeroed"] < 0.1 * by_attribute["A"]["margin_before"]
