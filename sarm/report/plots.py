@@ -56,6 +56,20 @@ def _figure(width: float = 6.0, height: float = 3.0) -> tuple[Figure, object]:
     return fig, ax
 
 
+def _finish(fig: Figure, ax, title: str = "", xlabel: str | None = None, ylabel: str | None = None,
+            legend: bool = False) -> str:
+    """Label a ``_figure`` plot in the report's one style and return it as a data URI."""
+    if xlabel:
+        ax.set_xlabel(xlabel, fontsize=9)
+    if ylabel:
+        ax.set_ylabel(ylabel, fontsize=9)
+    if title:
+        ax.set_title(title, fontsize=10)
+    if legend:
+        ax.legend(fontsize=8, frameon=False)
+    return to_data_uri(fig)
+
+
 def to_data_uri(fig: Figure) -> str:
     """Render ``fig`` to PNG in memory and return it as a base64 data URI; the figure is cleared."""
     buf = io.BytesIO()
@@ -89,12 +103,7 @@ def reward_histogram(chosen: Sequence[float], rejected: Sequence[float], title: 
         ax.hist(c, bins=bins, alpha=0.55, color=CHOSEN, label=f"chosen (n={len(c)})")
     if r:
         ax.hist(r, bins=bins, alpha=0.55, color=REJECTED, label=f"rejected (n={len(r)})")
-    ax.set_xlabel("reward", fontsize=9)
-    ax.set_ylabel("pairs", fontsize=9)
-    if title:
-        ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8, frameon=False)
-    return to_data_uri(fig)
+    return _finish(fig, ax, title, "reward", "pairs", legend=True)
 
 
 def feature_bars(features: Sequence[int], values: Sequence[float], title: str = "",
@@ -111,10 +120,7 @@ def feature_bars(features: Sequence[int], values: Sequence[float], title: str = 
     ax.set_yticks(ys, labels)
     ax.invert_yaxis()
     ax.axvline(0, color="black", lw=0.6)
-    ax.set_xlabel(xlabel, fontsize=9)
-    if title:
-        ax.set_title(title, fontsize=10)
-    return to_data_uri(fig)
+    return _finish(fig, ax, title, xlabel)
 
 
 def contribution_distribution(contributions: Sequence[float], title: str = "") -> str | None:
@@ -137,12 +143,7 @@ def contribution_distribution(contributions: Sequence[float], title: str = "") -
     mean = sum(vals) / len(vals)
     ax.axvline(0, color="black", lw=0.6)
     ax.axvline(mean, color="black", lw=1.2, ls="--", label=f"mean {mean:+.3f}" if 1e-3 <= abs(mean) < 1e4 else f"mean {mean:+.3g}")
-    ax.set_xlabel("margin contribution (chosen − rejected)", fontsize=9)
-    ax.set_ylabel("pairs", fontsize=9)
-    if title:
-        ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8, frameon=False)
-    return to_data_uri(fig)
+    return _finish(fig, ax, title, "margin contribution (chosen − rejected)", "pairs", legend=True)
 
 
 def waterfall(terms: Sequence[tuple[str, float]], total: float, title: str = "") -> str | None:
@@ -165,10 +166,7 @@ def waterfall(terms: Sequence[tuple[str, float]], total: float, title: str = "")
     ax.bar(len(terms), total, color="#444444", width=0.7)
     ax.axhline(0, color="black", lw=0.6)
     ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=8)
-    ax.set_ylabel("reward margin", fontsize=9)
-    if title:
-        ax.set_title(title, fontsize=10)
-    return to_data_uri(fig)
+    return _finish(fig, ax, title, ylabel="reward margin")
 
 
 def feature_map(features: Sequence[int], x: Sequence[float], y: Sequence[float],
@@ -194,9 +192,7 @@ def feature_map(features: Sequence[int], x: Sequence[float], y: Sequence[float],
         ax.annotate(f"f{features[i]}", (xs[i], ys[i]), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set_xticks([])
     ax.set_yticks([])
-    if title:
-        ax.set_title(title, fontsize=10)
-    return to_data_uri(fig)
+    return _finish(fig, ax, title)
 
 
 def steering_bars(labels: Sequence[str], before: Sequence[float], after: Sequence[float],
@@ -212,10 +208,7 @@ def steering_bars(labels: Sequence[str], before: Sequence[float], after: Sequenc
     ax.set_yticks(ys, list(labels), fontsize=8)
     ax.invert_yaxis()
     ax.axvline(0, color="black", lw=0.6)
-    ax.set_xlabel("accuracy change (percentage points)", fontsize=9)
-    if title:
-        ax.set_title(title, fontsize=10)
-    return to_data_uri(fig)
+    return _finish(fig, ax, title, "accuracy change (percentage points)")
 
 
 def comparison_bars(features: Sequence[int], a: Sequence[float], b: Sequence[float],
