@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from sarm.data.cache import MANIFEST, PAIRS, SPLITS
-from sarm.data.pairs import SplitDataModule, subset_label
+from sarm.data.pairs import SplitDataModule, label_ids, subset_label
 from sarm.errors import SarmInputError
 
 
@@ -58,12 +58,10 @@ class ActivationCache:
                 splits.append(SPLITS.index(row["split"]))
                 margins.append(row["margin"] or 0.0)
                 labels.append(subset_label(row.get("meta") or {}))
-        names = sorted({label for label in labels if label is not None})
-        position = {name: i for i, name in enumerate(names)}
+        names, ids = label_ids(labels)
         return PairColumns(split=torch.tensor(splits, dtype=torch.uint8),
                            margin=torch.tensor(margins, dtype=torch.float32),
-                           subset=torch.tensor([position.get(label, -1) for label in labels], dtype=torch.long),
-                           subset_names=names)
+                           subset=torch.tensor(ids, dtype=torch.long), subset_names=names)
 
     def pair_indices(self, split: str) -> torch.Tensor:
         if split == "all":

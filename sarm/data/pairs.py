@@ -38,7 +38,11 @@ def subset_label(meta: dict) -> str | None:
 
 def subset_ids(metas: list[dict]) -> tuple[list[str], list[int]]:
     """(sorted subset names, each pair's index into them or −1)."""
-    labels = [subset_label(meta) for meta in metas]
+    return label_ids([subset_label(meta) for meta in metas])
+
+
+def label_ids(labels: list[str | None]) -> tuple[list[str], list[int]]:
+    """(sorted distinct labels, each one's index into them or −1 for None)."""
     names = sorted({label for label in labels if label is not None})
     position = {name: i for i, name in enumerate(names)}
     return names, [position.get(label, -1) for label in labels]
