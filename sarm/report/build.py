@@ -23,7 +23,6 @@ import torch
 
 from sarm.attribute import attribute
 from sarm.data.activations import ActivationCache, PairActivationDataModule
-from sarm.data.pairs import subset_ids
 from sarm.errors import SarmInputError
 from sarm.explain import explain_features
 from sarm.io import file_name
@@ -158,8 +157,7 @@ def _dataset(name: str, network: SARMNetwork, config: dict, cache_dir: str, attr
 
     steering = [steering_effect(network, z["z_chosen"], z["z_rejected"], [f], "zero") | {"feature": f}
                 for f in ranked[:steer_top]]
-    names, ids = subset_ids([p.get("meta", {}) for p in pairs])
-    subset = torch.tensor(ids)[z["pair"]]
+    names, subset = cache.columns.subset_names, z["subset"]  # the batches' subset ids
     subsets = {n: float((margins[subset == i] > 0).float().mean()) for i, n in enumerate(names) if (subset == i).any()}
     return {"name": name, "n_pairs": int(margins.numel()), "accuracy": float((margins > 0).float().mean()),
             "mean_margin": float(margins.mean()), "chosen_rewards": chosen.tolist(), "rejected_rewards": rejected.tolist(),
