@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 import warnings
 
+from sarm import stop
 from sarm.errors import NumericalFault, SarmInputError
 
 LIGHTNING = {
@@ -34,6 +35,8 @@ def lightning_cli(args: list[str] | None) -> None:
 
     from lightning.pytorch.cli import LightningCLI
 
+    from sarm.callbacks import StopOnSignal
+
     class SarmCLI(LightningCLI):
         def before_instantiate_classes(self) -> None:
             # A checkpoint given with --ckpt_path is unpickled with weights_only unless the user says
@@ -42,6 +45,11 @@ def lightning_cli(args: list[str] | None) -> None:
             config = self.config[self.subcommand]
             if "weights_only" in config and config["weights_only"] is None:
                 config["weights_only"] = True
+
+        def instantiate_trainer(self, **kwargs):
+            trainer = super().instantiate_trainer(**kwargs)
+            trainer.callbacks.append(StopOnSignal())  # every loop stops on a signal and says where
+            return trainer
 
     try:
         SarmCLI(subclass_mode_model=True, subclass_mode_data=True, save_config_kwargs={"overwrite": True}, args=args)
@@ -109,6 +117,8 @@ def main(argv: list[str] | None = None) -> None:
         print(USAGE, end="")
         return
     command, args = argv[0], argv[1:]
+    if from_command_line:
+        stop.install()
     try:
         if command == "cache":
             cache_cli(args)
@@ -137,6 +147,17 @@ def main(argv: list[str] | None = None) -> None:
     except NumericalFault as err:
         print(f"sarm: error: {err}", file=sys.stderr)
         sys.exit(1)
+    except OSError as err:
+        # The filesystem said no (read-only, full, a file where a directory should be): a sentence, not a stack.
+        where = err.filename if err.filename is not None else "sarm"
+        print(f"sarm: error: {where}: {err.strerror or err}", file=sys.stderr)
+        sys.exit(1)
+    except BaseException as err:
+        stopped = stop.describe(err)
+        if stopped is None:
+            raise
+        print(f"sarm: error: {stopped.message()}", file=sys.stderr, flush=True)
+        sys.exit(stopped.exit_status)
 
 
 if __name__ == "__main__":

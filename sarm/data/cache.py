@@ -16,16 +16,26 @@ all its tokens) and of its last token, into safetensors shards of bounded size:
 
 A directory is trusted only when its manifest exists and its fingerprint (data + settings) matches;
 re-running with the same inputs reuses it. Memory stays bounded by one shard plus one batch.
+
+The output directory is sarm's alone. A run builds the cache in a private directory beside it,
+``.<name>.partial`` (marked as sarm's by a ``.sarm-partial`` file), and renames it into place when
+the manifest is written; so a cache appears whole or not at all. Before that, under an exclusive
+lock (``.<name>.lock`` beside it: a second run into the same place waits, then reuses the finished
+cache or refuses it), the target must be absent, an empty directory, or a cache of the same
+settings; anything else is refused with what is there, and nothing sarm did not write is ever
+deleted. A partial directory left by a killed run is removed by the next run.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -37,6 +47,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader, Dataset
 
 from sarm.backbone import DEFAULT_BACKBONE, TruncatedBackbone, cache_root, load_tokenizer
+from sarm.callbacks.stop_on_signal import StopOnSignal
 from sarm.data.preference import PreferencePair, assign_splits, data_fingerprint, iter_preferences
 from sarm.data.render import render_response
 from sarm.errors import SarmInputError
@@ -44,6 +55,7 @@ from sarm.io import atomic_path, save_tensors, write_json
 
 MANIFEST = "manifest.json"
 PAIRS = "pairs.jsonl"
+PARTIAL_MARK = ".sarm-partial"
 SPLITS = ("train", "val", "test")
 FORMAT_VERSION = 2
 
@@ -53,7 +65,8 @@ class CacheSettings:
     """Everything that decides what the cache holds (hashed into its fingerprint).
 
     Args:
-        data: a preference file (.jsonl/.json/.parquet/.csv), ``builtin:planted``, or a hub dataset name.
+        data: a preference file (.jsonl/.json/.parquet/.csv, optionally .gz), a ``datasets`` directory,
+            ``builtin:planted`` (the generated pairs with planted attributes), or a hub dataset name.
         num_pairs: pairs to generate, for ``builtin:planted``.
         seed: generator seed, for ``builtin:planted``.
         model: backbone (``embedded:SmolLM2-135M-Instruct``, a .gguf file, a local dir or a hub id).
@@ -65,7 +78,7 @@ class CacheSettings:
         split_seed: seed of the split.
     """
 
-    data: str = "builtin:planted"
+    data: str
     num_pairs: int = 2000
     seed: int = 0
     model: str = DEFAULT_BACKBONE
@@ -238,17 +251,82 @@ def _gather_shards(trainer: L.Trainer, shards: list[dict]) -> list[dict]:
     return [shard for rank_shards in gathered for shard in rank_shards]
 
 
-def _clear_interrupted(directory: Path) -> None:
-    """Remove what an interrupted run left (no manifest: never trusted); refuse to touch anything else."""
+def partial_directory(directory: Path) -> Path:
+    """Where a run builds the cache before renaming it to ``directory``."""
+    return directory.parent / f".{directory.name}.partial"
+
+
+@contextmanager
+def exclusive(directory: Path) -> Iterator[None]:
+    """Hold the lock of ``directory`` (``.<name>.lock`` beside it); wait while another run holds it."""
+    lock_path = directory.parent / f".{directory.name}.lock"
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"sarm: waiting for another run writing {directory}", file=sys.stderr, flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        try:  # the holder before us may have removed the file: then our lock is on a file nobody else sees
+            if os.fstat(fd).st_ino == os.stat(lock_path).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        yield
+    finally:
+        lock_path.unlink(missing_ok=True)  # before unlocking, so a waiter on this inode sees it is stale
+        os.close(fd)
+
+
+def read_manifest(directory: Path) -> dict | None:
+    """The manifest of a complete cache in ``directory``, None where there is none; refuses a directory
+    that holds anything else (it is not sarm's to write into)."""
     if not directory.exists():
+        return None
+    if not directory.is_dir():
+        raise SarmInputError(f"{directory}: exists and is not a directory; choose another output directory")
+    path = directory / MANIFEST
+    if path.is_file():
+        try:
+            manifest = json.loads(path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise SarmInputError(f"{path}: not an activation cache's manifest (not valid JSON: {err})") from None
+        if not (isinstance(manifest, dict) and isinstance(manifest.get("fingerprint"), str)
+                and isinstance(manifest.get("settings"), dict)):
+            raise SarmInputError(f"{path}: not an activation cache's manifest (no 'fingerprint' and 'settings'); "
+                                 "choose another output directory")
+        return manifest
+    entries = sorted(p.name for p in directory.iterdir())
+    if entries:
+        shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+        raise SarmInputError(f"{directory}: exists and is not an activation cache (holds {len(entries)} entries: "
+                             f"{shown}); choose an empty or new output directory")
+    return None
+
+
+def check_reusable(directory: Path, manifest: dict, settings: CacheSettings, fingerprint: str) -> None:
+    """Refuse a complete cache of other settings, naming the ones that differ."""
+    if manifest["fingerprint"] == fingerprint:
         return
-    ours = [p for p in directory.iterdir() if p.name == PAIRS or p.name.startswith(("shard-", "."))]
-    others = [p.name for p in directory.iterdir() if p not in ours]
-    if others:
-        raise SarmInputError(f"{directory}: exists and is not an activation cache (holds {others[:3]}); "
-                             "choose an empty or new output directory")
-    for path in ours:
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    asked = json.loads(json.dumps(asdict(settings)))  # as the manifest holds them (tuples become lists)
+    differ = [f"{key} {manifest['settings'].get(key)!r} there, {value!r} asked"
+              for key, value in asked.items() if manifest["settings"].get(key) != value and key in manifest["settings"]]
+    what = "; ".join(differ) if differ else f"the data ({settings.data}) changed since it was cached"
+    raise SarmInputError(f"{directory}: holds an activation cache of other data or settings ({what}); "
+                         "choose another output directory or delete this one")
+
+
+def _start_partial(partial: Path) -> None:
+    """An empty private build directory, replacing one a killed run left (only if it is marked as sarm's)."""
+    if partial.exists():
+        if not (partial / PARTIAL_MARK).is_file():
+            raise SarmInputError(f"{partial}: exists and was not written by sarm; move it away to cache here")
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    (partial / PARTIAL_MARK).touch()
 
 
 def cache_activations(
@@ -276,65 +354,92 @@ def cache_activations(
     """
     fingerprint = settings.fingerprint()
     directory = Path(output) if output else cache_root() / "activations" / fingerprint[:16]
-    manifest_path = directory / MANIFEST
-    if manifest_path.is_file():
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("fingerprint") == fingerprint:
+    run = {"batch_size": batch_size, "shard_tokens": shard_tokens, "accelerator": accelerator, "devices": devices,
+           "strategy": strategy, "trust_remote_code": trust_remote_code}
+    if not _first_process():
+        # Under DDP, Lightning starts the other ranks by re-running this command; the first process
+        # holds the lock and the build directory they all write into.
+        return _build(settings, fingerprint, directory, **run)
+    with exclusive(directory):
+        manifest = read_manifest(directory)
+        if manifest is not None:
+            check_reusable(directory, manifest, settings, fingerprint)
             print(f"sarm: reusing activation cache {directory} ({manifest['num_tokens']:,} tokens)", flush=True)
             return directory
-        raise SarmInputError(
-            f"{manifest_path}: holds a cache of other data or settings "
-            f"(model {manifest['settings']['model']!r}, layer {manifest['layer']}); "
-            "choose another output directory or delete this one"
-        )
-    # Read and validate all the data before touching the output directory.
-    texts = PackedTexts(iter_preferences(settings.data, num_pairs=settings.num_pairs, seed=settings.seed))
-    num_pairs = len(texts)
-    pair_splits = assign_splits(texts.prompt_ids, settings.split_fractions, settings.split_seed)
-    split_pairs = {name: pair_splits.count(name) for name in SPLITS}
-    # Under DDP, Lightning starts the other ranks by re-running this command: only the first
-    # process prepares the directory (the others reach this point while it waits for them).
-    if os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0":
-        _clear_interrupted(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        with atomic_path(directory / PAIRS) as tmp, open(tmp, "w") as f:  # line by line: no second copy
-            for i in range(num_pairs):
-                f.write(json.dumps({"index": i, "split": pair_splits[i], **texts[i]}) + "\n")
+        return _build(settings, fingerprint, directory, **run)
 
+
+def _first_process() -> bool:
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+
+
+def _build(settings: CacheSettings, fingerprint: str, directory: Path, **run) -> Path:
+    """Cache into the build directory and rename it to ``directory`` once complete; on any failure (or a
+    stop) the build directory goes, so nothing half-written is left for a later run to trust."""
+    # Read and validate all the data before anything is written.
+    texts = PackedTexts(iter_preferences(settings.data, num_pairs=settings.num_pairs, seed=settings.seed))
+    pair_splits = assign_splits(texts.prompt_ids, settings.split_fractions, settings.split_seed)
+    build_dir = partial_directory(directory)
+    first = _first_process()
+    try:
+        if first:
+            _start_partial(build_dir)
+            with atomic_path(build_dir / PAIRS) as tmp, open(tmp, "w") as f:  # line by line: no second copy
+                for i in range(len(texts)):
+                    f.write(json.dumps({"index": i, "split": pair_splits[i], **texts[i]}) + "\n")
+        manifest = _encode(settings, texts, pair_splits, build_dir, **run)
+        if manifest is None:  # a DDP rank other than 0: its shards are written, rank 0 finishes
+            return directory
+        manifest["fingerprint"] = fingerprint
+        write_json(build_dir / MANIFEST, manifest)  # last: its presence marks the cache complete
+        (build_dir / PARTIAL_MARK).unlink()
+        os.rename(build_dir, directory)  # atomic; onto an absent or empty directory only (read_manifest checked)
+    except BaseException:
+        if first:
+            shutil.rmtree(build_dir, ignore_errors=True)
+        raise
+    _say_cached(settings, directory, manifest)
+    return directory
+
+
+def _encode(settings: CacheSettings, texts: PackedTexts, pair_splits: list[str], build_dir: Path, batch_size: int,
+            shard_tokens: int, accelerator: str, devices: int | str, strategy: str,
+            trust_remote_code: bool) -> dict | None:
+    """Run the backbone over every sequence, writing shards into ``build_dir``; the manifest (on rank 0)."""
     tokenizer = load_tokenizer(settings.model, trust_remote_code)
     backbone = TruncatedBackbone(settings.model, settings.layer, trust_remote_code=trust_remote_code)
     dataset = RenderedSequences(texts, tokenizer, settings.max_length)
     loader = DataLoader(
         dataset, batch_size=batch_size, collate_fn=partial(collate_right_padded, pad_id=tokenizer.pad_token_id)
     )
-    writer = ShardWriter(directory, shard_tokens, pair_splits)
-    trainer = L.Trainer(accelerator=accelerator, devices=devices, strategy=strategy, callbacks=[writer], logger=False,
-                        enable_model_summary=False)
+    writer = ShardWriter(build_dir, shard_tokens, pair_splits)
+    trainer = L.Trainer(accelerator=accelerator, devices=devices, strategy=strategy, callbacks=[writer, StopOnSignal()],
+                        logger=False, enable_model_summary=False)
     encoder = BackboneEncoder(backbone, settings.tokens, getattr(torch, settings.dtype))
     trainer.predict(encoder, loader, return_predictions=False)
     shards = _gather_shards(trainer, writer.shards)
     if trainer.global_rank != 0:
-        return directory
-
-    manifest = {
+        return None
+    return {
         "version": FORMAT_VERSION,
-        "fingerprint": fingerprint,
         "settings": asdict(settings),
         "model": settings.model,
         "layer": backbone.layer,
         "hidden_size": backbone.hidden_size,
         "dtype": settings.dtype,
-        "num_pairs": num_pairs,
-        "num_sequences": 2 * num_pairs,
+        "num_pairs": len(texts),
+        "num_sequences": 2 * len(texts),
         "num_tokens": sum(s["num_tokens"] for s in shards),
         "truncated_sequences": sum(s["truncated"] for s in shards),
-        "split_pairs": split_pairs,
+        "split_pairs": {name: pair_splits.count(name) for name in SPLITS},
         "shards": shards,
     }
-    write_json(manifest_path, manifest)  # last: its presence marks the cache complete
+
+
+def _say_cached(settings: CacheSettings, directory: Path, manifest: dict) -> None:
     print(
-        f"sarm: cached {manifest['num_tokens']:,} token activations of {num_pairs:,} pairs "
-        f"({settings.model}, layer {backbone.layer}) in {directory}",
+        f"sarm: cached {manifest['num_tokens']:,} token activations of {manifest['num_pairs']:,} pairs "
+        f"({settings.model}, layer {manifest['layer']}) in {directory}",
         flush=True,
     )
     if manifest["truncated_sequences"]:
@@ -342,4 +447,3 @@ def cache_activations(
         print(f"sarm: {manifest['truncated_sequences']:,} of {manifest['num_sequences']:,} sequences were longer "
               f"than max_length = {settings.max_length} tokens and lost their beginning (prompt first)",
               file=sys.stderr, flush=True)
-    return directory
