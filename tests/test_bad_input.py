@@ -1,12 +1,16 @@
 """The bad-input corpus: every malformed preference file a user might hand to `sarm cache`.
 
 Each case runs the real command line. An error must exit with status 2, print one
-``sarm: error: <file>:<line or row>: field '<name>': <reason>`` line (no traceback) and leave the
-output directory untouched; a documented skip must print its count and still produce a cache.
+``sarm: error: <file>:<line or row>: field '<name>': <reason>`` line (no traceback; the lines after
+it list further bad rows and their total) and leave the output directory untouched; a documented
+skip must print its count and still produce a cache. Rows that are valid by the documented rules
+but look odd (empty responses) must go through to the cache. tests/test_mutation_corpus.py adds
+cases generated from valid files.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 
 import pytest
@@ -46,8 +50,9 @@ ERRORS = [
     ("not-an-object", "d.jsonl", jsonl(row(), '["q", "a", "b"]'), ":2: expected a JSON object"),
     ("missing-field", "d.jsonl", jsonl(row(), json.dumps({"prompt": "q", "chosen": "a"})),
      ":2: field 'rejected': missing"),
-    ("empty-field", "d.jsonl", jsonl(row(), row(rejected="")), ":2: field 'rejected': empty"),
-    ("whitespace-only-field", "d.jsonl", jsonl(row(), row(chosen=" \t\n ")), ":2: field 'chosen': empty"),
+    ("empty-conversation", "d.jsonl", jsonl(row(), row(rejected=[])), ":2: field 'rejected': empty conversation"),
+    ("response-row-in-pair-file", "d.jsonl", jsonl(row(), json.dumps({"prompt": "q", "response": "a"})),
+     ":2: field 'chosen': missing"),
     ("number-for-text", "d.jsonl", jsonl(row(chosen=5)), ":1: field 'chosen': "),
     ("number-for-prompt", "d.jsonl", jsonl(row(), row(prompt=7)), ":2: field 'prompt': "),
     ("null-field", "d.jsonl", jsonl(row(rejected=None)), ":1: field 'rejected': "),
@@ -71,8 +76,12 @@ ERRORS = [
     ("non-utf8-jsonl", "d.jsonl", jsonl(row()) + b'{"prompt": "q\xff", "chosen": "a", "rejected": "b"}\n', ":2: "),
     ("non-utf8-csv", "d.csv", b"prompt,chosen,rejected\nq,a,b\nq,a\xff,b\n", ":3: "),
     ("csv-bad-margin", "d.csv", b"prompt,chosen,rejected,margin\nq,a,b,1\nq2,c,d,lots\n", ":row 2: field 'margin': "),
-    ("json-array-empty-field", "d.json", json.dumps([GOOD, {**GOOD, "chosen": ""}]).encode(),
-     ":row 2: field 'chosen': empty"),
+    ("json-array-bad-field", "d.json", json.dumps([GOOD, {**GOOD, "chosen": {"text": "a"}}]).encode(),
+     ":row 2: field 'chosen': expected text"),
+    ("gzip-bad-row", "d.jsonl.gz", gzip.compress(jsonl(row(), row(), row(margin="big"))), ":3: field 'margin': "),
+    ("gzip-truncated", "d.jsonl.gz", gzip.compress(jsonl(*[row(chosen=f"answer {i}") for i in range(50)]))[:-40],
+     ": truncated gzip stream at line "),
+    ("gzip-not-gzip", "d.jsonl.gz", jsonl(row()), ": not a valid gzip file"),
     ("empty-file", "d.jsonl", b"", ": holds no preference pairs"),
     ("blank-lines-only", "d.jsonl", b"\n\n  \n", ": holds no preference pairs"),
     ("only-identical-pairs", "d.jsonl", jsonl(row(rejected=GOOD["chosen"])), ": holds no preference pairs"),
@@ -103,6 +112,37 @@ def test_bad_input_is_a_named_error_and_writes_nothing(tmp_path, capsys, cache_c
     errors = [line for line in err.splitlines() if line.startswith("sarm: error:")]
     assert len(errors) == 1 and errors[0].startswith(f"sarm: error: {path}{message}"), err
     assert not (tmp_path / "cache").exists()
+
+
+def test_every_bad_row_is_reported_in_one_run(tmp_path, capsys, cache_command):
+    """Twelve bad rows: one error, naming the first eleven by line, then the total; nothing written."""
+    lines = [row()]
+    for i in range(12):
+        lines += [row(prompt=f"q{i}", chosen=f"a{i}"), row(prompt=f"q{i}", rejected=None)]
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(jsonl(*lines))
+    with pytest.raises(SystemExit) as exit_:
+        main(cache_command(path))
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "Traceback" not in err
+    first, *more = err[err.index("sarm: error:"):].splitlines()
+    assert first == f"sarm: error: {path}:3: field 'rejected': missing (null)"
+    assert more[:10] == [f"{path}:{line}: field 'rejected': missing (null)" for line in range(5, 25, 2)]
+    assert more[10].startswith("... and 1 more bad rows (12 in all); pass --bad_rows skip")
+    assert not (tmp_path / "cache").exists()
+
+
+def test_empty_responses_are_kept_and_cached(tmp_path, capsys, cache_command):
+    """Empty and whitespace-only responses (formerly errors) are responses: they reach the cache."""
+    rows = [{**GOOD, "rejected": ""}, {**OTHER, "chosen": " \t\n "}, {"prompt": "q", "chosen": "", "rejected": "no"}]
+    rows += [{"prompt": f"question {i}", "chosen": f"answer {i}", "rejected": f"no {i}"} for i in range(6)]
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    main(cache_command(path))
+    cached = [json.loads(line) for line in (tmp_path / "cache" / "pairs.jsonl").read_text().splitlines()]
+    assert len(cached) == len(rows)
+    sides = {(pair["chosen"], pair["rejected"]) for pair in cached}
+    assert {(GOOD["chosen"], ""), (" \t\n ", OTHER["rejected"]), ("", "no")} <= sides
 
 
 def test_the_corpus_is_at_least_twenty_cases():

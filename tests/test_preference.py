@@ -9,6 +9,7 @@ from collections import Counter
 import pytest
 
 from sarm.data.preference import (
+    SKIP_HINT,
     PreferencePair,
     data_fingerprint,
     load_preferences,
@@ -231,9 +232,10 @@ def test_third_line_missing_rejected_is_named(tmp_path):
     write_jsonl(path, rows)
     with pytest.raises(PreferenceDataError) as err:
         load_preferences(path)
-    assert str(err.value) == f"{path}:3: field 'rejected': missing"
-    assert str(err.value).endswith("data.jsonl:3: field 'rejected': missing")
-    assert (err.value.line, err.value.field) == (3, "rejected")
+    first, *rest = str(err.value).splitlines()
+    assert first == f"{path}:3: field 'rejected': missing"
+    assert rest == [f"1 bad row in all; {SKIP_HINT}"]
+    assert (err.value.line, err.value.field, err.value.total) == (3, "rejected", 1)
 
 
 @pytest.mark.parametrize(
@@ -241,8 +243,6 @@ def test_third_line_missing_rejected_is_named(tmp_path):
     [
         ('{"prompt": "q", "chosen": "a", ', None, "invalid JSON"),
         ('["q", "a", "b"]', None, "expected a JSON object"),
-        ('{"prompt": "q", "chosen": "   ", "rejected": "b"}', "chosen", "empty"),
-        ('{"prompt": "q", "chosen": "a", "rejected": ""}', "rejected", "empty"),
         ('{"prompt": "q", "chosen": 5, "rejected": "b"}', "chosen", "got a number"),
         ('{"prompt": 5, "chosen": "a", "rejected": "b"}', "prompt", "got a number"),
         ('{"chosen": [{"content": "a"}], "rejected": [{"role": "assistant", "content": "b"}]}', "chosen", "'role'"),
@@ -288,8 +288,8 @@ def test_non_utf8_bytes_name_the_line(tmp_path):
 
 
 def test_errors_in_row_numbered_formats_say_row(tmp_path):
-    (tmp_path / "d.json").write_text(json.dumps([ROWS[0], {"prompt": "q", "chosen": "", "rejected": "b"}]))
-    with pytest.raises(PreferenceDataError, match=r"d\.json:row 2: field 'chosen': empty"):
+    (tmp_path / "d.json").write_text(json.dumps([ROWS[0], {"prompt": "q", "chosen": [], "rejected": "b"}]))
+    with pytest.raises(PreferenceDataError, match=r"d\.json:row 2: field 'chosen': empty conversation"):
         load_preferences(tmp_path / "d.json")
     write_csv(tmp_path / "d.csv", [ROWS[0], {"prompt": "q", "chosen": "a", "rejected": "b", "margin": "x"}])
     with pytest.raises(PreferenceDataError, match=r"d\.csv:row 2: field 'margin'"):
@@ -370,12 +370,23 @@ def test_fingerprint_follows_file_bytes_and_builtin_params(tmp_path):
     assert len(planted) == 64
 
 
-def test_empty_prompt_and_csv_empty_response(tmp_path):
+def test_empty_prompt_and_empty_responses_are_kept(tmp_path):
+    """An empty response is a (bad) response, to be scored; a CSV's empty response cell is one too."""
     pair = load_row(tmp_path, {"prompt": [], "chosen": [assistant("a")], "rejected": [assistant("b")]})
     assert (pair.prompt, pair.chosen, pair.rejected) == ([], "a", "b")
     write_csv(tmp_path / "d.csv", [{"prompt": "q", "chosen": "", "rejected": "b"}])
-    with pytest.raises(PreferenceDataError, match=r"row 1: field 'chosen': empty"):
-        load_preferences(tmp_path / "d.csv")
+    [pair] = load_preferences(tmp_path / "d.csv")
+    assert (pair.prompt, pair.chosen, pair.rejected) == ([user("q")], "", "b")
+    for row, expected in [
+        ({"prompt": "q", "chosen": "a", "rejected": ""}, ([user("q")], "a", "")),
+        ({"prompt": "q", "chosen": "   ", "rejected": "b"}, ([user("q")], "   ", "b")),
+        ({"chosen": [user("q"), assistant("")], "rejected": [user("q"), assistant("b")]}, ([user("q")], "", "b")),
+        # an HH transcript whose final "Assistant:" turn is empty: the chosen side of some public rows
+        ({"chosen": "\n\nHuman: q\n\nAssistant: yes", "rejected": "\n\nHuman: q\n\nAssistant:"},
+         ([user("q")], "yes", "")),
+    ]:
+        pair = load_row(tmp_path, row)
+        assert (pair.prompt, pair.chosen, pair.rejected) == expected, row
 
 
 def test_identical_and_repeated_pairs_are_skipped_and_counted(tmp_path, capsys):

@@ -1,16 +1,9 @@
-"""Preference pairs from the files, builtin sets and hub datasets that users already have.
+"""Preference pairs from the files, directories, builtin sets and hub datasets that users already have.
 
-``load_preferences(source)`` reads
-
-* a file, by extension: ``.jsonl`` / ``.ndjson`` (one JSON object per line, read line by line;
-  blank lines are skipped), ``.json`` (a list of objects, or an object holding one such list, e.g.
-  ``{"data": [...]}``; a ``.json`` file that is really JSON Lines is read as such), ``.parquet``
-  (read in record batches) or ``.csv`` (a header row; an empty cell reads as null, but an empty
-  response is an error; a ``prompt``/``chosen``/``rejected`` cell may hold a conversation as a
-  JSON string);
-* ``builtin:planted``, the synthetic pairs of ``sarm.data.planted`` (``num_pairs``, ``seed``);
-* anything else that is not an existing path: a Hugging Face hub dataset, ``load_dataset(name,
-  split=hf_split)``.
+``load_preferences(source)`` reads what ``sarm.data.readers`` reads: ``.jsonl`` / ``.ndjson`` /
+``.json`` / ``.csv`` / ``.parquet`` files, the first four also gzip-compressed (``.jsonl.gz``, ...),
+``datasets`` ``save_to_disk`` directories (split ``hf_split`` of a DatasetDict), ``builtin:planted``
+and Hugging Face hub datasets.
 
 Every source goes through one row parser, which accepts the layouts of TRL's RewardTrainer,
 OpenRLHF and RewardBench:
@@ -25,19 +18,37 @@ OpenRLHF and RewardBench:
   ``Assistant:`` turn (the generation cue) loses that turn, and the responses are stripped;
 * an optional numeric ``margin`` column;
 * ``prompt_id`` (else ``question_id``) groups pairs sharing a prompt; without one, a hash of the
-  prompt messages does. Every other column is kept in ``PreferencePair.meta``.
+  prompt messages does. Every other column is kept in ``PreferencePair.meta``. A JSON object with a
+  key twice keeps the last value (Python's json module decides).
 
 The result is always the prompt messages (possibly empty) and the text of the two final assistant
-turns. A row that cannot be read raises ``PreferenceDataError`` naming the file, the line (JSON
-Lines, and JSON-syntax or UTF-8 errors) or ``row N`` (JSON, Parquet, CSV, builtin, hub), the field
-and what is wrong; bad rows are never skipped silently. Two kinds of valid rows are skipped, with
-their count and first locations printed: pairs whose chosen and rejected responses are identical
-(no preference), and exact repeats of an earlier row (every column equal). A source with no pair left is an error.
+turns. Two rules decide the rows public sets are known to hold:
+
+* an empty (or whitespace-only) final response is a response, the worst kind, and is kept: a
+  reward model must score it too (TRL and OpenRLHF keep them as well);
+* the prompt is the longest run of leading turns the two conversations share (TRL's
+  ``extract_prompt``); what is left of each side must be exactly one assistant turn, else the row
+  is bad. So transcripts that diverge before the final turn (a few in Anthropic HH) are bad rows:
+  a pair here compares two responses to one conversation, and such a row has none.
+
+Bad rows (a field missing or of the wrong type, a line that is not JSON or not UTF-8, ...) follow
+the ``bad_rows`` policy:
+
+* ``"error"`` (the default): the whole source is still read, so one run reports every bad row; then
+  ``BadRowsError`` (a ``PreferenceDataError``) is raised. Its first line is the first bad row,
+  ``<file>:<line or row N>: field '<name>': <reason>``; up to ten more follow, one a line, then the
+  total. No pair is handed out after the first bad row (it would be thrown away);
+* ``"skip"``: bad rows are left out, each recorded, with the count printed to stderr.
+
+Two kinds of valid rows are always skipped, counted and recorded the same way: pairs whose chosen
+and rejected responses are identical (no preference), and exact repeats of an earlier row (every
+column equal). Problems with the source as a whole (missing, unknown type, corrupt gzip, a JSON
+document that does not parse) raise at once under either policy, and so does a source with no
+pair left.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import importlib.util
 import json
@@ -49,26 +60,34 @@ import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from sarm.errors import PreferenceDataError, SarmInputError
+from sarm.data.readers import (  # noqa: F401 (re-exported: callers import these from here)
+    BUILTIN_PREFIX,
+    BUILTIN_SETS,
+    CONVERSATION_FIELDS,
+    FILE_SUFFIXES,
+    JSONL_SUFFIXES,
+    BadRow,
+    Location,
+    is_path_source,
+    read_rows,
+    source_files,
+)
+from sarm.errors import BadRowsError, PreferenceDataError, SarmInputError
 
 Message = dict[str, str]  # {"role": ..., "content": ...}
 
-BUILTIN_PREFIX = "builtin:"
-BUILTIN_SETS = ("planted",)
-JSONL_SUFFIXES = (".jsonl", ".ndjson")
-FILE_SUFFIXES = (*JSONL_SUFFIXES, ".json", ".parquet", ".csv")
-CONVERSATION_FIELDS = ("prompt", "chosen", "rejected")
 PROMPT_ID_COLUMNS = ("prompt_id", "question_id")
-
-Location = int | str  # a 1-based file line, or "row N" for sources numbered by row
+BAD_ROW_POLICIES = ("error", "skip")
+SKIP_HINT = "pass --bad_rows skip to leave bad rows out (each is listed in skipped_rows.jsonl)"
+SHOWN_LOCATIONS = 5  # skip counts on stderr name this many lines/rows
 
 
 @dataclass(slots=True)
 class PreferencePair:
     prompt: list[Message]  # the conversation before the final assistant turn (may be empty)
-    chosen: str  # the final assistant response, text only
+    chosen: str  # the final assistant response, text only (may be empty)
     rejected: str
     margin: float | None = None
     prompt_id: str = ""  # groups pairs sharing a prompt
@@ -82,219 +101,147 @@ class PreferencePair:
 
 
 def load_preferences(
-    source: str | os.PathLike, *, num_pairs: int = 2000, seed: int = 0, hf_split: str = "train"
+    source: str | os.PathLike,
+    *,
+    num_pairs: int = 2000,
+    seed: int = 0,
+    hf_split: str = "train",
+    bad_rows: Literal["error", "skip"] = "error",
+    skipped: list[dict] | None = None,
 ) -> list[PreferencePair]:
     """Read every preference pair of ``source`` (see the module docstring for what is accepted).
 
     Args:
-        source: a .jsonl/.json/.parquet/.csv file, ``builtin:planted``, or a hub dataset name.
+        source: a data file, a ``save_to_disk`` directory, ``builtin:planted``, or a hub dataset name.
         num_pairs: pairs to generate, for ``builtin:planted`` only.
         seed: generator seed, for ``builtin:planted`` only.
-        hf_split: split to load, for a hub dataset only.
+        hf_split: split to load, for a hub dataset or a saved DatasetDict only.
+        bad_rows: ``"error"``: report every bad row, then raise; ``"skip"``: leave them out.
+        skipped: if given, a dict is appended for every row left out (bad, identical or repeated):
+            ``{"origin": "path:line", "field": name or None, "reason": text, "row": the row as JSON}``.
 
     Raises:
-        PreferenceDataError: the source cannot be found or read, or one of its rows is invalid.
+        BadRowsError: ``bad_rows="error"`` and some rows are bad (all of them are counted).
+        PreferenceDataError: the source cannot be found or read, or has no pair left.
     """
-    return list(iter_preferences(source, num_pairs=num_pairs, seed=seed, hf_split=hf_split))
+    return list(iter_preferences(source, num_pairs=num_pairs, seed=seed, hf_split=hf_split, bad_rows=bad_rows,
+                                 skipped=skipped))
 
 
 def iter_preferences(
-    source: str | os.PathLike, *, num_pairs: int = 2000, seed: int = 0, hf_split: str = "train"
+    source: str | os.PathLike,
+    *,
+    num_pairs: int = 2000,
+    seed: int = 0,
+    hf_split: str = "train",
+    bad_rows: Literal["error", "skip"] = "error",
+    skipped: list[dict] | None = None,
 ) -> Iterator[PreferencePair]:
     """``load_preferences`` one pair at a time, for readers that keep pairs in a compact form of
-    their own. Skips (identical sides, repeated rows) are reported once the source is exhausted."""
+    their own. Skip counts are printed, and bad rows raised, once the source is exhausted."""
+    if bad_rows not in BAD_ROW_POLICIES:
+        raise SarmInputError(f"bad_rows = {bad_rows!r}: expected one of {', '.join(map(repr, BAD_ROW_POLICIES))}")
     name = os.fspath(source)
-    count, identical, duplicates, seen = 0, [], [], set()
-    for where, row in _read_rows(name, num_pairs, seed, hf_split):
-        pair = parse_row(row, name, where)
+    log = _LeftOut(name, bad_rows, skipped)
+    count, seen = 0, {}
+    for where, row in read_rows(name, num_pairs, seed, hf_split):
+        try:
+            pair = _parse_any(row, name, where)
+        except _RowError as err:
+            log.bad(where, err.field, err.reason, row.raw if isinstance(row, BadRow) else row)
+            continue
+        if log.failing:
+            continue  # the source will be refused: only look for more bad rows
         # A digest, not the text: memory per pair stays small on large datasets.
         key = hashlib.blake2b(json.dumps([pair.prompt, pair.chosen, pair.rejected, pair.prompt_id, pair.margin,
                                           pair.meta], sort_keys=True).encode(), digest_size=16).digest()
         if pair.chosen == pair.rejected:
-            identical.append(where)  # no preference to learn from, and accuracy would count it wrong
+            # no preference to learn from, and accuracy would count it wrong
+            log.skip("identical", where, "chosen and rejected responses are identical", row)
         elif key in seen:
-            duplicates.append(where)  # the same row twice would only weigh it double
+            # the same row twice would only weigh it double
+            log.skip("repeat", where, f"repeats the pair at {_place(seen[key])}", row)
         else:
-            seen.add(key)
+            seen[key] = where
             count += 1
             yield pair
-    for skipped, what in ((identical, "whose chosen and rejected responses are identical"),
-                          (duplicates, "repeating an earlier pair")):
-        if skipped:
-            shown = ", ".join(map(str, skipped[:5])) + (", ..." if len(skipped) > 5 else "")
-            print(f"sarm: {name}: skipped {len(skipped)} rows {what} (lines/rows {shown})", file=sys.stderr)
+    log.finish()
     if not count:
-        raise PreferenceDataError(name, None, None, "holds no preference pairs")
+        raise PreferenceDataError(name, None, None, "holds no preference pairs" + log.why_empty())
 
 
-def _read_rows(name: str, num_pairs: int, seed: int, hf_split: str) -> Iterator[tuple[Location, Any]]:
-    if name.startswith(BUILTIN_PREFIX):
-        yield from _builtin_rows(name, num_pairs, seed)
-        return
-    path = Path(name)
-    if path.is_file():
-        suffix = path.suffix.lower()
-        if suffix in JSONL_SUFFIXES:
-            yield from _jsonl_rows(path)
-        elif suffix == ".json":
-            yield from _json_rows(path)
-        elif suffix == ".parquet":
-            yield from _parquet_rows(path)
-        elif suffix == ".csv":
-            yield from _csv_rows(path)
+def _parse_any(row: Any, path: str, where: Location) -> PreferencePair:
+    """A row, or the BadRow a reader yielded in its place, as a pair; raises _RowError."""
+    if isinstance(row, BadRow):
+        raise _RowError(None, row.reason)
+    try:
+        return _parse_row(row, path, where)
+    except RecursionError:  # a value nested thousands deep
+        raise _RowError(None, "nested too deeply to read") from None
+
+
+def _place(where: Location) -> str:
+    return f"line {where}" if isinstance(where, int) else str(where)
+
+
+class _LeftOut:
+    """The rows left out of one source: bad rows (raised or skipped, by policy) and valid rows skipped by rule.
+
+    Each is appended to ``skipped`` if given; counts and the first few locations of each kind are kept
+    for the stderr summary, and the first bad rows for the error message (never every row's text)."""
+
+    KINDS = {  # kind → how the stderr summary describes it
+        "bad": "bad rows",
+        "identical": "rows whose chosen and rejected responses are identical",
+        "repeat": "rows repeating an earlier pair",
+    }
+
+    def __init__(self, name: str, policy: str, skipped: list[dict] | None):
+        self.name, self.policy, self.skipped = name, policy, skipped
+        self.counts = dict.fromkeys(self.KINDS, 0)
+        self.locations: dict[str, list[Location]] = {kind: [] for kind in self.KINDS}
+        self.first_bad: list[tuple[Location, str | None, str]] = []  # for the error message
+
+    @property
+    def failing(self) -> bool:
+        return self.policy == "error" and self.counts["bad"] > 0
+
+    def bad(self, where: Location, field_name: str | None, reason: str, row: Any) -> None:
+        if len(self.first_bad) <= BadRowsError.SHOWN:
+            self.first_bad.append((where, field_name, reason))
+        if self.policy == "error":
+            self.counts["bad"] += 1  # nothing is skipped: the rows are only counted for the message
         else:
-            raise PreferenceDataError(
-                name, None, None, f"unknown file type '{path.suffix}'; expected one of {', '.join(FILE_SUFFIXES)}"
-            )
-        return
-    if path.exists():
-        raise PreferenceDataError(name, None, None, "is not a file")
-    if path.suffix.lower() in FILE_SUFFIXES:  # clearly meant as a file: don't ask the hub about it
-        raise PreferenceDataError(name, None, None, "no such file")
-    yield from _hub_rows(name, hf_split)
+            self._record("bad", where, field_name, reason, row)
 
+    def skip(self, kind: str, where: Location, reason: str, row: Any) -> None:
+        self._record(kind, where, None, reason, row)
 
-def _builtin_rows(name: str, num_pairs: int, seed: int) -> Iterator[tuple[Location, Any]]:
-    if name != "builtin:planted":
-        available = ", ".join(BUILTIN_PREFIX + s for s in BUILTIN_SETS)
-        raise PreferenceDataError(name, None, None, f"unknown builtin dataset; available: {available}")
-    from sarm.data.planted import generate_planted_pairs  # lazy: only this source needs it
+    def _record(self, kind: str, where: Location, field_name: str | None, reason: str, row: Any) -> None:
+        self.counts[kind] += 1
+        if len(self.locations[kind]) < SHOWN_LOCATIONS + 1:  # one more than shown, to know to write "..."
+            self.locations[kind].append(where)
+        if self.skipped is not None:
+            self.skipped.append({"origin": f"{self.name}:{where}", "field": field_name, "reason": reason,
+                                 "row": _jsonable(row)})
 
-    rows = generate_planted_pairs(num_pairs, seed)
-    rows.reverse()
-    number = 0
-    while rows:  # hand each row over and let it go: the rows and the parsed pairs never both grow whole
-        number += 1
-        yield f"row {number}", rows.pop()
+    def finish(self) -> None:
+        """Raise BadRowsError under the "error" policy if any row was bad; else print the skip counts."""
+        if self.failing:
+            raise BadRowsError(self.name, self.first_bad, self.counts["bad"], SKIP_HINT)
+        for kind, what in self.KINDS.items():
+            if self.counts[kind]:
+                shown = self.locations[kind][:SHOWN_LOCATIONS]
+                more = ", ..." if self.counts[kind] > SHOWN_LOCATIONS else ""
+                places = ", ".join(map(str, shown)) + more
+                line = f"sarm: {self.name}: skipped {self.counts[kind]} {what} (lines/rows {places})"
+                if kind == "bad":
+                    line += "; the first: " + PreferenceDataError.describe(self.name, *self.first_bad[0])
+                print(line, file=sys.stderr)
 
-
-def _decode_line(raw: bytes, path: Path, line: int) -> str:
-    try:
-        # utf-8-sig on the first line drops a byte-order mark that some editors write
-        return raw.decode("utf-8-sig" if line == 1 else "utf-8")
-    except UnicodeDecodeError as err:
-        raise PreferenceDataError(
-            str(path), line, None, f"not valid UTF-8 (byte 0x{raw[err.start]:02x} at byte {err.start + 1} of the line)"
-        ) from None
-
-
-def _jsonl_rows(path: Path) -> Iterator[tuple[Location, Any]]:
-    with open(path, "rb") as f:  # bytes, so a bad UTF-8 sequence can be pinned to its line
-        for number, raw in enumerate(f, start=1):
-            text = _decode_line(raw, path, number)
-            if not text.strip():
-                continue
-            try:
-                yield number, json.loads(text)
-            except json.JSONDecodeError as err:
-                raise PreferenceDataError(str(path), number, None, f"invalid JSON: {err}") from None
-
-
-def _json_rows(path: Path) -> Iterator[tuple[Location, Any]]:
-    data = path.read_bytes()  # a JSON document cannot be parsed piecewise; JSON Lines can
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = data[: err.start].count(b"\n") + 1
-        raise PreferenceDataError(str(path), line, None, f"not valid UTF-8 (byte 0x{data[err.start]:02x})") from None
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as err:
-        if err.msg == "Extra data":  # several documents one after another: a JSON Lines file named .json
-            yield from _jsonl_rows(path)
-            return
-        raise PreferenceDataError(str(path), err.lineno, None, f"invalid JSON: {err}") from None
-    rows = _rows_of_document(document)
-    if rows is None:
-        raise PreferenceDataError(
-            str(path), None, None, 'expected a list of objects, or an object holding one (e.g. {"data": [...]})'
-        )
-    for number, row in enumerate(rows, start=1):
-        yield f"row {number}", row
-
-
-def _rows_of_document(document: Any) -> list | None:
-    if isinstance(document, list):
-        return document
-    if isinstance(document, dict):
-        if isinstance(document.get("data"), list):
-            return document["data"]
-        lists = [value for value in document.values() if isinstance(value, list)]
-        if len(lists) == 1:  # {"rows": [...]}, {"train": [...]}, ...
-            return lists[0]
-    return None
-
-
-def _parquet_rows(path: Path) -> Iterator[tuple[Location, Any]]:
-    import pyarrow.parquet as pq
-
-    try:
-        batches = pq.ParquetFile(path).iter_batches(batch_size=1024)
-        number = 0
-        for batch in batches:
-            for row in batch.to_pylist():
-                number += 1
-                yield f"row {number}", row
-    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
-        raise PreferenceDataError(str(path), None, None, f"cannot read as Parquet: {err}") from None
-
-
-def _csv_rows(path: Path) -> Iterator[tuple[Location, Any]]:
-    def lines(f) -> Iterator[str]:
-        for number, raw in enumerate(f, start=1):
-            yield _decode_line(raw, path, number)
-
-    with open(path, "rb") as f:
-        reader = csv.reader(lines(f))
-        header = next(reader, None)
-        if header is None:
-            return
-        for number, cells in enumerate(reader, start=1):
-            if not any(cell.strip() for cell in cells):
-                continue  # a blank line
-            if len(cells) != len(header):
-                raise PreferenceDataError(
-                    str(path), f"row {number}", None, f"has {len(cells)} cells, the header has {len(header)}"
-                )
-            row = {}
-            for column, cell in zip(header, cells):
-                if cell == "" and column not in ("chosen", "rejected"):
-                    row[column] = None  # CSV has no null; an empty cell is the closest thing
-                elif column in CONVERSATION_FIELDS:
-                    row[column] = _maybe_json_conversation(cell)
-                else:
-                    row[column] = cell
-            yield f"row {number}", row
-
-
-def _maybe_json_conversation(cell: str) -> Any:
-    """A CSV cell holding a JSON list of message objects is a conversation; anything else is text."""
-    if not cell.lstrip().startswith("["):
-        return cell
-    try:
-        value = json.loads(cell)
-    except json.JSONDecodeError:
-        return cell
-    if isinstance(value, list) and value and all(isinstance(m, dict) for m in value):
-        return value
-    return cell
-
-
-def _hub_rows(name: str, split: str) -> Iterator[tuple[Location, Any]]:
-    import datasets
-
-    try:
-        dataset = datasets.load_dataset(name, split=split)
-    except Exception as err:  # offline, unknown name, missing split: all mean "cannot read this"
-        raise PreferenceDataError(
-            name,
-            None,
-            None,
-            "no such file, and it could not be loaded as a Hugging Face hub dataset "
-            f"(split '{split}'): {type(err).__name__}: {err}",
-        ) from None
-    for number, row in enumerate(dataset, start=1):
-        yield f"row {number}", row
+    def why_empty(self) -> str:
+        total = sum(self.counts.values())
+        return f" ({total} rows were skipped)" if total else ""
 
 
 # --------------------------------------------------------------------------------------------
@@ -306,7 +253,7 @@ _HH_ROLES = {"Human": "user", "Assistant": "assistant"}
 
 
 class _RowError(Exception):
-    """A problem in one field; ``parse_row`` turns it into a PreferenceDataError with the location."""
+    """A problem in one field of one row; the caller adds the location (and the bad-rows policy decides)."""
 
     def __init__(self, field: str | None, reason: str):
         super().__init__(reason)
@@ -328,10 +275,7 @@ def _parse_row(row: Any, path: str, where: Location) -> PreferencePair:
         if row.get(name) is None:
             raise _RowError(name, "missing" if name not in row else "missing (null)")
 
-    prompt, chosen, rejected = _split_prompt(row)
-    for name, text in (("chosen", chosen), ("rejected", rejected)):
-        if not text.strip():
-            raise _RowError(name, "empty response")
+    prompt, chosen, rejected = _split_prompt(row)  # an empty response stays: it is scored like any other
 
     prompt_id_column = next((c for c in PROMPT_ID_COLUMNS if row.get(c) not in (None, "")), None)
     prompt_id = str(row[prompt_id_column]) if prompt_id_column else prompt_hash(prompt)
@@ -360,35 +304,48 @@ class ResponseRow:
 
 def is_response_data(source: str | os.PathLike) -> bool:
     """Whether a file holds single responses (a ``response`` column) rather than preference pairs."""
-    for _, row in _read_rows(os.fspath(source), 0, 0, "train"):
+    for _, row in read_rows(os.fspath(source), 0, 0, "train"):
         return isinstance(row, dict) and "response" in row and "chosen" not in row
     return False
 
 
 def load_responses(source: str | os.PathLike) -> list[ResponseRow]:
-    """Rows of ``prompt`` (text, conversation or absent) + ``response`` (text); other columns go to meta.
+    """Rows of ``prompt`` (text, conversation or absent) + ``response`` (text, possibly empty); other columns
+    go to meta.
 
     Raises:
-        PreferenceDataError: naming the file, line (or row) and field of the first bad row.
+        BadRowsError: naming every bad row (the first ten, then the count), after reading the whole file.
     """
     name = os.fspath(source)
-    rows = []
-    for where, row in _read_rows(name, 0, 0, "train"):
-        if not isinstance(row, dict):
-            raise PreferenceDataError(name, where, None, f"expected a JSON object with 'response', got {_kind(row)}")
-        response = row.get("response")
-        if not isinstance(response, str) or not response.strip():
-            reason = "missing" if response is None else "empty response" if isinstance(response, str) \
-                else f"expected text, got {_kind(response)}"
-            raise PreferenceDataError(name, where, "response", reason)
-        try:  # the pair parser reads the prompt in every accepted layout
-            prompt, text, _ = _split_prompt({"prompt": row.get("prompt", ""), "chosen": response, "rejected": response})
+    rows, log = [], _LeftOut(name, "error", None)
+    for where, row in read_rows(name, 0, 0, "train"):
+        try:
+            if isinstance(row, BadRow):
+                raise _RowError(None, row.reason)
+            rows.append(_response_row(row, f"{name}:{where}"))
         except _RowError as err:
-            raise PreferenceDataError(name, where, "response" if err.field in ("chosen", "rejected") else err.field,
-                                      err.reason) from None
-        meta = {k: _jsonable(v) for k, v in row.items() if k not in ("prompt", "response")}
-        rows.append(ResponseRow(prompt, text, meta, f"{name}:{where}"))
+            log.bad(where, err.field, err.reason, row)
+    if log.failing:
+        raise BadRowsError(name, log.first_bad, log.counts["bad"], "")
     return rows
+
+
+def _response_row(row: Any, origin: str) -> ResponseRow:
+    if not isinstance(row, dict):
+        raise _RowError(None, f"expected a JSON object with 'response', got {_kind(row)}")
+    response = row.get("response")
+    if not isinstance(response, str):
+        raise _RowError("response", "missing" if response is None else f"expected text, got {_kind(response)}")
+    prompt = row.get("prompt")
+    try:  # the pair parser reads the prompt in every accepted layout
+        prompt, text, _ = _split_prompt({"prompt": "" if prompt is None else prompt, "chosen": response,
+                                         "rejected": response})
+    except _RowError as err:
+        raise _RowError("response" if err.field in ("chosen", "rejected") else err.field, err.reason) from None
+    except RecursionError:
+        raise _RowError("prompt", "nested too deeply to read") from None
+    meta = {k: _jsonable(v) for k, v in row.items() if k not in ("prompt", "response")}
+    return ResponseRow(prompt, text, meta, origin)
 
 
 def _split_prompt(row: dict) -> tuple[list[Message], str, str]:
@@ -428,26 +385,35 @@ def _split_prompt(row: dict) -> tuple[list[Message], str, str]:
 
 
 def _split_conversations(chosen: list[Message], rejected: list[Message]) -> tuple[list[Message], str, str]:
-    """Shared turns are the prompt; what is left of each must be one assistant turn.
+    """The prompt is the longest run of leading turns both sides share; what is left of each side must be
+    exactly one assistant turn, the response.
 
-    This is trl's ``extract_prompt`` (longest shared run of turns) restricted to valid pairs; it is
-    written out because importing ``trl.data_utils`` pulls in torch and transformers (~4 s), too
-    much for reading a JSON file. tests/test_preference.py checks the two agree.
+    This is trl's ``extract_prompt`` restricted to pairs of single responses (trl keeps whatever is
+    left, several turns too; a pair here compares two responses to one conversation). It is written
+    out because importing ``trl.data_utils`` pulls in torch and transformers (~4 s), too much for
+    reading a JSON file. tests/test_preference.py checks the two agree.
     """
     for name, conversation in (("chosen", chosen), ("rejected", rejected)):
         role = conversation[-1]["role"]
         if role != "assistant":
             raise _RowError(name, f"the final turn is from '{role}', expected 'assistant'")
-    if chosen[:-1] != rejected[:-1]:
-        shared = 0
-        while shared < min(len(chosen), len(rejected)) - 1 and chosen[shared] == rejected[shared]:
-            shared += 1
+    if chosen == rejected:  # identical sides: a valid row, skipped as such by the caller
+        return chosen[:-1], chosen[-1]["content"], rejected[-1]["content"]
+    shared = 0
+    while shared < min(len(chosen), len(rejected)) and chosen[shared] == rejected[shared]:
+        shared += 1
+    sides = [("rejected", rejected[shared:], "chosen"), ("chosen", chosen[shared:], "rejected")]
+    # blame a side with extra turns before one with none left (the other side's extra turns took them)
+    wrong = [side for side in sides if len(side[1]) > 1] or [side for side in sides if len(side[1]) != 1]
+    if wrong:
+        name, left, other = wrong[0]
+        roles = ", ".join(m["role"] for m in left) or "none"
         raise _RowError(
-            "rejected",
-            f"differs from 'chosen' before the final assistant turn (at turn {shared + 1}; {len(chosen)} and "
-            f"{len(rejected)} turns); a pair must share everything but the final response",
+            name,
+            f"differs from '{other}' before the final assistant turn: after the {shared} turns they share "
+            f"(the prompt) it has {len(left)} turns ({roles}), not one final assistant turn",
         )
-    return chosen[:-1], chosen[-1]["content"], rejected[-1]["content"]
+    return chosen[:shared], chosen[-1]["content"], rejected[-1]["content"]
 
 
 def _split_plain_text(chosen: str, rejected: str) -> tuple[list[Message], str, str]:
@@ -519,12 +485,15 @@ def _margin(value: Any) -> float | None:
     if isinstance(value, bool):  # bool is an int in Python, but never a margin
         raise _RowError("margin", f"must be a number, got {_kind(value)}")
     if isinstance(value, (int, float)):
-        margin = float(value)
+        try:
+            margin = float(value)
+        except OverflowError:  # an integer past float's range (JSON integers have no bound)
+            raise _RowError("margin", "must be finite, got an integer too large for a float") from None
     elif isinstance(value, str):  # CSV cells are always text
         try:
             margin = float(value)
         except ValueError:
-            raise _RowError("margin", f"must be a number, got {value!r}") from None
+            raise _RowError("margin", f"must be a number, got {value[:40]!r}") from None
     else:
         raise _RowError("margin", f"must be a number, got {_kind(value)}")
     if not math.isfinite(margin):
@@ -616,17 +585,25 @@ def assign_splits(prompt_ids: Sequence[str], fractions: tuple[float, float, floa
 def data_fingerprint(source: str | os.PathLike, *, num_pairs: int, seed: int, hf_split: str = "train") -> str:
     """sha256 (hex) identifying the data ``load_preferences`` would read, for cache reuse.
 
-    A file: its bytes (streamed). ``builtin:planted``: its parameters and the generator's source
-    file, so editing the generator invalidates caches. A hub dataset: its name and split only (a
-    new revision on the hub is not noticed; pin one with a local file if that matters).
+    A file: its bytes (streamed; a gzip file's compressed bytes). A directory (``save_to_disk``): the
+    relative path, size and bytes of every file in it, in path order, and the split. ``builtin:planted``:
+    its parameters and the generator's source file, so editing the generator invalidates caches. A hub
+    dataset: its name and split only (a new revision on the hub is not noticed; pin one with a local
+    file if that matters).
     """
     name = os.fspath(source)
     digest = hashlib.sha256()
-    path = Path(name)
-    if not name.startswith(BUILTIN_PREFIX) and path.is_file():
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
+    if is_path_source(name):
+        path = Path(name)
+        for file in source_files(path):
+            if path.is_dir():  # which file, and where it ends, so moving bytes between files changes the digest
+                relative = file.relative_to(path).as_posix()
+                digest.update(f"{relative}\0{file.stat().st_size}\0".encode())
+            with open(file, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(chunk)
+        if path.is_dir():
+            digest.update(f"split\0{hf_split}".encode())
         return digest.hexdigest()
     if name.startswith(BUILTIN_PREFIX):
         params: dict[str, Any] = {"builtin": name, "num_pairs": num_pairs, "seed": seed}
@@ -637,4 +614,3 @@ def data_fingerprint(source: str | os.PathLike, *, num_pairs: int, seed: int, hf
         params = {"hub": name, "split": hf_split}
     digest.update(json.dumps(params, sort_keys=True).encode())
     return digest.hexdigest()
-
