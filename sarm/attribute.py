@@ -8,8 +8,8 @@ from pathlib import Path
 import lightning as L
 
 from sarm.callbacks.attribution import RewardAttribution
-from sarm.data.activations import PairActivationDataModule
-from sarm.data.cache import CacheSettings, cache_activations
+from sarm.data.activations import ActivationCache, PairActivationDataModule
+from sarm.data.cache import CacheSettings, cache_activations, read_manifest
 from sarm.errors import SarmInputError
 from sarm.reward.export import read_config
 from sarm.reward.sarm import SARM
@@ -17,7 +17,7 @@ from sarm.reward.sarm import SARM
 
 def attribute(
     sarm: str,
-    data: str = "builtin:planted",
+    data: str,
     num_pairs: int = 2000,
     seed: int = 0,
     split: str = "test",
@@ -27,6 +27,7 @@ def attribute(
     cache_dir: str | None = None,
     batch_size: int = 256,
     top: int = 10,
+    dtype: str | None = None,
 ) -> dict:
     """Attribute a trained SARM's rewards to its features over a preference dataset.
 
@@ -46,6 +47,8 @@ def attribute(
         cache_dir: activation cache directory (default: under ``$SARM_CACHE``, keyed by fingerprint).
         batch_size: pairs per batch.
         top: how many top features to print.
+        dtype: storage dtype of a new cache (bfloat16, float16, float32); default: that of the cache already
+            in ``cache_dir``, else bfloat16.
     """
     config = read_config(sarm)
     if config["kind"] != "sarm":
@@ -54,12 +57,20 @@ def attribute(
         raise SarmInputError(f"{sarm}: its backbone was fine-tuned (LoRA); attribution reads cached activations "
                              "of the original backbone, so it needs a head-only SARM")
     backbone = config["backbone"]
+    if dtype is None:  # whatever precision an existing cache was written in: it is the same data otherwise
+        existing = read_manifest(Path(cache_dir)) if cache_dir else None
+        dtype = existing["settings"].get("dtype", "bfloat16") if existing else "bfloat16"
     settings = CacheSettings(
         data=data, num_pairs=num_pairs, seed=seed, model=backbone["model"], layer=backbone["layer"],
-        max_length=backbone["max_length"], tokens="response",
+        max_length=backbone["max_length"], tokens="response", dtype=dtype,
         split_fractions=split_fractions, split_seed=split_seed,
     )
     directory = cache_activations(settings, output=cache_dir)
+    split_pairs = ActivationCache(directory).manifest["split_pairs"]
+    if (sum(split_pairs.values()) if split == "all" else split_pairs.get(split, 0)) == 0:
+        counts = ", ".join(f"{name} {count}" for name, count in split_pairs.items())
+        raise SarmInputError(f"{data}: the '{split}' split holds no pairs (split_fractions {list(split_fractions)} "
+                             f"gave {counts}); choose another split or other fractions")
     # The cache's Trainer sits in reference cycles (trainer, callbacks, module) that keep its whole
     # dataset alive until a full collection: collect it before the attribution pass allocates.
     gc.collect()

@@ -134,3 +134,31 @@ def test_sae_on_planted_data_reports_attribute_coverage(tmp_path, tiny_model_dir
     metrics = json.loads((tmp_path / "sae" / "metrics.json").read_text())
     assert 0 < metrics["val/coverage"] <= 1 and 0 < metrics["val/coverage_distractors"] <= 1
     assert 0 < metrics["val/cosine"] <= 1 and metrics["val/relative_bias"] > 0
+
+
+def test_attribution_reuses_a_float32_cache_and_gives_the_same_top_features(run, tmp_path):
+    f32 = tmp_path / "f32"
+    main(["cache", *run["cache_args"], "--dtype", "float32", "--output", str(f32)])
+    main(["attribute", "--sarm", str(run["root"] / "sarm"), "--data", str(run["data"]), "--cache_dir", str(f32),
+          "--split", "test", "--split_fractions", "[0.5, 0.25, 0.25]", "--output", str(tmp_path / "attribution")])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["attribution", "f32"]  # no second cache was written
+    ours = json.loads((tmp_path / "attribution" / "features.json").read_text())["features"]
+    bf16 = json.loads((run["root"] / "attribution" / "features.json").read_text())["features"]
+    assert [f["feature"] for f in ours[:3]] == [f["feature"] for f in bf16[:3]]
+
+
+def test_attribution_over_an_empty_split_is_refused_naming_the_split_counts(run, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["attribute", "--sarm", str(run["root"] / "sarm"), "--data", str(run["data"]), "--cache_dir",
+              str(tmp_path / "cache"), "--split", "test", "--split_fractions", "[1, 0, 0]",
+              "--output", str(tmp_path / "attribution")])
+    assert exit_info.value.code == 2
+    assert "the 'test' split holds no pairs (split_fractions [1.0, 0.0, 0.0] gave train 48, val 0, test 0)" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "attribution").exists()
+
+
+def test_cache_without_data_is_refused_rather_than_caching_the_builtin_set(tiny_model_dir, tmp_path):
+    out = subprocess.run([sys.executable, "-m", "sarm.cli", "cache", "--model", tiny_model_dir, "--output",
+                          str(tmp_path / "cache")], capture_output=True, text=True)
+    assert out.returncode == 2 and "data" in out.stderr and not (tmp_path / "cache").exists()

@@ -34,7 +34,7 @@ from sarm.steer import collect_pair_features, steering_effect
 
 def report(
     sarm: str,
-    data: list[str] = ("builtin:planted",),
+    data: list[str],
     num_pairs: int = 2000,
     seed: int = 0,
     split: str = "test",
@@ -49,6 +49,7 @@ def report(
     llm_model: str | None = None,
     steer_top: int = 5,
     batch_size: int = 256,
+    dtype: str | None = None,
 ) -> Path:
     """Build the HTML report of a trained SARM over one or two preference datasets.
 
@@ -69,6 +70,7 @@ def report(
         llm_model: model name at that endpoint.
         steer_top: how many top features are zeroed, one at a time, in the steering table.
         batch_size: pairs per batch.
+        dtype: storage dtype of new caches; default: that of an existing cache in ``cache_dirs``, else bfloat16.
     """
     data = list(data)
     if not 1 <= len(data) <= 2:
@@ -85,7 +87,8 @@ def report(
         attributed = attribute(sarm, data=source, num_pairs=num_pairs, seed=seed, split=split,
                                split_fractions=split_fractions, split_seed=split_seed,
                                output=str(output_dir / "attribution" / name),
-                               cache_dir=None if cache_dirs is None else cache_dirs[i], batch_size=batch_size, top=top)
+                               cache_dir=None if cache_dirs is None else cache_dirs[i], batch_size=batch_size, top=top,
+                               dtype=dtype)
         cache_dir = attributed["cache"]
         caches.append(cache_dir)
         datasets.append(_dataset(name, network, config, cache_dir, Path(attributed["output"]), split, top, steer_top,
