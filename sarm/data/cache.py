@@ -12,6 +12,7 @@ all its tokens) and of its last token, into safetensors shards of bounded size:
         last      [n_seq, d]    the last token's activation, where the reward head reads
         seq       [n_seq]       sequence ids of those rows
         truncated [n_seq]       whether the sequence was longer than max_length (cut from the left)
+    <dir>/skipped_rows.jsonl    (if any) every row of the data left out, with where it is and why
     <dir>/manifest.json         written last: settings, fingerprint, counts, shard list
 
 A directory is trusted only when its manifest exists and its fingerprint (data + settings) matches;
@@ -55,6 +56,7 @@ from sarm.io import atomic_path, save_tensors, write_json
 
 MANIFEST = "manifest.json"
 PAIRS = "pairs.jsonl"
+SKIPPED = "skipped_rows.jsonl"
 PARTIAL_MARK = ".sarm-partial"
 SPLITS = ("train", "val", "test")
 FORMAT_VERSION = 2
@@ -76,6 +78,8 @@ class CacheSettings:
         dtype: storage dtype of the activations.
         split_fractions: train/val/test fractions, assigned by prompt.
         split_seed: seed of the split.
+        bad_rows: a row that cannot be read stops the run (``error``: every bad row of the data is named
+            first) or is left out (``skip``); left-out rows are listed in the cache's ``skipped_rows.jsonl``.
     """
 
     data: str
@@ -88,6 +92,7 @@ class CacheSettings:
     dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     split_seed: int = 0
+    bad_rows: Literal["error", "skip"] = "error"
 
     def fingerprint(self) -> str:
         payload = asdict(self) | {
@@ -377,7 +382,9 @@ def _build(settings: CacheSettings, fingerprint: str, directory: Path, **run) ->
     """Cache into the build directory and rename it to ``directory`` once complete; on any failure (or a
     stop) the build directory goes, so nothing half-written is left for a later run to trust."""
     # Read and validate all the data before anything is written.
-    texts = PackedTexts(iter_preferences(settings.data, num_pairs=settings.num_pairs, seed=settings.seed))
+    skipped: list[dict] = []
+    texts = PackedTexts(iter_preferences(settings.data, num_pairs=settings.num_pairs, seed=settings.seed,
+                                         bad_rows=settings.bad_rows, skipped=skipped))
     pair_splits = assign_splits(texts.prompt_ids, settings.split_fractions, settings.split_seed)
     build_dir = partial_directory(directory)
     first = _first_process()
@@ -387,10 +394,14 @@ def _build(settings: CacheSettings, fingerprint: str, directory: Path, **run) ->
             with atomic_path(build_dir / PAIRS) as tmp, open(tmp, "w") as f:  # line by line: no second copy
                 for i in range(len(texts)):
                     f.write(json.dumps({"index": i, "split": pair_splits[i], **texts[i]}) + "\n")
+            if skipped:
+                with atomic_path(build_dir / SKIPPED) as tmp, open(tmp, "w") as f:
+                    f.writelines(json.dumps(row) + "\n" for row in skipped)
         manifest = _encode(settings, texts, pair_splits, build_dir, **run)
         if manifest is None:  # a DDP rank other than 0: its shards are written, rank 0 finishes
             return directory
         manifest["fingerprint"] = fingerprint
+        manifest["skipped_rows"] = len(skipped)
         write_json(build_dir / MANIFEST, manifest)  # last: its presence marks the cache complete
         (build_dir / PARTIAL_MARK).unlink()
         os.rename(build_dir, directory)  # atomic; onto an absent or empty directory only (read_manifest checked)
@@ -442,6 +453,9 @@ def _say_cached(settings: CacheSettings, directory: Path, manifest: dict) -> Non
         f"({settings.model}, layer {manifest['layer']}) in {directory}",
         flush=True,
     )
+    if manifest.get("skipped_rows"):
+        print(f"sarm: {manifest['skipped_rows']:,} rows of {settings.data} were left out, each listed with its "
+              f"reason in {directory / SKIPPED}", file=sys.stderr, flush=True)
     if manifest["truncated_sequences"]:
         # Kept, not skipped: the response's end (where the reward is read) survives a left cut.
         print(f"sarm: {manifest['truncated_sequences']:,} of {manifest['num_sequences']:,} sequences were longer "
