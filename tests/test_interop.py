@@ -141,7 +141,7 @@ def test_jumprelu_with_one_shared_threshold_is_a_batchtopk_sae(tmp_path):
 def test_jumprelu_with_per_latent_thresholds_is_refused(tmp_path):
     w = random_weights()
     directory = write_saelens(tmp_path / "sae", {**w, "threshold": torch.rand(D_SAE)}, architecture="jumprelu", k=K)
-    with pytest.raises(SarmInputError, match=r"sae_weights\.safetensors: tensor 'threshold': per-latent"):
+    with pytest.raises(SarmInputError, match=r"sae_weights\.safetensors: field 'threshold': per-latent"):
         load_saelens(directory)
 
 
@@ -184,11 +184,26 @@ def test_unknown_architecture_names_cfg_json_and_the_field(tmp_path):
 def test_wrong_shape_and_unknown_tensor_name_the_weights_file(tmp_path):
     w = random_weights()
     directory = write_saelens(tmp_path / "a", {**w, "W_enc": w["W_enc"].T}, architecture="standard")
-    with pytest.raises(SarmInputError, match=r"sae_weights\.safetensors: tensor 'W_enc': shape \(40, 10\)"):
+    with pytest.raises(SarmInputError,
+                       match=r"sae_weights\.safetensors: field 'W_enc': shape \[40, 10\], expected \[10, 40\]"):
         load_saelens(directory)
     directory = write_saelens(tmp_path / "b", {**w, "b_gate": torch.zeros(D_SAE)}, architecture="standard")
-    with pytest.raises(SarmInputError, match=r"sae_weights\.safetensors: tensor 'b_gate'"):
+    with pytest.raises(SarmInputError, match=r"sae_weights\.safetensors: field 'b_gate'"):
         load_saelens(directory)
+
+
+def test_non_finite_weights_and_mistyped_fields_are_named(tmp_path):
+    w = random_weights()
+    w["W_dec"][3, :2] = torch.tensor([float("nan"), float("inf")])
+    directory = write_saelens(tmp_path / "nan", w, architecture="standard")
+    with pytest.raises(SarmInputError, match=r"sae_weights\.safetensors: field 'W_dec': holds 2 non-finite values"):
+        load_saelens(directory)
+    directory = write_saelens(tmp_path / "str", random_weights(), architecture="topk", k="4")
+    with pytest.raises(SarmInputError, match=r"cfg\.json: field 'k': expected an integer in 1\.\.40, got '4'"):
+        load_saelens(directory)
+    write_sparsify(tmp_path / "sparsify", expansion_factor="4")
+    with pytest.raises(SarmInputError, match=r"cfg\.json: field 'expansion_factor': expected a positive integer"):
+        load_sparsify(tmp_path / "sparsify")
 
 
 def test_missing_field_is_named(tmp_path):

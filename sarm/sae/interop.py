@@ -2,8 +2,9 @@
 
 Every loader returns a sarm ``SparseAutoencoder`` (in eval mode) whose outputs equal the other
 library's inference formulas exactly; anything that cannot be represented exactly is refused with a
-``SarmInputError`` naming the file and the field. All folds are computed in float64, weights end in
-float32.
+``SarmInputError`` naming the file and the field, as is a file that is corrupt: not JSON, not
+safetensors, a field of the wrong type or out of range, a tensor missing, mis-shaped or holding a NaN
+or inf (``sarm.files``). All folds are computed in float64, weights end in float32.
 
 SAELens (``cfg.json`` + ``sae_weights.safetensors``; ``SAE.save_model`` / ``load_from_disk``,
 checked against ``sae_lens/saes/{sae,standard_sae,topk_sae,batchtopk_sae,jumprelu_sae}.py`` and
@@ -53,15 +54,12 @@ checked against ``sparsify/{sparse_coder,config,fused_encoder}.py``):
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
 from sarm.errors import SarmInputError
+from sarm.files import Fields, Tensors, read_json_object, read_tensors
 from sarm.sae.base import SparseAutoencoder
 from sarm.sae.relu import ReLUSAE
 from sarm.sae.topk import BatchTopKSAE, TopKSAE
@@ -87,7 +85,7 @@ def detect_layout(directory: str | Path) -> str:
     directory = Path(directory)
     cfg_path = directory / CFG
     if cfg_path.is_file() and (directory / SAELENS_WEIGHTS).is_file():
-        return "sarm" if "input_norm" in _read_cfg(cfg_path) else "saelens"
+        return "sarm" if "input_norm" in read_json_object(cfg_path) else "saelens"
     if cfg_path.is_file() and (directory / SPARSIFY_WEIGHTS).is_file():
         return "sparsify"
     hookpoints = sorted(p.parent.name for p in directory.glob(f"*/{SPARSIFY_WEIGHTS}")) if directory.is_dir() else []
@@ -112,20 +110,17 @@ def load_saelens(directory: str | Path, *, k: int | None = None,
     """
     directory = Path(directory)
     cfg_path, weights_path = directory / CFG, directory / SAELENS_WEIGHTS
-    cfg = _read_cfg(cfg_path)
-    weights = _read_weights(weights_path)
+    fields = Fields(read_json_object(cfg_path), cfg_path)
+    cfg, field_error = fields.data, fields.error
+    weights = read_tensors(weights_path)
 
-    def field_error(name: str, reason: str) -> SarmInputError:
-        return SarmInputError(f"{cfg_path}: field '{name}': {reason}")
-
-    d_in, d_sae = _positive_int(cfg, "d_in", cfg_path), _positive_int(cfg, "d_sae", cfg_path)
-    unknown = sorted(set(weights) - {"W_enc", "b_enc", "W_dec", "b_dec"} - set(_SAELENS_EXTRA_KEYS))
-    if unknown:
-        raise SarmInputError(f"{weights_path}: tensor '{unknown[0]}': not part of any SAE architecture sarm reads")
-    W_enc = _tensor(weights, "W_enc", (d_in, d_sae), weights_path)
-    b_enc = _tensor(weights, "b_enc", (d_sae,), weights_path)
-    W_dec = _tensor(weights, "W_dec", (d_sae, d_in), weights_path)
-    b_dec = _tensor(weights, "b_dec", (d_in,), weights_path)
+    d_in, d_sae = fields.integer("d_in", low=1), fields.integer("d_sae", low=1)
+    weights.refuse_unknown({"W_enc", "b_enc", "W_dec", "b_dec", *_SAELENS_EXTRA_KEYS},
+                           "not part of any SAE architecture sarm reads")
+    W_enc = _tensor(weights, "W_enc", (d_in, d_sae))
+    b_enc = _tensor(weights, "b_enc", (d_sae,))
+    W_dec = _tensor(weights, "W_dec", (d_sae, d_in))
+    b_dec = _tensor(weights, "b_dec", (d_in,))
 
     architecture = cfg.get("architecture", "standard")
     activation_fn = cfg.get("activation_fn", cfg.get("activation_fn_str", "relu"))
@@ -141,7 +136,8 @@ def load_saelens(directory: str | Path, *, k: int | None = None,
     if input_norm not in ("none", "standardize"):
         raise field_error("input_norm", f"{input_norm!r}: expected 'standardize' or 'none'")
     normalize = cfg.get("normalize_activations", "none")
-    normalize = {None: "none", False: "none", True: "expected_average_only_in"}.get(normalize, normalize)
+    if normalize in (None, False, True):  # SAELens < 3 wrote a flag
+        normalize = "expected_average_only_in" if normalize else "none"
     if normalize == "expected_average_only_in":
         if activation_scale is None:
             raise field_error("normalize_activations", "'expected_average_only_in' needs the dataset scaling "
@@ -153,10 +149,10 @@ def load_saelens(directory: str | Path, *, k: int | None = None,
     # --- fold everything into the plain form (x - b_dec) @ W_enc + b_enc, f @ W_dec + b_dec
     scale_key = next((key for key in ("finetuning_scaling_factor", "scaling_factor") if key in weights), None)
     if scale_key is not None:
-        W_dec = W_dec * _tensor(weights, scale_key, (d_sae,), weights_path)[:, None]
-    if not cfg.get("apply_b_dec_to_input", True):
+        W_dec = W_dec * _tensor(weights, scale_key, (d_sae,))[:, None]
+    if not fields.boolean("apply_b_dec_to_input", True, nullable=True):  # null: false, as sarm always read it
         b_enc = b_enc + b_dec @ W_enc
-    if architecture in ("topk", "batchtopk") and cfg.get("rescale_acts_by_decoder_norm", False):
+    if architecture in ("topk", "batchtopk") and fields.boolean("rescale_acts_by_decoder_norm", False, nullable=True):
         norms = W_dec.norm(dim=1)
         W_enc, b_enc, W_dec = W_enc * norms, b_enc * norms, W_dec / norms[:, None]
     if normalize == "expected_average_only_in":
@@ -165,56 +161,60 @@ def load_saelens(directory: str | Path, *, k: int | None = None,
     if architecture in ("standard", "relu"):
         sae: SparseAutoencoder = ReLUSAE(d_in, d_sae, input_norm)
     elif architecture == "topk":
-        sae = TopKSAE(d_in, d_sae, _saelens_k(cfg, cfg_path, d_sae), input_norm)
+        sae = TopKSAE(d_in, d_sae, _saelens_k(fields, d_sae), input_norm)
     else:
         if architecture == "batchtopk":
-            budget = _saelens_k(cfg, cfg_path, d_sae)
+            budget = _saelens_k(fields, d_sae)
+        elif "k" in cfg:
+            budget = fields.integer("k", low=1, high=d_sae, integral_floats=True)
+        elif k is not None:
+            budget = Fields({"k": k}, cfg_path).integer("k", low=1, high=d_sae)
         else:
-            budget = cfg.get("k", k)
-            if budget is None:
-                raise field_error("k", "missing: a 'jumprelu' file does not store the TopK budget that sarm's "
-                                  "BatchTopK SAE needs for training; pass k=")
-            budget = _as_int(budget, "k", cfg_path, d_sae)
+            raise field_error("k", "missing: a 'jumprelu' file does not store the TopK budget that sarm's "
+                              "BatchTopK SAE needs for training; pass k=")
         sae = BatchTopKSAE(d_in, d_sae, budget, input_norm)
-        sae.threshold.fill_(_uniform_threshold(cfg, weights, weights_path, architecture))
+        sae.threshold.fill_(_uniform_threshold(fields, weights, architecture))
 
     with torch.no_grad():
         for name, value in (("W_enc", W_enc), ("b_enc", b_enc), ("W_dec", W_dec), ("b_dec", b_dec)):
             getattr(sae, name).copy_(value)
         if "latent_mask" in weights:
-            sae.latent_mask.copy_(_tensor(weights, "latent_mask", (d_sae,), weights_path).bool())
+            sae.latent_mask.copy_(weights.get("latent_mask", (d_sae,), kind="mask").bool())
     return sae.eval()
 
 
-def _saelens_k(cfg: dict, cfg_path: Path, d_sae: int) -> int:
-    if "k" in cfg:
-        return _as_int(cfg["k"], "k", cfg_path, d_sae)
-    kwargs = cfg.get("activation_fn_kwargs") or {}
-    if "k" in kwargs:
-        return _as_int(kwargs["k"], "activation_fn_kwargs.k", cfg_path, d_sae)
-    raise SarmInputError(f"{cfg_path}: field 'k': missing (also no 'activation_fn_kwargs.k')")
+def _saelens_k(fields: Fields, d_sae: int) -> int:
+    """k in 1..d_sae; SAELens's BatchTopK allows a float k, accepted when integral."""
+    if "k" in fields:
+        return fields.integer("k", low=1, high=d_sae, integral_floats=True)
+    if fields.data.get("activation_fn_kwargs") is not None:  # absent or null: no kwargs
+        kwargs = fields.section("activation_fn_kwargs")
+        if "k" in kwargs:
+            return kwargs.integer("k", low=1, high=d_sae, integral_floats=True)
+    raise fields.error("k", "missing (also no 'activation_fn_kwargs.k')")
 
 
-def _uniform_threshold(cfg: dict, weights: dict, weights_path: Path, architecture: str) -> float:
+def _uniform_threshold(fields: Fields, weights: Tensors, architecture: str) -> float:
     """The one threshold every latent shares, as sarm's BatchTopK applies it (pre > θ, θ ≥ 0)."""
-    if architecture == "batchtopk" and "input_norm" in cfg:  # written by sarm: its own threshold, as is
+    if architecture == "batchtopk" and "input_norm" in fields:  # written by sarm: its own threshold, as is
         if "threshold" in weights:  # (negative means "not estimated yet": keep batch top-k at inference)
-            return float(weights["threshold"])
-        return float(cfg.get("threshold", -1.0))
+            return float(weights.get("threshold", (1,) if weights.tensors["threshold"].ndim else ()))
+        threshold = fields.number("threshold", default=-1.0, nullable=True)
+        return -1.0 if threshold is None else threshold
     if architecture == "batchtopk":
         if "topk_threshold" not in weights:
-            raise SarmInputError(f"{weights_path}: tensor 'topk_threshold': missing (a 'batchtopk' SAE needs it)")
-        key, threshold = "topk_threshold", weights["topk_threshold"].double().reshape(-1)
+            raise weights.error("topk_threshold", "missing (a 'batchtopk' SAE needs it)")
+        key, threshold = "topk_threshold", weights.get("topk_threshold").double().reshape(-1)
     elif "threshold" in weights:
-        key, threshold = "threshold", weights["threshold"].double().reshape(-1)
+        key, threshold = "threshold", weights.get("threshold").double().reshape(-1)
     elif "log_threshold" in weights:
-        key, threshold = "log_threshold", weights["log_threshold"].double().exp().reshape(-1)
+        key, threshold = "log_threshold", weights.get("log_threshold").double().exp().reshape(-1)
     else:
-        raise SarmInputError(f"{weights_path}: tensor 'threshold': missing (a 'jumprelu' SAE needs it)")
+        raise weights.error("threshold", "missing (a 'jumprelu' SAE needs it)")
     threshold = threshold.clamp_min(0)  # SAELens compares with relu(θ)
     if threshold.numel() == 0 or not torch.all(threshold == threshold[0]):
-        raise SarmInputError(f"{weights_path}: tensor '{key}': per-latent JumpReLU thresholds have no sarm "
-                             "equivalent (sarm's BatchTopK uses one threshold for all latents)")
+        raise weights.error(key, "per-latent JumpReLU thresholds have no sarm equivalent (sarm's BatchTopK uses "
+                            "one threshold for all latents)")
     return float(threshold[0])
 
 
@@ -227,8 +227,9 @@ def load_sparsify(directory: str | Path) -> TopKSAE:
     cfg_path, weights_path = directory / CFG, directory / SPARSIFY_WEIGHTS
     if not cfg_path.is_file() or not weights_path.is_file():
         detect_layout(directory)  # raises with a helpful message (e.g. "pick a hookpoint folder")
-    cfg = _read_cfg(cfg_path)
-    weights = _read_weights(weights_path)
+    fields = Fields(read_json_object(cfg_path), cfg_path)
+    cfg = fields.data
+    weights = read_tensors(weights_path)
 
     for flag, meaning in (("transcode", "a transcoder predicts another module's output"),
                           ("skip_connection", "a linear skip connection is not part of sarm's SAE"),
@@ -239,81 +240,31 @@ def load_sparsify(directory: str | Path) -> TopKSAE:
             raise SarmInputError(f"{cfg_path}: field '{flag}': true is not supported ({meaning})")
     if cfg.get("activation", "topk") != "topk":
         raise SarmInputError(f"{cfg_path}: field 'activation': {cfg['activation']!r} is not supported (only 'topk')")
-    unknown = sorted(set(weights) - {"encoder.weight", "encoder.bias", "W_dec", "b_dec"})
-    if unknown:
-        raise SarmInputError(f"{weights_path}: tensor '{unknown[0]}': not part of a plain TopK SAE")
+    weights.refuse_unknown({"encoder.weight", "encoder.bias", "W_dec", "b_dec"}, "not part of a plain TopK SAE")
 
-    encoder_weight = _tensor(weights, "encoder.weight", None, weights_path)
-    if encoder_weight.ndim != 2:
-        raise SarmInputError(f"{weights_path}: tensor 'encoder.weight': shape {tuple(encoder_weight.shape)}, "
-                             "expected [num_latents, d_in]")
+    encoder_weight = _tensor(weights, "encoder.weight", (None, None))  # [num_latents, d_in]
     n_latents, d_in = encoder_weight.shape
-    if "d_in" in cfg and cfg["d_in"] != d_in:
-        raise SarmInputError(f"{cfg_path}: field 'd_in': {cfg['d_in']} but encoder.weight is "
-                             f"{tuple(encoder_weight.shape)} in {weights_path}")
-    expected = cfg.get("num_latents") or (d_in * cfg["expansion_factor"] if "expansion_factor" in cfg else None)
+    if fields.integer("d_in", low=1, default=d_in) != d_in:
+        raise fields.error("d_in", f"{cfg['d_in']} but encoder.weight is {list(encoder_weight.shape)} "
+                           f"in {weights_path}")
+    num_latents = fields.integer("num_latents", low=0, default=0)
+    expansion = fields.integer("expansion_factor", low=1, default=None)
+    expected = num_latents or (d_in * expansion if expansion is not None else None)
     if expected is not None and expected != n_latents:
-        field = "num_latents" if cfg.get("num_latents") else "expansion_factor"
-        raise SarmInputError(f"{cfg_path}: field '{field}': gives {expected} latents but encoder.weight has "
-                             f"{n_latents} in {weights_path}")
-    if "k" not in cfg:
-        raise SarmInputError(f"{cfg_path}: field 'k': missing")
-    sae = TopKSAE(d_in, n_latents, _as_int(cfg["k"], "k", cfg_path, n_latents), input_norm="none")
+        raise fields.error("num_latents" if num_latents else "expansion_factor",
+                           f"gives {expected} latents but encoder.weight has {n_latents} in {weights_path}")
+    sae = TopKSAE(d_in, n_latents, fields.integer("k", low=1, high=n_latents, integral_floats=True), input_norm="none")
     with torch.no_grad():
         sae.W_enc.copy_(encoder_weight.T)
-        sae.b_enc.copy_(_tensor(weights, "encoder.bias", (n_latents,), weights_path))
-        sae.W_dec.copy_(_tensor(weights, "W_dec", (n_latents, d_in), weights_path))
-        sae.b_dec.copy_(_tensor(weights, "b_dec", (d_in,), weights_path))
+        sae.b_enc.copy_(_tensor(weights, "encoder.bias", (n_latents,)))
+        sae.W_dec.copy_(_tensor(weights, "W_dec", (n_latents, d_in)))
+        sae.b_dec.copy_(_tensor(weights, "b_dec", (d_in,)))
     return sae.eval()
 
 
 # ----------------------------------------------------------------------------- helpers
 
 
-def _read_cfg(path: Path) -> dict:
-    if not path.is_file():
-        raise SarmInputError(f"{path}: missing")
-    try:
-        cfg = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise SarmInputError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(cfg, dict):
-        raise SarmInputError(f"{path}: expected a JSON object")
-    return cfg
-
-
-def _read_weights(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise SarmInputError(f"{path}: missing")
-    try:
-        return load_file(path)
-    except (SafetensorError, OSError) as e:
-        raise SarmInputError(f"{path}: not a readable safetensors file ({e})") from None
-
-
-def _tensor(weights: dict, key: str, shape: tuple | None, path: Path) -> torch.Tensor:
-    if key not in weights:
-        raise SarmInputError(f"{path}: tensor '{key}': missing")
-    tensor = weights[key]
-    if shape is not None and tuple(tensor.shape) != shape:
-        raise SarmInputError(f"{path}: tensor '{key}': shape {tuple(tensor.shape)}, expected {shape}")
-    return tensor if tensor.dtype == torch.bool else tensor.double()
-
-
-def _positive_int(cfg: dict, field: str, path: Path) -> int:
-    if field not in cfg:
-        raise SarmInputError(f"{path}: field '{field}': missing")
-    value = cfg[field]
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise SarmInputError(f"{path}: field '{field}': {value!r} is not a positive integer")
-    return value
-
-
-def _as_int(value, field: str, path: Path, n_latents: int) -> int:
-    """k as an int in 1..n_latents; SAELens's BatchTopK allows a float k, accepted when integral."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or value != int(value):
-        raise SarmInputError(f"{path}: field '{field}': {value!r} is not an integer")
-    if not 0 < int(value) <= n_latents:
-        raise SarmInputError(f"{path}: field '{field}': {value} is not in 1..{n_latents}")
-    return int(value)
+def _tensor(weights: Tensors, key: str, shape: tuple) -> torch.Tensor:
+    """A present, finite, floating tensor of ``shape``, in float64 for the folds."""
+    return weights.get(key, shape).double()

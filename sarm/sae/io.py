@@ -1,16 +1,15 @@
 """Save and load SAEs.
 
 sarm writes the SAELens layout: ``cfg.json`` (with an ``architecture`` field) + ``sae_weights.safetensors``
-holding ``W_enc``, ``b_enc``, ``W_dec``, ``b_dec``. ``load_sae`` also reads SAEs written by SAELens
-and by EleutherAI's sparsify (``sarm.sae.interop``), so a SARM can sit on an SAE a user already has.
+holding ``W_enc``, ``b_enc``, ``W_dec``, ``b_dec``. ``load_sae`` reads it back with the SAELens reader
+(``sarm.sae.interop.load_saelens``), which checks every field and tensor (type, range, shape,
+finiteness) and names the one at fault; it also reads SAEs written by SAELens and by EleutherAI's
+sparsify, so a SARM can sit on an SAE a user already has.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-
-from safetensors.torch import load_file
 
 from sarm.errors import SarmInputError
 from sarm.io import save_tensors, write_json
@@ -46,21 +45,12 @@ def save_sae(sae: SparseAutoencoder, directory: str | Path, extra: dict | None =
 
 
 def load_sae(directory: str | Path) -> SparseAutoencoder:
-    """Load an SAE written by sarm, SAELens or sparsify (detected from the files present)."""
+    """Load an SAE written by sarm, SAELens or sparsify (detected from the files present).
+
+    sarm's own files are a case of the SAELens layout (its ``relu``/``topk``/``batchtopk``
+    architectures, its ``input_norm`` and BatchTopK ``threshold``), read by the same checked loader.
+    """
     directory = Path(directory)
-    layout = detect_layout(directory)
-    if layout == "saelens":
-        return load_saelens(directory)
-    if layout == "sparsify":
+    if detect_layout(directory) == "sparsify":
         return load_sparsify(directory)
-    cfg_path = directory / CFG
-    cfg = json.loads(cfg_path.read_text())
-    try:
-        sae = build_sae(cfg["architecture"], cfg["d_in"], cfg["d_sae"], cfg.get("k"), cfg.get("input_norm", "none"))
-    except KeyError as e:
-        raise SarmInputError(f"{cfg_path}: field '{e.args[0]}': missing") from None
-    weights = load_file(directory / WEIGHTS)
-    sae.load_state_dict({k: weights[k] for k in PARAMETERS}, strict=False)
-    if isinstance(sae, BatchTopKSAE) and cfg.get("threshold") is not None:
-        sae.threshold.fill_(cfg["threshold"])
-    return sae.eval()
+    return load_saelens(directory)
