@@ -4,14 +4,17 @@ an interrupted export leaves a directory that loaders refuse rather than misread
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import pytest
+import torch
 
 import sarm.reward.export as export
 import sarm.sae.io as sae_io
 from sarm.data.activations import ActivationCache
 from sarm.errors import SarmInputError
-from sarm.io import atomic_path, file_name, write_json
+from sarm.io import atomic_path, file_name, save_tensors, write_json, write_text
 from sarm.reward.export import load_network, save_reward_model
 from sarm.reward.network import SARMNetwork
 from sarm.sae import TopKSAE, load_sae, save_sae
@@ -28,6 +31,30 @@ def test_an_interrupted_write_keeps_the_old_file_and_leaves_no_temporary(tmp_pat
             raise KeyboardInterrupt  # ...when the run is stopped
     assert json.loads(path.read_text()) == {"version": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["table.json"]
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_written_files_get_the_usual_mode_under_the_umask(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        write_json(tmp_path / "a.json", {"a": 1})
+        write_text(tmp_path / "b.txt", "b")
+        save_tensors(tmp_path / "c.safetensors", {"c": torch.zeros(2)})
+        save_sae(TopKSAE(8, 16, 4), tmp_path / "sae")
+    finally:
+        os.umask(old)
+    written = ["a.json", "b.txt", "c.safetensors", "sae/cfg.json", "sae/sae_weights.safetensors"]
+    assert {name: oct(stat.S_IMODE((tmp_path / name).stat().st_mode)) for name in written} == \
+        {name: oct(mode) for name in written}
+
+
+def test_json_is_written_strict_with_null_for_non_finite_numbers(tmp_path):
+    def refuse(constant):
+        raise ValueError(constant)
+
+    write_json(tmp_path / "m.json", {"loss": float("nan"), "range": [float("-inf"), 1.5, float("inf")], "n": 3})
+    assert json.loads((tmp_path / "m.json").read_text(), parse_constant=refuse) == \
+        {"loss": None, "range": [None, 1.5, None], "n": 3}
 
 
 def _interrupt_on(monkeypatch, module, function: str, suffix: str):
