@@ -8,15 +8,22 @@ responses (``prompt`` + ``response``). Output: JSON Lines, one row per input row
 
 where a pair's ``top_features`` split its margin: contribution_i = w_i · (z_chosen,i − z_rejected,i).
 Columns such as ``id`` are copied through. The output file is written atomically.
+
+The output is strict JSON. A model whose files hold a NaN or inf is refused when it is loaded; a
+reward that still comes out non-finite (an overflow, a backbone that produces inf) is written as
+``null``, as is everything computed from it (its pair's ``margin`` and ``chosen_wins``, normalized
+rewards, contributions), and stderr says how many: ``sarm: N of M rewards were not finite (written
+as null)``. The run still succeeds: the other rows are good.
 """
 
 from __future__ import annotations
 
-import json
+import math
+import sys
 from pathlib import Path
 
 from sarm.data.preference import is_response_data, load_preferences, load_responses
-from sarm.io import atomic_path
+from sarm.io import atomic_path, json_text
 from sarm.reward.inference import RewardModel
 
 
@@ -43,12 +50,13 @@ def score(
         copy_columns: input columns copied to each output row when present.
     """
     reward_model = RewardModel.load(model, device=device)
-    records = []
+    records, rewards = [], []
     if is_response_data(data):
         rows = load_responses(data)
         scores = reward_model.score([r.prompt for r in rows], [r.response for r in rows], batch_size)
         for i, row in enumerate(rows):
             record = {"row": i, "reward": float(scores.rewards[i])}
+            rewards.append(record["reward"])
             if normalize:
                 record["reward_normalized"] = float(reward_model.normalize(scores.rewards[i]))
             records.append((row.meta, record, scores.features[i]))
@@ -59,7 +67,10 @@ def score(
         rejected = reward_model.score(prompts, [p.rejected for p in pairs], batch_size)
         for i, pair in enumerate(pairs):
             c, r = float(chosen.rewards[i]), float(rejected.rewards[i])
-            record = {"row": i, "chosen_reward": c, "rejected_reward": r, "margin": c - r, "chosen_wins": c > r}
+            rewards += [c, r]
+            finite = math.isfinite(c) and math.isfinite(r)  # else no margin, no winner
+            record = {"row": i, "chosen_reward": c, "rejected_reward": r, "margin": c - r if finite else None,
+                      "chosen_wins": c > r if finite else None}
             if normalize:
                 record["chosen_reward_normalized"] = float(reward_model.normalize(chosen.rewards[i]))
                 record["rejected_reward_normalized"] = float(reward_model.normalize(rejected.rewards[i]))
@@ -70,6 +81,10 @@ def score(
             if top_features:
                 record["top_features"] = [{"feature": i, "contribution": c}
                                           for i, c in reward_model.top_features(z, top_features)]
-            f.write(json.dumps(record) + "\n")
+            f.write(json_text(record) + "\n")  # non-finite numbers become null
+    not_finite = sum(not math.isfinite(r) for r in rewards)
+    if not_finite:
+        print(f"sarm: {not_finite} of {len(rewards)} rewards were not finite (written as null)", file=sys.stderr,
+              flush=True)
     print(f"sarm: {len(records)} rows scored -> {output}", flush=True)
     return Path(output)

@@ -16,6 +16,10 @@ same SAE loaded from a sarm, SAELens or sparsify directory, or held in memory, h
 The default file is ``cache_root() / "explanations" / f"{sae_key}.json"``. Writes are atomic
 (``sarm.io.write_json``) and re-read the file first, so explanations that another process put in
 meanwhile are kept (last writer wins per entry; there is no lock).
+
+Reading checks the whole file (``sarm.files``): the version, every entry's ``text`` and ``method``
+(strings), ``evidence`` (a list) and ``detection`` (a number in 0..1 or null); a hand-edited or
+corrupt store is refused with the field named (``explanations.<sae_key>.<feature>.<method>.text``).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import torch
 
 from sarm.backbone import cache_root
 from sarm.errors import SarmInputError
+from sarm.files import Fields, read_json_object
 from sarm.io import write_json
 
 STORE_VERSION = 1
@@ -70,6 +75,25 @@ def default_store_path(sae_key: str) -> Path:
     return cache_root() / "explanations" / f"{sae_key}.json"
 
 
+def check_store(store: Fields) -> None:
+    """Every field of an explanation store that ``get`` and ``put`` read, of the right type."""
+    store.integer("version", low=1, high=STORE_VERSION)
+    explanations = store.section("explanations")
+    for sae_key in explanations.keys():
+        features = explanations.section(sae_key)
+        for feature in features.keys():
+            if not feature.isdigit():
+                raise features.error(feature, "expected a feature number as the key")
+            methods = features.section(feature)
+            for method in methods.keys():
+                entry = methods.section(method)
+                entry.text("text")
+                entry.text("method")
+                if not isinstance(entry.data.get("evidence") or [], list):  # null: none
+                    raise entry.error("evidence", f"expected a list, got {type(entry.data['evidence']).__name__}")
+                entry.number("detection", low=0.0, high=1.0, default=None, nullable=True)
+
+
 class ExplanationStore:
     """A JSON file of explanations keyed by (sae_key, feature, method)."""
 
@@ -80,11 +104,10 @@ class ExplanationStore:
         if not self.path.is_file():
             return {"version": STORE_VERSION, "explanations": {}}
         try:
-            data = json.loads(self.path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise SarmInputError(f"{self.path}: not a readable explanation store ({e}); delete it to start over") from None
-        if not isinstance(data, dict) or not isinstance(data.get("explanations"), dict):
-            raise SarmInputError(f"{self.path}: not an explanation store (no 'explanations' object)")
+            data = read_json_object(self.path)
+        except SarmInputError as e:
+            raise SarmInputError(f"{e}; delete it to start over") from None
+        check_store(Fields(data, self.path))
         return data
 
     def get(self, sae_key: str, feature: int, method: str) -> Explanation | None:

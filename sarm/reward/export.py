@@ -10,22 +10,25 @@
 
 A frozen backbone is referenced by id/path, not copied. ``sarm.json`` is written last: a directory
 holding it is complete.
+
+Loading checks every part (``sarm.files``): each ``sarm.json`` field's type and range, the head's
+presence, shape and finiteness, the SAE's files; a part at fault is named in one error, e.g.
+``<dir>/sarm.json: field 'reward_norm.std': expected a finite number > 0, got 0.0``.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
-from safetensors.torch import load_file
-
 from sarm.errors import SarmInputError
+from sarm.files import Fields, read_json_object, read_tensors
 from sarm.io import save_tensors, write_json
 from sarm.reward.network import DenseNetwork, RewardNetwork, SARMNetwork
 from sarm.sae.io import load_sae, save_sae
 
 CONFIG, HEAD, SAE_DIR, ADAPTER_DIR, BACKBONE_DIR = "sarm.json", "head.safetensors", "sae", "adapter", "backbone"
+INCOMPLETE = "an incomplete export?"
 
 
 def save_reward_model(directory: str | Path, network: RewardNetwork, backbone_settings: dict, backbone=None, *,
@@ -62,17 +65,33 @@ def save_reward_model(directory: str | Path, network: RewardNetwork, backbone_se
 
 
 def read_config(directory: str | Path) -> dict:
+    """``sarm.json`` of an exported model, every field it is read for checked (``check_config``)."""
     path = Path(directory) / CONFIG
     if not path.is_file():
         raise SarmInputError(f"{path}: no trained reward model here (expected {CONFIG} beside {HEAD})")
-    try:
-        config = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise SarmInputError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
-    for field in ("kind", "pooling", "backbone"):
-        if field not in config:
-            raise SarmInputError(f"{path}: field '{field}': missing")
+    config = read_json_object(path)
+    check_config(Fields(config, path))
     return config
+
+
+def check_config(config: Fields) -> None:
+    """The fields loaders and ``sarm score`` use, each of the right type and in range. Only ``metrics``,
+    ``mode`` and ``head_nonzero`` (written for people, read by nothing) go unchecked."""
+    kind = config.choice("kind", ("sarm", "dense"))
+    config.choice("pooling", ("last", "mean"))
+    config.choice("features", ("latents", "pre"), default="latents")
+    if kind == "dense":
+        config.integer("n_features", low=1)  # the head's width, which nothing else records
+    else:
+        config.integer("n_features", low=1, default=None)  # the SAE's width decides; checked by the head's shape
+    backbone = config.section("backbone")
+    backbone.text("model", default=None)
+    backbone.integer("layer", low=1, default=None)
+    backbone.integer("max_length", low=1, default=None, nullable=True)
+    backbone.choice("weights", ("reference", "adapter", "merged"), default="reference")
+    norm = config.section("reward_norm", {})
+    norm.number("mean", default=0.0)
+    norm.number("std", positive=True, default=1.0)  # rewards are divided by it
 
 
 def load_network(directory: str | Path) -> tuple[RewardNetwork, dict]:
@@ -80,14 +99,13 @@ def load_network(directory: str | Path) -> tuple[RewardNetwork, dict]:
     directory = Path(directory)
     config = read_config(directory)
     if config["kind"] == "sarm":
+        if not (directory / SAE_DIR).is_dir():
+            raise SarmInputError(f"{directory / SAE_DIR}: missing ({INCOMPLETE})")
         network = SARMNetwork(load_sae(directory / SAE_DIR), config["pooling"], config.get("features", "latents"))
-    elif config["kind"] == "dense":
-        network = DenseNetwork(config["n_features"], config["pooling"])
     else:
-        raise SarmInputError(f"{directory / CONFIG}: field 'kind': {config['kind']!r} is not 'sarm' or 'dense'")
-    weight = load_file(directory / HEAD)["weight"]
-    if weight.shape != network.head.weight.shape:
-        raise SarmInputError(f"{directory / HEAD}: head has {weight.numel()} weights, "
-                             f"the network has {network.head.weight.numel()} features")
+        network = DenseNetwork(config["n_features"], config["pooling"])
+    head = read_tensors(directory / HEAD, missing=INCOMPLETE)
+    weight = head.get("weight", tuple(network.head.weight.shape))  # as many weights as the network has features
+    head.refuse_unknown({"weight"}, "not part of a reward head (it holds only 'weight')")
     network.head.weight.data.copy_(weight)
     return network, config

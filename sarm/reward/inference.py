@@ -6,7 +6,9 @@
 
 The backbone is rebuilt from what ``sarm.json`` records: the original model id/path and layer when
 it was frozen, plus the saved LoRA adapters when it was trained with them, or the saved backbone
-with the adapters merged in.
+with the adapters merged in. Every file is checked as it is read (``sarm.reward.export``); the
+adapters must be finite too, and the network must read the backbone's width, so a corrupt export
+is refused with a named error before anything is scored.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from sarm.backbone import TruncatedBackbone, load_tokenizer
 from sarm.data.pairs import pad_sequences
 from sarm.data.preference import Message
 from sarm.data.render import render_response
-from sarm.reward.export import ADAPTER_DIR, BACKBONE_DIR, load_network
+from sarm.errors import SarmInputError
+from sarm.files import Fields, read_json_object, read_tensors
+from sarm.reward.export import ADAPTER_DIR, BACKBONE_DIR, CONFIG, INCOMPLETE, load_network
 
 
 @dataclass
@@ -43,18 +47,23 @@ class RewardModel(nn.Module):
     def load(cls, directory: str | Path, device: str | torch.device = "cpu", dtype: str = "float32") -> RewardModel:
         directory = Path(directory)
         network, config = load_network(directory)
-        settings = config["backbone"]
-        weights = settings.get("weights", "reference")
+        settings = Fields(config, directory / CONFIG).section("backbone")
+        model, layer = settings.text("model"), settings.integer("layer", low=1)  # scoring needs both
+        weights = settings.data.get("weights", "reference")
         if weights == "merged":  # the saved backbone holds exactly the trained layers
-            backbone = TruncatedBackbone(str(directory / BACKBONE_DIR), settings["layer"], dtype)
+            if not (directory / BACKBONE_DIR).is_dir():
+                raise SarmInputError(f"{directory / BACKBONE_DIR}: missing ({INCOMPLETE})")
+            backbone = TruncatedBackbone(str(directory / BACKBONE_DIR), layer, dtype)
         else:
-            backbone = TruncatedBackbone(settings["model"], settings["layer"], dtype)
+            backbone = TruncatedBackbone(model, layer, dtype)
             if weights == "adapter":
-                from peft import PeftModel
-
-                backbone.model = PeftModel.from_pretrained(backbone.model, directory / ADAPTER_DIR)
+                backbone.model = _load_adapters(backbone.model, directory / ADAPTER_DIR)
+        width = network.input_size()
+        if width != backbone.hidden_size:
+            raise SarmInputError(f"{directory}: the reward network reads hidden states of width {width}, "
+                                 f"its backbone ({model}, layer {layer}) has {backbone.hidden_size}")
         backbone.requires_grad_(False)
-        return cls(network, backbone, load_tokenizer(settings["model"]), config).to(device)
+        return cls(network, backbone, load_tokenizer(model), config).to(device)
 
     @property
     def device(self) -> torch.device:
@@ -86,7 +95,8 @@ class RewardModel(nn.Module):
         return Scores(out, torch.cat(features) if features else torch.zeros(0, width))
 
     def normalize(self, rewards: torch.Tensor) -> torch.Tensor:
-        """(r − mean) / std with the validation rewards' statistics stored at training time."""
+        """(r − mean) / std with the validation rewards' statistics stored at training time
+        (finite, std > 0: checked at load)."""
         norm = self.config.get("reward_norm", {"mean": 0.0, "std": 1.0})
         return (rewards - norm["mean"]) / norm["std"]
 
@@ -95,3 +105,20 @@ class RewardModel(nn.Module):
         contributions = self.network.head.contributions(z).detach()
         order = contributions.abs().topk(min(k, contributions.numel())).indices
         return [(int(i), float(contributions[i])) for i in order if contributions[i] != 0]
+
+
+def _load_adapters(model, adapter_dir: Path):
+    """``model`` with the LoRA adapters saved in ``adapter_dir``: their config must be a JSON object and
+    their weights finite (peft would load a NaN as it is), else a named error."""
+    from peft import PeftModel
+
+    read_json_object(adapter_dir / "adapter_config.json", missing=INCOMPLETE)
+    # sarm saves adapters with peft's default, safetensors; each tensor must be floating and finite.
+    weights = read_tensors(adapter_dir / "adapter_model.safetensors", missing=INCOMPLETE)
+    for name in weights:
+        weights.get(name)
+    try:
+        return PeftModel.from_pretrained(model, adapter_dir)
+    except (ValueError, RuntimeError, KeyError, TypeError) as e:  # a config or shape peft cannot apply
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SarmInputError(f"{adapter_dir}: LoRA adapters that do not fit the backbone ({reason})") from None
