@@ -133,6 +133,20 @@ def test_export_round_trip_restores_rewards(sae_dir, tmp_path, kind):
         torch.testing.assert_close(reloaded(h, mask), model(h, mask))
 
 
+def test_data_from_another_model_than_the_saes_is_refused_naming_both(sae_dir, tmp_path):
+    from sarm.errors import SarmInputError
+
+    model = SARM(sae=sae_dir)  # trained on layer 2 of 'm'
+    model.check_backbone({"model": "m", "layer": 2})
+    with pytest.raises(SarmInputError, match="the SAE was trained on 'm', the data comes from 'other/model'"):
+        model.check_backbone({"model": "other/model", "layer": 2})  # same width, same layer: still refused
+    local = tmp_path / "local-model"
+    local.mkdir()
+    on_local = SARM(sae=str(save_sae(TopKSAE(16, 64, 4), tmp_path / "sae2",
+                                     extra={"model_name": str(local), "hook_layer": 2})))
+    on_local.check_backbone({"model": str(tmp_path / "." / "local-model"), "layer": 2})  # one directory, two spellings
+
+
 def test_init_from_starts_a_model_from_an_exported_head_of_the_same_kind(sae_dir, tmp_path):
     trained = DenseRM(d_in=16)
     trained.head.weight.data.normal_()

@@ -11,14 +11,13 @@ reconstruction loss on the detached hidden states so that it stays a faithful di
 
 from __future__ import annotations
 
-import json
-import warnings
 from pathlib import Path
 from typing import Literal
 
 import torch
 
 from sarm.errors import SarmInputError
+from sarm.files import Fields, read_json_object
 from sarm.reward.export import CONFIG, load_network
 from sarm.reward.module import RewardModelModule
 from sarm.reward.network import SARMNetwork
@@ -54,8 +53,10 @@ class SARM(RewardModelModule):
                                    "hook_layer": config["backbone"].get("layer")}
         else:
             self.network = SARMNetwork(load_sae(path), self.hparams.pooling, features)
-            cfg = path / "cfg.json"
-            self.sae_provenance = json.loads(cfg.read_text()) if cfg.is_file() else {}
+            cfg = path / "cfg.json"  # present unless the SAE is sparsify's
+            fields = Fields(read_json_object(cfg) if cfg.is_file() else {}, cfg)
+            self.sae_provenance = {"model_name": fields.text("model_name", None, nullable=True),
+                                   "hook_layer": fields.integer("hook_layer", low=0, default=None, nullable=True)}
         self.init_head()
         joint = self.hparams.mode == "joint"
         self.sae.requires_grad_(joint)
@@ -73,12 +74,15 @@ class SARM(RewardModelModule):
         return self
 
     def check_backbone(self, settings: dict) -> None:
+        """Refuse data from another layer or another model than the SAE was trained on: the same width
+        does not make another model's hidden states readable by this SAE's features."""
         layer, model = self.sae_provenance.get("hook_layer"), self.sae_provenance.get("model_name")
         if layer is not None and settings.get("layer") is not None and int(layer) != int(settings["layer"]):
             raise SarmInputError(f"the SAE was trained on layer {layer} of {model}, "
                                  f"the data comes from layer {settings['layer']} of {settings.get('model')}")
-        if model and settings.get("model") and model != settings["model"]:
-            warnings.warn(f"the SAE was trained on '{model}', the data comes from '{settings['model']}'", stacklevel=2)
+        if model and settings.get("model") and not _same_model(model, settings["model"]):
+            raise SarmInputError(f"the SAE was trained on '{model}', the data comes from '{settings['model']}' "
+                                 f"(layer {settings.get('layer')}): train an SAE on this model's activations")
 
     def trainable_parameters(self) -> list[dict]:
         groups = super().trainable_parameters()
@@ -107,3 +111,9 @@ class SARM(RewardModelModule):
         if self.hparams.mode == "joint":
             self.sae.normalize_decoder()
 
+
+def _same_model(a: str, b: str) -> bool:
+    """Two model names are the same model: equal, or two spellings of one local directory."""
+    if a == b:
+        return True
+    return Path(a).exists() and Path(b).exists() and Path(a).resolve() == Path(b).resolve()
