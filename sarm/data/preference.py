@@ -438,6 +438,7 @@ def _field_value(row: dict, name: str) -> str | list[Message]:
     """A field as text or as a validated conversation (HH transcripts are parsed into one)."""
     value = row[name]
     if isinstance(value, str):
+        _check_text(value, name)
         return _parse_transcript(value, name) if _is_transcript(value) else value
     if isinstance(value, (list, tuple)):
         if not value and name == "prompt":
@@ -458,8 +459,18 @@ def _validate_conversation(messages: list, name: str) -> list[Message]:
                 raise _RowError(name, f"message {number} has no '{key}'")
             if not isinstance(message[key], str):
                 raise _RowError(name, f"message {number}: '{key}' must be text, got {_kind(message[key])}")
+            _check_text(message[key], name, f"message {number}: '{key}' ")
         clean.append({"role": message["role"], "content": message["content"]})
     return clean
+
+
+def _check_text(text: str, name: str, where: str = "") -> None:
+    """Text must be encodable: a lone surrogate (JSON allows "\\ud800") is no character, and tokenizers refuse it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise _RowError(name, f"{where}holds a lone surrogate (U+{ord(text[err.start]):04X} at character "
+                              f"{err.start + 1}), which is not text") from None
 
 
 def _is_transcript(value: Any) -> bool:

@@ -53,6 +53,7 @@ FILE_SUFFIXES = (*FORMATS, *(s + ".gz" for s, kind in FORMATS.items() if kind in
 CONVERSATION_FIELDS = ("prompt", "chosen", "rejected")
 SAVED_DATASET_FILES = ("dataset_info.json", "state.json", "dataset_dict.json")
 GZIP_MAGIC = b"\x1f\x8b"
+CSV_FIELD_LIMIT = 2**31 - 1  # the largest a C long holds everywhere
 
 Location = int | str  # a 1-based file line, or "row N" for sources numbered by row
 
@@ -244,6 +245,7 @@ def _rows_of_document(document: Any) -> list | None:
 
 
 def _parquet_rows(path: Path) -> Iterator[tuple[Location, Any]]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
@@ -253,7 +255,7 @@ def _parquet_rows(path: Path) -> Iterator[tuple[Location, Any]]:
             for row in batch.to_pylist():
                 number += 1
                 yield f"row {number}", row
-    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+    except (OSError, ValueError, pa.ArrowException) as err:  # ArrowInvalid is a ValueError; damaged files raise others
         raise PreferenceDataError(str(path), None, None, f"cannot read as Parquet: {err}") from None
 
 
@@ -270,6 +272,9 @@ def _csv_rows(path: Path, gz: bool) -> Iterator[tuple[Location, Any]]:
                 text = raw.decode("utf-8", errors="replace")  # keeps the record's shape; the row is reported
             yield text
 
+    # csv refuses cells over 128 KiB by default; a long response is a legitimate cell. (The limit is
+    # process-wide in the csv module; raising it only lets other readers accept longer cells too.)
+    csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
     reader = csv.reader(lines())
     try:
         header = next(reader, None)
