@@ -31,8 +31,8 @@ turns. Two rules decide the rows public sets are known to hold:
   is bad. So transcripts that diverge before the final turn (a few in Anthropic HH) are bad rows:
   a pair here compares two responses to one conversation, and such a row has none.
 
-Bad rows (a field missing or of the wrong type, a line that is not JSON or not UTF-8, ...) follow
-the ``bad_rows`` policy:
+Bad rows (a field missing or of the wrong type, a line that is not JSON or not UTF-8, text holding
+a lone surrogate, values nested past the recursion limit, ...) follow the ``bad_rows`` policy:
 
 * ``"error"`` (the default): the whole source is still read, so one run reports every bad row; then
   ``BadRowsError`` (a ``PreferenceDataError``) is raised. Its first line is the first bad row,
