@@ -90,3 +90,18 @@ def test_skipped_rows_are_counted_listed_and_the_rest_trains_a_sarm(hh, tiny_mod
           "--data.cache_dir", str(cache), "--data.batch_size", "8", "--trainer.max_epochs", "5", *trainer])
     metrics = json.loads((tmp_path / "sarm" / "sarm.json").read_text())["metrics"]
     assert metrics["val/accuracy"] > 0.5  # polite vs rude is learnable even by a tiny random backbone
+
+
+def test_a_saved_datasetdict_is_cached_from_the_split_asked_for(tiny_model_dir, tmp_path):
+    import datasets
+
+    rows = {name: [{"prompt": f"{name} question {i}", "chosen": f"a kind answer {i}", "rejected": f"go away {i}"}
+                   for i in range(n)] for name, n in (("train", 12), ("test", 8))}
+    datasets.DatasetDict({name: datasets.Dataset.from_list(r) for name, r in rows.items()}).save_to_disk(
+        tmp_path / "saved")
+    common = ["--data", str(tmp_path / "saved"), "--model", tiny_model_dir, "--layer", "2", "--max_length", "32"]
+    main(["cache", *common, "--hf_split", "test", "--output", str(tmp_path / "test")])
+    main(["cache", *common, "--output", str(tmp_path / "train")])
+    for name, n in (("test", 8), ("train", 12)):
+        pairs = [json.loads(line) for line in (tmp_path / name / "pairs.jsonl").read_text().splitlines()]
+        assert len(pairs) == n and all(p["prompt"][0]["content"].startswith(name) for p in pairs)

@@ -71,6 +71,7 @@ class CacheSettings:
             ``builtin:planted`` (the generated pairs with planted attributes), or a hub dataset name.
         num_pairs: pairs to generate, for ``builtin:planted``.
         seed: generator seed, for ``builtin:planted``.
+        hf_split: the split to read, for a hub dataset or a ``datasets`` directory holding several.
         model: backbone (``embedded:SmolLM2-135M-Instruct``, a .gguf file, a local dir or a hub id).
         layer: read the residual stream after this many decoder layers (default: half the depth).
         max_length: longer sequences are truncated from the left, so the response's end survives.
@@ -85,6 +86,7 @@ class CacheSettings:
     data: str
     num_pairs: int = 2000
     seed: int = 0
+    hf_split: str = "train"
     model: str = DEFAULT_BACKBONE
     layer: int | None = None
     max_length: int = 512
@@ -96,7 +98,7 @@ class CacheSettings:
 
     def fingerprint(self) -> str:
         payload = asdict(self) | {
-            "data": data_fingerprint(self.data, num_pairs=self.num_pairs, seed=self.seed),
+            "data": data_fingerprint(self.data, num_pairs=self.num_pairs, seed=self.seed, hf_split=self.hf_split),
             "format": FORMAT_VERSION,
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=list).encode()).hexdigest()
@@ -384,7 +386,7 @@ def _build(settings: CacheSettings, fingerprint: str, directory: Path, **run) ->
     # Read and validate all the data before anything is written.
     skipped: list[dict] = []
     texts = PackedTexts(iter_preferences(settings.data, num_pairs=settings.num_pairs, seed=settings.seed,
-                                         bad_rows=settings.bad_rows, skipped=skipped))
+                                         hf_split=settings.hf_split, bad_rows=settings.bad_rows, skipped=skipped))
     pair_splits = assign_splits(texts.prompt_ids, settings.split_fractions, settings.split_seed)
     build_dir = partial_directory(directory)
     first = _first_process()
