@@ -1,5 +1,7 @@
 """Reading the cache: token streams cover their split exactly once per pass; pairs line up."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -120,3 +122,80 @@ def test_pair_columns_come_from_pairs_jsonl(tiny_cache):
     for i, row in enumerate(cache.pairs):
         assert cache.pair_split_mask(row["split"])[i]
         assert float(columns.margin[i]) == (row["margin"] or 0.0)
+
+
+# -- training order: drawn from (seed, epoch), resumable mid-epoch ---------------------------------
+
+
+def fitting(datamodule, epoch: int, done: int = 0, rank: int = 0, world_size: int = 1):
+    """Attach what a fitting trainer exposes to the datamodule: its epoch, batches done in it, rank."""
+    progress = SimpleNamespace(current=SimpleNamespace(ready=done))
+    datamodule.trainer = SimpleNamespace(current_epoch=epoch, global_rank=rank, world_size=world_size,
+                                         fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress)))
+    return datamodule
+
+
+def train_pairs(datamodule) -> list[list[int]]:
+    return [batch["pair"].tolist() for batch in datamodule.train_dataloader()]
+
+
+def test_pair_order_comes_from_the_seed_and_the_epoch_not_the_global_rng(tiny_cache, monkeypatch):
+    monkeypatch.setenv("PL_GLOBAL_SEED", "7")
+    dm = PairActivationDataModule(str(tiny_cache["cache"]), batch_size=5)
+    torch.manual_seed(0)
+    first = train_pairs(fitting(dm, epoch=2))
+    torch.manual_seed(1)  # a resumed process: the global RNG is wherever seed_everything left it
+    assert train_pairs(fitting(dm, epoch=2)) == first
+    assert train_pairs(fitting(dm, epoch=3)) != first
+    assert sorted(sum(first, [])) == dm.cache.pair_indices("train").tolist()
+    monkeypatch.setenv("PL_GLOBAL_SEED", "8")
+    assert train_pairs(fitting(dm, epoch=2)) != first
+
+
+def test_a_resumed_pair_pass_yields_the_batches_the_killed_pass_had_not_reached(tiny_cache):
+    dm = PairActivationDataModule(str(tiny_cache["cache"]), batch_size=5)
+    whole = train_pairs(fitting(dm, epoch=1))
+    assert len(whole) == 5
+    assert train_pairs(fitting(dm, epoch=1, done=3)) == whole[3:]
+    assert len(fitting(dm, epoch=1, done=3).train_dataloader()) == 5  # the loop counts the epoch whole
+
+
+def test_under_ddp_each_rank_takes_its_share_of_the_same_permutation_and_resumes_within_it(tiny_cache):
+    dm = PairActivationDataModule(str(tiny_cache["cache"]), batch_size=5)
+    one = sum(train_pairs(fitting(dm, epoch=1)), [])
+    shares = [sum(train_pairs(fitting(dm, epoch=1, rank=r, world_size=2)), []) for r in (0, 1)]
+    assert shares[0] == one[0::2] and shares[1] == one[1::2]  # 24 pairs: even shares, no padding
+    batches = train_pairs(fitting(dm, epoch=1, rank=1, world_size=2))
+    assert train_pairs(fitting(dm, epoch=1, done=2, rank=1, world_size=2)) == batches[2:]
+
+
+def test_without_a_trainer_each_pass_of_the_pair_loader_is_the_next_epoch(tiny_cache):
+    dm = PairActivationDataModule(str(tiny_cache["cache"]), batch_size=5)
+    loader = dm.train_dataloader()
+    passes = [[batch["pair"].tolist() for batch in loader] for _ in range(2)]
+    assert passes == [train_pairs(fitting(dm, epoch=e)) for e in (0, 1)]
+
+
+def token_batches(tiny_cache, epoch: int, done: int = 0, rank: int = 0, world_size: int = 1,
+                  sequence_fraction: float = 0.0) -> list[torch.Tensor]:
+    dm = TokenActivationDataModule(str(tiny_cache["cache"]), batch_size=64, buffer_shards=2,
+                                   sequence_fraction=sequence_fraction)
+    return list(fitting(dm, epoch, done, rank, world_size).train_dataloader())
+
+
+@pytest.mark.parametrize("sequence_fraction", [0.0, 0.25])
+def test_a_resumed_token_pass_yields_the_batches_the_killed_pass_had_not_reached(tiny_cache, sequence_fraction):
+    """Sequence rows are drawn from the pass's generator too: the skipped batches must still draw theirs."""
+    whole = token_batches(tiny_cache, epoch=2, sequence_fraction=sequence_fraction)
+    resumed = token_batches(tiny_cache, epoch=2, done=4, sequence_fraction=sequence_fraction)
+    assert len(whole) == 11 and len(resumed) == 7
+    assert all(torch.equal(a, b) for a, b in zip(resumed, whole[4:]))
+    assert not torch.equal(token_batches(tiny_cache, epoch=3, sequence_fraction=sequence_fraction)[4], whole[4])
+
+
+def test_under_ddp_a_resumed_token_pass_skips_this_ranks_batches_only(tiny_cache):
+    whole = token_batches(tiny_cache, epoch=1)
+    shares = [token_batches(tiny_cache, epoch=1, rank=r, world_size=2) for r in (0, 1)]
+    assert all(torch.equal(a, b) for a, b in zip(shares[1], whole[1::2]))
+    resumed = token_batches(tiny_cache, epoch=1, done=2, rank=1, world_size=2)
+    assert len(resumed) == len(shares[1]) - 2 and all(torch.equal(a, b) for a, b in zip(resumed, shares[1][2:]))

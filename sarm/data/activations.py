@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from sarm.data.cache import MANIFEST, PAIRS, SPLITS
-from sarm.data.pairs import SplitDataModule, label_ids, subset_label
+from sarm.data.pairs import ResumableLoader, SplitDataModule, label_ids, subset_label, training_position
 from sarm.errors import SarmInputError
 
 
@@ -174,26 +174,29 @@ class TokenStream(IterableDataset):
     With ``sequence_fraction`` > 0, that share of each batch is drawn from the split's last-token
     activations instead: the reward head reads only those, and they are rare among token
     activations (the SARM paper's "sequence-level" SAE training).
+
+    A pass is drawn from ``seed + epoch`` alone. Pass n is epoch n unless ``begin`` says otherwise
+    (``ResumableLoader`` passes the trainer's epoch, and on resuming the batches to leave out).
     """
 
     def __init__(self, cache: ActivationCache, split: str, batch_size: int, shuffle: bool, buffer_shards: int,
-                 seed: int, sequence_fraction: float = 0.0, rank: int = 0, world_size: int = 1, even: bool = False,
-                 epoch_source=None):
+                 seed: int, sequence_fraction: float = 0.0, rank: int = 0, world_size: int = 1, even: bool = False):
         self.cache, self.batch_size, self.shuffle, self.buffer_shards, self.seed = (
             cache, batch_size, shuffle, buffer_shards, seed)
         # Under DDP every rank draws the same stream (same seed) and keeps every world_size-th batch;
         # ``even`` (training) drops the last few so that all ranks step the same number of times.
         self.rank, self.world_size, self.even = rank, world_size, even
-        # The pass number seeds the shuffle; taken from the trainer when given, so a resumed run
-        # draws the same batches as an uninterrupted one.
-        self.epoch_source = epoch_source
         self.sequence_rows = int(round(batch_size * sequence_fraction))
         if self.sequence_rows:
             pairs = cache.pair_indices(split)
             self.last = cache.last_token_activations()[torch.cat([2 * pairs, 2 * pairs + 1])]
         self.in_split = cache.pair_split_mask(split)
         self.num_tokens = sum(s["split_tokens"][split] for s in cache.manifest["shards"])
-        self.epoch = 0
+        self.epoch, self._skip = 0, 0
+
+    def begin(self, epoch: int, skip: int = 0) -> None:
+        """Make the next pass epoch ``epoch``'s, without this rank's first ``skip`` batches."""
+        self.epoch, self._skip = epoch, skip
 
     def __len__(self) -> int:
         """This rank's batches per pass (a partial batch is carried over to the next buffer, never dropped)."""
@@ -203,12 +206,17 @@ class TokenStream(IterableDataset):
         return len(range(self.rank, total, self.world_size))
 
     def __iter__(self):
+        epoch, skip = self.epoch, self._skip
+        self.epoch, self._skip = epoch + 1, 0
         limit = len(self)
-        mine = (batch for i, batch in enumerate(self._batches()) if i % self.world_size == self.rank)
+        mine = (batch for i, batch in enumerate(self._batches(epoch)) if i % self.world_size == self.rank)
         for count, batch in enumerate(mine):
             if count == limit:
                 return
-            yield batch
+            # Skipped batches are still drawn: the shuffles and the sequence rows of later batches
+            # come from the same generator, which must be where an uninterrupted pass leaves it.
+            if count >= skip:
+                yield batch
 
     def _mix_in_sequences(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         if not self.sequence_rows:
@@ -220,11 +228,9 @@ class TokenStream(IterableDataset):
         shard = self.cache.load_shard(path)
         return shard["tokens"][self.in_split[shard["token_seq"] // 2]]
 
-    def _batches(self):
-        """All batches of one pass, the same sequence on every rank."""
-        epoch = self.epoch_source() if self.epoch_source is not None else self.epoch
+    def _batches(self, epoch: int):
+        """All batches of epoch ``epoch``'s pass, the same sequence on every rank."""
         generator = torch.Generator().manual_seed(self.seed + epoch)
-        self.epoch += 1
         paths = self.cache.shard_paths()
         if self.shuffle:
             paths = [paths[i] for i in torch.randperm(len(paths), generator=generator)]
@@ -273,10 +279,10 @@ class TokenActivationDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool, sequence_fraction: float = 0.0) -> DataLoader:
         trainer = getattr(self, "trainer", None)
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        epoch_source = (lambda: trainer.current_epoch) if trainer is not None else None
         stream = TokenStream(self.cache, split, self.batch_size, shuffle, self.buffer_shards, self.seed,
-                             sequence_fraction, rank=rank, world_size=world, even=split == "train",
-                             epoch_source=epoch_source)
+                             sequence_fraction, rank=rank, world_size=world, even=split == "train")
+        if split == "train":  # the trainer's epoch seeds each pass; a resumed pass skips what was trained on
+            return ResumableLoader(stream, batch_size=None, position=training_position(self))
         return DataLoader(stream, batch_size=None)
 
     def train_dataloader(self):
@@ -362,6 +368,5 @@ class PairActivationDataModule(SplitDataModule):
                                  f"(tokens: response); this one holds {self.cache.manifest['settings']['tokens']!r}")
         if shuffle:
             self.cache.hold_all_shards()  # random pairs from every shard in every batch
-        dataset = CachedPairs(self.cache, split)
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, collate_fn=self.collate,
-                          sampler=self.eval_sampler(dataset, split))
+        return self.loader(CachedPairs(self.cache, split), split, shuffle, batch_size=self.batch_size,
+                           collate_fn=self.collate)

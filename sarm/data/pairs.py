@@ -14,12 +14,15 @@ on cached activations see the same train/val/test pairs and the same tokens.
 
 from __future__ import annotations
 
+import itertools
+import os
+from collections.abc import Callable
 from functools import cached_property, partial
 
 import lightning as L
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset
 
 from sarm.backbone import DEFAULT_BACKBONE, load_tokenizer, resolve_model
 from sarm.data.preference import PreferencePair, load_preferences, split_by_prompt
@@ -92,14 +95,102 @@ def collate_pairs(items: list[dict], pad_id: int, side: str = "right") -> dict[s
     return batch
 
 
+class EpochShuffle(DistributedSampler):
+    """The training order: a permutation drawn from ``seed + epoch`` alone, and this rank's share of it.
+
+    Not from the global RNG, which checkpoints do not hold: a resumed run draws the same order again.
+    Being a ``DistributedSampler``, it is left in place under DDP and shares the pairs out as
+    Lightning's own sampler would (rank r takes every world_size-th index of the permutation, the
+    last few repeated to even the shares).
+    """
+
+    def __init__(self, dataset: Dataset, seed: int, num_replicas: int = 1, rank: int = 0):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self._skip = 0
+
+    def begin(self, epoch: int, skip: int = 0) -> None:
+        """Make the next pass epoch ``epoch``'s, without its first ``skip`` indices."""
+        self.set_epoch(epoch)
+        self._skip = skip
+
+    def __iter__(self):
+        skip, self._skip = self._skip, 0
+        return itertools.islice(super().__iter__(), skip, None)
+
+
+class ResumableLoader(DataLoader):
+    """A training DataLoader that starts each pass where the trainer stands: the right epoch's order,
+    without the batches of it already trained on.
+
+    ``position()`` is asked as the first batch of a pass is: (epoch, batches of it done). Resuming
+    from a step checkpoint, that is the epoch it was written in and the batches trained on before
+    it; otherwise the epoch and 0. The source, the ``sampler`` or an iterable ``dataset``, draws
+    the epoch's order and leaves those batches out through ``begin(epoch, skip)``.
+
+    The position is the trainer's own progress (which checkpoints hold), not a loader state
+    restored through Lightning's ``load_state_dict``: Lightning drops loader states when
+    ``configure_optimizers`` reads ``trainer.estimated_stepping_batches`` (Lightning issue #20550),
+    as ``SAEModule`` does.
+
+    Args:
+        position: (epoch, batches done) where a pass starts; without it, pass n is epoch n, from its start.
+    """
+
+    def __init__(self, *args, position: Callable[[], tuple[int, int]] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.position = position
+        self._passes = 0
+
+    @property
+    def source(self):
+        return self.dataset if isinstance(self.dataset, IterableDataset) else self.sampler
+
+    def __iter__(self):
+        # A generator: nothing below runs before the loop asks for the first batch, by when the
+        # trainer has set its progress for this epoch (fresh or restored).
+        epoch, done = self.position() if self.position is not None else (self._passes, 0)
+        self._passes += 1
+        # An iterable dataset yields whole batches (batch_size None); a sampler yields indices.
+        self.source.begin(epoch, skip=done * (self.batch_size or 1))
+        yield from super().__iter__()
+
+
+def training_position(datamodule: L.LightningDataModule) -> Callable[[], tuple[int, int]] | None:
+    """The fitting trainer's (epoch, batches of it done), read when called; None without a trainer.
+
+    Lightning's count: the fit loop restores it from a checkpoint and numbers the next batch from
+    it; a new epoch starts it at 0.
+    """
+    trainer = getattr(datamodule, "trainer", None)
+    if trainer is None:
+        return None
+    return lambda: (trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.ready)
+
+
 class SplitDataModule(L.LightningDataModule):
-    """The four loaders of a by-prompt split; subclasses define ``_loader(split, shuffle)`` and
-    ``predict_split``."""
+    """The four loaders of a by-prompt split; subclasses define ``_loader(split, shuffle)`` (built
+    with ``loader``, which picks the sampler) and ``predict_split``."""
 
     predict_split = "test"
 
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
         raise NotImplementedError
+
+    def loader(self, dataset: Dataset, split: str, shuffle: bool, **kwargs) -> DataLoader:
+        """Shuffled (training): a ``ResumableLoader`` over ``train_sampler``; else over ``eval_sampler``."""
+        if shuffle:
+            return ResumableLoader(dataset, sampler=self.train_sampler(dataset), position=training_position(self),
+                                   **kwargs)
+        return DataLoader(dataset, sampler=self.eval_sampler(dataset, split), **kwargs)
+
+    def train_sampler(self, dataset: Dataset) -> EpochShuffle:
+        """Each epoch a permutation from the run's seed and the epoch; under DDP each rank its share.
+
+        The seed is the run's (``seed_everything``), the one Lightning's own distributed sampler takes.
+        """
+        trainer = getattr(self, "trainer", None)
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        return EpochShuffle(dataset, seed=int(os.environ.get("PL_GLOBAL_SEED", 0)), num_replicas=world, rank=rank)
 
     def eval_sampler(self, dataset: Dataset, split: str):
         """Under several processes, evaluation splits are shared out without repeats.
@@ -206,5 +297,5 @@ class PairTextDataModule(SplitDataModule):
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
         collate = partial(collate_pairs, pad_id=self.tokenizer.pad_token_id, side=self.hparams.padding_side)
         dataset = self.dataset(split)
-        return DataLoader(dataset, batch_size=self.hparams.batch_size, shuffle=shuffle, collate_fn=collate,
-                          sampler=self.eval_sampler(dataset, split), num_workers=self.hparams.num_workers)
+        return self.loader(dataset, split, shuffle, batch_size=self.hparams.batch_size, collate_fn=collate,
+                           num_workers=self.hparams.num_workers)
