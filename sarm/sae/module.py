@@ -219,7 +219,13 @@ class SAEModule(L.LightningModule):
     def on_before_optimizer_step(self, optimizer) -> None:
         self.sae.remove_parallel_decoder_grad()
 
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
+        """The step, then unit decoder rows, both before any callback's ``on_train_batch_end``.
+
+        Not in the module's own ``on_train_batch_end``: that runs after the callbacks', so a step
+        checkpoint (ModelCheckpoint) would hold a decoder the uninterrupted run never trained with.
+        """
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         self.sae.normalize_decoder()
 
     def _evaluate(self, x: torch.Tensor) -> None:
