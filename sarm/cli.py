@@ -99,8 +99,11 @@ def function_cli(command: str, function, args: list[str]) -> None:
 
 
 # Warnings about things sarm does on purpose: token streams know their length and run in the main
-# process; the frozen SAE stays in eval mode while the head trains.
+# process; the frozen SAE stays in eval mode while the head trains; training loaders resume mid-epoch
+# from the trainer's own batch count (sarm.data.pairs.ResumableLoader), not the state_dict protocol
+# Lightning checks for.
 _EXPECTED_WARNINGS = (
+    r".*ended before the epoch ended and your dataloader is not resumable.*",
     r".*IterableDataset.*has `__len__` defined.*",
     r".*module\(s\) in eval mode at the start of training.*",
     r".*isinstance\(treespec, LeafSpec\).*",

@@ -18,6 +18,7 @@ import itertools
 import os
 from collections.abc import Callable
 from functools import cached_property, partial
+from typing import Literal
 
 import lightning as L
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
@@ -221,9 +222,13 @@ class PairTextDataModule(SplitDataModule):
     """Tokenized preference pairs, split by prompt.
 
     Args:
-        data: a preference file (.jsonl/.json/.parquet/.csv), ``builtin:planted`` or a hub dataset.
+        data: a preference file (.jsonl/.json/.parquet/.csv, optionally .gz), a ``datasets`` directory,
+            ``builtin:planted`` or a hub dataset.
         num_pairs: pairs to generate, for ``builtin:planted``.
         seed: generator seed, for ``builtin:planted``.
+        hf_split: the split to read, for a hub dataset or a ``datasets`` directory holding several.
+        bad_rows: ``error`` (every bad row is named, then the run stops) or ``skip`` (left out and counted;
+            ``sarm cache --bad_rows skip`` also lists them in a file).
         model: backbone whose tokenizer and chat template render the pairs.
         layer: backbone layer the reward model reads (default: half the depth).
         max_length: longer sequences lose tokens from the left, so the response's end survives.
@@ -237,8 +242,8 @@ class PairTextDataModule(SplitDataModule):
 
     yields_tokens = True
 
-    def __init__(self, data: str = "builtin:planted", num_pairs: int = 2000, seed: int = 0,
-                 model: str = DEFAULT_BACKBONE, layer: int | None = None, max_length: int = 512,
+    def __init__(self, data: str, num_pairs: int = 2000, seed: int = 0, hf_split: str = "train",
+                 bad_rows: Literal["error", "skip"] = "error", model: str = DEFAULT_BACKBONE, layer: int | None = None, max_length: int = 512,
                  split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), split_seed: int = 0,
                  batch_size: int = 8, padding_side: str = "right", predict_split: str = "test", num_workers: int = 0):
         super().__init__()
@@ -254,7 +259,7 @@ class PairTextDataModule(SplitDataModule):
     @cached_property
     def pairs(self) -> list[PreferencePair]:
         h = self.hparams
-        return load_preferences(h.data, num_pairs=h.num_pairs, seed=h.seed)
+        return load_preferences(h.data, num_pairs=h.num_pairs, seed=h.seed, hf_split=h.hf_split, bad_rows=h.bad_rows)
 
     @cached_property
     def splits(self) -> dict[str, list[int]]:

@@ -107,7 +107,10 @@ class SARM(RewardModelModule):
         if self.hparams.mode == "joint":
             self.sae.remove_parallel_decoder_grad()
 
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
+        """The step, then (joint mode) unit decoder rows, before any callback's ``on_train_batch_end``: a
+        step checkpoint must hold the decoder the uninterrupted run goes on with (as in ``SAEModule``)."""
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         if self.hparams.mode == "joint":
             self.sae.normalize_decoder()
 
