@@ -10,13 +10,15 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file
+from safetensors import SafetensorError, safe_open
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from sarm.data.cache import MANIFEST, PAIRS, SPLITS
+from sarm.data.cache import MANIFEST, PAIRS, SPLITS, read_manifest
 from sarm.data.pairs import ResumableLoader, SplitDataModule, label_ids, subset_label, training_position
 from sarm.errors import SarmInputError
+
+
+SHARD_TENSORS = ("tokens", "token_seq", "token_pos", "last", "seq", "truncated")
 
 
 class ActivationCache:
@@ -30,10 +32,10 @@ class ActivationCache:
 
     def __init__(self, directory: str | Path, resident_shards: int = 4):
         self.directory = Path(directory)
-        path = self.directory / MANIFEST
-        if not path.is_file():
-            raise SarmInputError(f"{path}: no activation cache here (run `sarm cache` first, or it was interrupted)")
-        self.manifest = json.loads(path.read_text())
+        if not (self.directory / MANIFEST).is_file():
+            raise SarmInputError(f"{self.directory / MANIFEST}: no activation cache here (run `sarm cache` first, or "
+                                 "it was interrupted)")
+        self.manifest = read_manifest(self.directory)
         self.resident_shards: int | None = resident_shards
         self._last: torch.Tensor | None = None
         self._shards: OrderedDict[int, torch.Tensor] = OrderedDict()  # least recently used first
@@ -76,17 +78,31 @@ class ActivationCache:
         return mask
 
     def shard_paths(self) -> list[Path]:
-        paths = []
-        for i, shard in enumerate(self.manifest["shards"]):
-            name = str(shard["file"])
-            if Path(name).name != name or name in ("", ".", ".."):  # a manifest cannot point outside its cache
-                raise SarmInputError(f"{self.directory / MANIFEST}: field 'shards[{i}].file': {name!r} is not a "
-                                     "file name in the cache directory")
-            paths.append(self.directory / name)
-        return paths
+        return [self.directory / shard["file"] for shard in self.manifest["shards"]]  # names checked on reading
 
-    def load_shard(self, path: Path) -> dict[str, torch.Tensor]:
-        return load_file(path)
+    def load_shard(self, path: Path, *names: str) -> dict[str, torch.Tensor]:
+        """Tensors ``names`` (default: all) of one shard, or a named error: missing, unreadable (truncated,
+        not safetensors), a tensor missing or of the wrong shape or dtype for this cache."""
+        names = names or SHARD_TENSORS
+        try:
+            with safe_open(path, framework="pt") as f:
+                missing = [name for name in names if name not in f.keys()]
+                if missing:
+                    raise SarmInputError(f"{path}: field '{missing[0]}': missing (a shard of this cache holds "
+                                         f"{', '.join(SHARD_TENSORS)})")
+                tensors = {name: f.get_tensor(name) for name in names}
+        except FileNotFoundError:
+            raise SarmInputError(f"{path}: missing (the cache is incomplete; run `sarm cache` into a new "
+                                 "directory)") from None
+        except SafetensorError as err:
+            raise SarmInputError(f"{path}: not a readable safetensors shard ({err}); run `sarm cache` into a new "
+                                 "directory") from None
+        d, dtype = self.hidden_size, getattr(torch, self.manifest["dtype"])
+        for name in ("tokens", "last"):
+            if name in tensors and (tensors[name].shape[1:] != (d,) or tensors[name].dtype != dtype):
+                raise SarmInputError(f"{path}: field '{name}': {tensors[name].dtype} of shape "
+                                     f"{list(tensors[name].shape)}, expected {dtype} of shape [?, {d}]")
+        return tensors
 
     def last_token_activations(self) -> torch.Tensor:
         """``[num_sequences, d]`` last-token activations, row = sequence id.
@@ -98,8 +114,8 @@ class ActivationCache:
             out = torch.empty(self.manifest["num_sequences"], self.hidden_size,
                               dtype=getattr(torch, self.manifest["dtype"]))
             for path in self.shard_paths():
-                with safe_open(path, framework="pt") as f:
-                    out[f.get_tensor("seq")] = f.get_tensor("last")
+                shard = self.load_shard(path, "seq", "last")
+                out[shard["seq"]] = shard["last"]
             self._last = out
         return self._last
 
@@ -111,8 +127,7 @@ class ActivationCache:
         shard, start, count = torch.full((n,), -1, dtype=torch.int32), torch.zeros(n, dtype=torch.long), \
             torch.zeros(n, dtype=torch.long)
         for s, path in enumerate(self.shard_paths()):
-            with safe_open(path, framework="pt") as f:
-                seq = f.get_tensor("token_seq").long()
+            seq = self.load_shard(path, "token_seq")["token_seq"].long()
             ids, counts = seq.unique(return_counts=True)  # sorted: the order _shard_tokens puts them in
             if (shard[ids] >= 0).any():
                 raise SarmInputError(f"{path}: holds tokens of sequences another shard holds too; re-run `sarm cache`")
@@ -126,9 +141,9 @@ class ActivationCache:
         if s in self._shards:
             self._shards.move_to_end(s)
             return self._shards[s]
-        with safe_open(self.shard_paths()[s], framework="pt") as f:
-            seq, pos = f.get_tensor("token_seq").long(), f.get_tensor("token_pos").long()
-            tokens = f.get_tensor("tokens")[torch.argsort(seq * (int(pos.max()) + 1) + pos)]
+        shard = self.load_shard(self.shard_paths()[s], "token_seq", "token_pos", "tokens")
+        seq, pos = shard["token_seq"].long(), shard["token_pos"].long()
+        tokens = shard["tokens"][torch.argsort(seq * (int(pos.max()) + 1) + pos)]
         self._shards[s] = tokens
         while self.resident_shards is not None and len(self._shards) > self.resident_shards:
             self._shards.popitem(last=False)

@@ -52,6 +52,7 @@ from sarm.callbacks.stop_on_signal import StopOnSignal
 from sarm.data.preference import PreferencePair, assign_splits, data_fingerprint, iter_preferences
 from sarm.data.render import render_response
 from sarm.errors import SarmInputError
+from sarm.files import Fields, read_json_object
 from sarm.io import atomic_path, save_tensors, write_json
 
 MANIFEST = "manifest.json"
@@ -59,6 +60,7 @@ PAIRS = "pairs.jsonl"
 SKIPPED = "skipped_rows.jsonl"
 PARTIAL_MARK = ".sarm-partial"
 SPLITS = ("train", "val", "test")
+DTYPES = ("bfloat16", "float16", "float32")
 FORMAT_VERSION = 2
 
 
@@ -91,7 +93,7 @@ class CacheSettings:
     layer: int | None = None
     max_length: int = 512
     tokens: Literal["response", "all"] = "response"
-    dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"
+    dtype: Literal[DTYPES] = "bfloat16"
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     split_seed: int = 0
     bad_rows: Literal["error", "skip"] = "error"
@@ -290,21 +292,18 @@ def exclusive(directory: Path) -> Iterator[None]:
 
 def read_manifest(directory: Path) -> dict | None:
     """The manifest of a complete cache in ``directory``, None where there is none; refuses a directory
-    that holds anything else (it is not sarm's to write into)."""
+    that holds anything else (it is not sarm's to write into) and a manifest that is not whole."""
     if not directory.exists():
         return None
     if not directory.is_dir():
         raise SarmInputError(f"{directory}: exists and is not a directory; choose another output directory")
     path = directory / MANIFEST
     if path.is_file():
-        try:
-            manifest = json.loads(path.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise SarmInputError(f"{path}: not an activation cache's manifest (not valid JSON: {err})") from None
-        if not (isinstance(manifest, dict) and isinstance(manifest.get("fingerprint"), str)
-                and isinstance(manifest.get("settings"), dict)):
+        manifest = read_json_object(path)
+        if not (isinstance(manifest.get("fingerprint"), str) and isinstance(manifest.get("settings"), dict)):
             raise SarmInputError(f"{path}: not an activation cache's manifest (no 'fingerprint' and 'settings'); "
                                  "choose another output directory")
+        check_manifest(Fields(manifest, path))
         return manifest
     entries = sorted(p.name for p in directory.iterdir())
     if entries:
@@ -312,6 +311,35 @@ def read_manifest(directory: Path) -> dict | None:
         raise SarmInputError(f"{directory}: exists and is not an activation cache (holds {len(entries)} entries: "
                              f"{shown}); choose an empty or new output directory")
     return None
+
+
+def check_manifest(fields: Fields) -> None:
+    """Every manifest field a reader relies on has its type and range, and shard names stay in the cache."""
+    version = fields.integer("version", low=1)
+    if version != FORMAT_VERSION:
+        raise fields.error("version", f"{version}: a cache of another sarm version (this one reads "
+                                      f"{FORMAT_VERSION}); cache again into a new directory")
+    fields.integer("layer", low=1)
+    fields.integer("hidden_size", low=1)
+    fields.choice("dtype", DTYPES)
+    pairs = fields.integer("num_pairs", low=1)
+    fields.integer("num_sequences", low=2 * pairs, high=2 * pairs)
+    fields.integer("num_tokens", low=0)
+    split_pairs = fields.section("split_pairs")
+    for name in SPLITS:
+        split_pairs.integer(name, low=0, high=pairs)
+    shards = fields.data.get("shards")
+    if not isinstance(shards, list) or not shards:
+        raise fields.error("shards", "expected a non-empty list of shard records")
+    for i, shard in enumerate(shards):
+        if not isinstance(shard, dict):
+            raise fields.error(f"shards[{i}]", "expected a shard record (a JSON object)")
+        record = Fields(shard, fields.path, f"shards[{i}].")
+        name = record.text("file")
+        if Path(name).name != name or name in (".", ".."):  # a manifest cannot point outside its cache
+            raise record.error("file", f"{name!r} is not a file name in the cache directory")
+        record.integer("num_tokens", low=0)
+        record.integer("num_sequences", low=0)
 
 
 def check_reusable(directory: Path, manifest: dict, settings: CacheSettings, fingerprint: str) -> None:
