@@ -48,7 +48,7 @@ lock:
 	  echo "# Some pins may need that Python or a newer one (the packages' own Requires-Python)."; \
 	  "$$py" -m pip freeze --all --exclude-editable \
 	    | sed 's/^\(torch==[^+]*\)+.*/\1/' | grep -viE '^(nvidia-|cuda-|triton==)'; \
-	} > "$$tmp/lock" && mv "$$tmp/lock" $(LOCK)
+	} > "$$tmp/lock" && grep -q '^torch==' "$$tmp/lock" && mv "$$tmp/lock" $(LOCK)
 
 demo: install
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/demo.sh
