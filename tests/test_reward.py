@@ -83,8 +83,7 @@ def test_joint_mode_updates_the_sae_with_its_reconstruction_loss_and_keeps_decod
     assert logs["train/sae_fvu"] > 0  # the reconstruction term is really there
     scored["loss"].backward()
     model.on_before_optimizer_step(optimizer)
-    optimizer.step()
-    model.on_train_batch_end(None, None, 0)
+    model.optimizer_step(0, 0, optimizer)  # the step, then unit decoder rows
     assert not torch.equal(model.sae.W_enc, before)
     torch.testing.assert_close(model.sae.W_dec.norm(dim=1), torch.ones(64))
 
