@@ -100,7 +100,12 @@ class PreferencePair:
 # --------------------------------------------------------------------------------------------
 
 
-def load_preferences(
+def load_preferences(source: str | os.PathLike, **options) -> list[PreferencePair]:
+    """Every pair ``iter_preferences(source, **options)`` yields, as a list."""
+    return list(iter_preferences(source, **options))
+
+
+def iter_preferences(
     source: str | os.PathLike,
     *,
     num_pairs: int = 2000,
@@ -108,8 +113,9 @@ def load_preferences(
     hf_split: str = "train",
     bad_rows: Literal["error", "skip"] = "error",
     skipped: list[dict] | None = None,
-) -> list[PreferencePair]:
-    """Read every preference pair of ``source`` (see the module docstring for what is accepted).
+) -> Iterator[PreferencePair]:
+    """Every preference pair of ``source``, one at a time (see the module docstring for what is accepted);
+    skip counts are printed, and bad rows raised, once the source is exhausted.
 
     Args:
         source: a data file, a ``save_to_disk`` directory, ``builtin:planted``, or a hub dataset name.
@@ -124,21 +130,6 @@ def load_preferences(
         BadRowsError: ``bad_rows="error"`` and some rows are bad (all of them are counted).
         PreferenceDataError: the source cannot be found or read, or has no pair left.
     """
-    return list(iter_preferences(source, num_pairs=num_pairs, seed=seed, hf_split=hf_split, bad_rows=bad_rows,
-                                 skipped=skipped))
-
-
-def iter_preferences(
-    source: str | os.PathLike,
-    *,
-    num_pairs: int = 2000,
-    seed: int = 0,
-    hf_split: str = "train",
-    bad_rows: Literal["error", "skip"] = "error",
-    skipped: list[dict] | None = None,
-) -> Iterator[PreferencePair]:
-    """``load_preferences`` one pair at a time, for readers that keep pairs in a compact form of
-    their own. Skip counts are printed, and bad rows raised, once the source is exhausted."""
     if bad_rows not in BAD_ROW_POLICIES:
         raise SarmInputError(f"bad_rows = {bad_rows!r}: expected one of {', '.join(map(repr, BAD_ROW_POLICIES))}")
     name = os.fspath(source)
