@@ -8,8 +8,9 @@ from pathlib import Path
 import lightning as L
 
 from sarm.callbacks.attribution import RewardAttribution
-from sarm.data.activations import ActivationCache, PairActivationDataModule
-from sarm.data.cache import CacheSettings, cache_activations, read_manifest
+from sarm.cache import ActivationCache, PairActivationDataModule
+from sarm.cache import CacheSettings, cache_activations
+from sarm.cache.layout import read_manifest
 from sarm.errors import SarmInputError
 from sarm.reward.export import read_config
 from sarm.reward.sarm import SARM

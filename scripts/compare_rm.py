@@ -30,7 +30,7 @@ from pathlib import Path
 
 import lightning as L
 
-from sarm.data.activations import ActivationCache, PairActivationDataModule
+from sarm.cache import ActivationCache, PairActivationDataModule
 from sarm.data.pairs import PairTextDataModule
 from sarm.io import write_json
 from sarm.reward import SARM, DenseRM

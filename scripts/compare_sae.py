@@ -16,7 +16,7 @@ import warnings
 import lightning as L
 
 from sarm.callbacks import AdaptiveTemporalMasking, PAnnealing
-from sarm.data.activations import TokenActivationDataModule
+from sarm.cache import TokenActivationDataModule
 from sarm.sae import SAEModule
 
 

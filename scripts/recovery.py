@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from sarm.data.activations import PairActivationDataModule
+from sarm.cache import PairActivationDataModule
 from sarm.io import write_json
 from sarm.recovery import planted_recovery
 from sarm.reward.export import load_network

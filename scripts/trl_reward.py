@@ -43,7 +43,8 @@ from pathlib import Path
 import torch
 
 from sarm.backbone import load_tokenizer, resolve_model, truncate_config
-from sarm.data.preference import PreferencePair, load_preferences, split_by_prompt
+from sarm.data.preference import PreferencePair, load_preferences
+from sarm.data.splits import split_by_prompt
 from sarm.data.render import RenderedSequence, render_pair
 
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sarm.data.activations import ActivationCache, PairActivationDataModule, TokenActivationDataModule, TokenStream
+from sarm.cache import ActivationCache, PairActivationDataModule, TokenActivationDataModule
+from sarm.cache.datamodules import TokenStream
 from sarm.errors import SarmInputError
 
 

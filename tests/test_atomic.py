@@ -12,7 +12,7 @@ import torch
 
 import sarm.reward.export as export
 import sarm.sae.io as sae_io
-from sarm.data.activations import ActivationCache
+from sarm.cache import ActivationCache
 from sarm.errors import SarmInputError
 from sarm.io import atomic_path, file_name, save_tensors, write_json, write_text
 from sarm.reward.export import load_network, save_reward_model

@@ -177,7 +177,7 @@ def test_skips_are_counted_and_long_prompts_are_cut_from_the_left(tmp_path, caps
 def test_k_above_the_number_of_latents_is_refused_before_training(tiny_cache, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["fit", "--model", "sarm.sae.SAEModule", "--model.n_latents", "16", "--model.k", "32",
-              "--data", "sarm.data.activations.TokenActivationDataModule", "--data.cache_dir", str(tiny_cache["cache"]),
+              "--data", "sarm.cache.TokenActivationDataModule", "--data.cache_dir", str(tiny_cache["cache"]),
               "--trainer.default_root_dir", str(tmp_path)])
     assert exit_.value.code == 2
     assert "sarm: error: model.k = 32: a topk SAE keeps 1..n_latents (16) latents" in capsys.readouterr().err

@@ -19,7 +19,7 @@ def test_two_processes_train_the_sarm_head_like_one(tiny_cache, tiny_model_dir, 
         extra = ["--trainer.devices", "2", "--trainer.strategy", "ddp"] if devices == 2 else []
         run_command([sys.executable, "-m", "sarm.cli", "fit", "--model", "sarm.reward.SARM", "--model.sae", str(sae),
                      "--model.lr", "0.05", "--model.export_dir", str(out / "export"),
-                     "--data", "sarm.data.activations.PairActivationDataModule",
+                     "--data", "sarm.cache.PairActivationDataModule",
                      "--data.cache_dir", str(tiny_cache["cache"]), "--data.batch_size", str(batch),
                      "--trainer.max_epochs", "5", "--trainer.accelerator", "cpu", "--trainer.logger", "false",
                      "--trainer.enable_checkpointing", "false", "--trainer.enable_progress_bar", "false",

@@ -16,7 +16,7 @@ import torch
 
 import sarm.explain
 from sarm.backbone import load_tokenizer
-from sarm.data.activations import ActivationCache
+from sarm.cache import ActivationCache
 from sarm.data.render import render_response
 from sarm.errors import SarmInputError
 from sarm.explain import (

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from sarm.backbone import DEFAULT_BACKBONE, TruncatedBackbone, load_tokenizer, resolve_model
-from sarm.data.preference import load_preferences, split_by_prompt
+from sarm.data.preference import load_preferences
+from sarm.data.splits import split_by_prompt
 from sarm.data.render import render_pair
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from sarm.cli import main
-from sarm.data.activations import ActivationCache
+from sarm.cache import ActivationCache
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, tiny_cache):
@@ -20,11 +20,11 @@ def run(tmp_path_factory, tiny_cache):
     trainer = ["--trainer.accelerator", "cpu", "--trainer.logger", "false", "--trainer.enable_checkpointing", "false",
                "--trainer.enable_progress_bar", "false"]
     main(["fit", "--model", "sarm.sae.SAEModule", "--model.n_latents", "64", "--model.k", "4",
-          "--model.export_dir", str(root / "sae"), "--data", "sarm.data.activations.TokenActivationDataModule",
+          "--model.export_dir", str(root / "sae"), "--data", "sarm.cache.TokenActivationDataModule",
           "--data.cache_dir", str(cache), "--data.batch_size", "64", "--trainer.max_epochs", "3",
           "--trainer.default_root_dir", str(root), *trainer])
     main(["fit", "--model", "sarm.reward.SARM", "--model.sae", str(root / "sae"), "--model.lr", "0.05",
-          "--model.export_dir", str(root / "sarm"), "--data", "sarm.data.activations.PairActivationDataModule",
+          "--model.export_dir", str(root / "sarm"), "--data", "sarm.cache.PairActivationDataModule",
           "--data.cache_dir", str(cache), "--data.batch_size", "8", "--trainer.max_epochs", "20",
           "--trainer.default_root_dir", str(root), *trainer])
     main(["attribute", "--sarm", str(root / "sarm"), "--data", str(data), "--cache_dir", str(cache),
@@ -127,7 +127,7 @@ def test_sae_on_planted_data_reports_attribute_coverage(tmp_path, tiny_model_dir
     main(["cache", "--data", "builtin:planted", "--num_pairs", "60", "--model", tiny_model_dir, "--layer", "2",
           "--max_length", "96", "--output", str(tmp_path / "cache")])
     main(["fit", "--model", "sarm.sae.SAEModule", "--model.n_latents", "64", "--model.k", "4",
-          "--model.export_dir", str(tmp_path / "sae"), "--data", "sarm.data.activations.TokenActivationDataModule",
+          "--model.export_dir", str(tmp_path / "sae"), "--data", "sarm.cache.TokenActivationDataModule",
           "--data.cache_dir", str(tmp_path / "cache"), "--data.batch_size", "64", "--trainer.max_epochs", "1",
           "--trainer.logger", "false", "--trainer.enable_checkpointing", "false", "--trainer.enable_progress_bar",
           "false", "--trainer.default_root_dir", str(tmp_path)])

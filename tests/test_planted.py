@@ -5,16 +5,8 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from sarm.data.planted import (
-    ATTRIBUTES,
-    DISTRACTORS,
-    FILLERS,
-    HOWTO,
-    NEUTRAL_LEADS,
-    PROMPT_OPENERS,
-    SIGNOFFS,
-    generate_planted_pairs,
-)
+from sarm.data.planted import ATTRIBUTES, DISTRACTORS, generate_planted_pairs
+from sarm.data.planted.templates import FILLERS, HOWTO, NEUTRAL_LEADS, PROMPT_OPENERS, SIGNOFFS
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,9 @@ from collections import Counter
 
 import pytest
 
-from sarm.data.preference import (
-    SKIP_HINT,
-    PreferencePair,
-    data_fingerprint,
-    load_preferences,
-    split_by_prompt,
-)
+from sarm.cache.settings import data_fingerprint
+from sarm.data.preference import SKIP_HINT, PreferencePair, load_preferences
+from sarm.data.splits import split_by_prompt
 from sarm.errors import PreferenceDataError, SarmInputError
 
 
@@ -415,3 +411,25 @@ def test_parquet_with_the_wrong_schema_names_row_and_field(tmp_path):
     pq.write_table(pa.table({"prompt": ["q"], "answer": ["a"], "rejected": ["b"]}), tmp_path / "d.parquet")
     with pytest.raises(PreferenceDataError, match=r"d\.parquet:row 1: field 'chosen': missing"):
         load_preferences(tmp_path / "d.parquet")
+
+
+def test_the_planted_fingerprint_covers_every_file_of_the_generator_package(tmp_path, monkeypatch):
+    import sys
+
+    from sarm.cache import settings
+
+    package = tmp_path / "fakeplanted"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "templates.py").write_text("GREETINGS = ('hello',)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = settings.package_digest("fakeplanted")
+    (package / "templates.py").write_text("GREETINGS = ('hello', 'hi')\n")  # a template edited, no code changed
+    assert settings.package_digest("fakeplanted") != before
+    sys.modules.pop("fakeplanted", None)
+
+    fingerprints = set()
+    for digest in ("a", "b"):
+        monkeypatch.setattr(settings, "package_digest", lambda name, digest=digest: digest)
+        fingerprints.add(data_fingerprint("builtin:planted", num_pairs=10, seed=0))
+    assert len(fingerprints) == 2  # the package's digest is part of the data's fingerprint

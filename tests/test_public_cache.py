@@ -83,10 +83,10 @@ def test_skipped_rows_are_counted_listed_and_the_rest_trains_a_sarm(hh, tiny_mod
     trainer = ["--trainer.accelerator", "cpu", "--trainer.logger", "false", "--trainer.enable_checkpointing", "false",
                "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path)]
     main(["fit", "--model", "sarm.sae.SAEModule", "--model.n_latents", "64", "--model.k", "4",
-          "--model.export_dir", str(tmp_path / "sae"), "--data", "sarm.data.activations.TokenActivationDataModule",
+          "--model.export_dir", str(tmp_path / "sae"), "--data", "sarm.cache.TokenActivationDataModule",
           "--data.cache_dir", str(cache), "--data.batch_size", "64", "--trainer.max_epochs", "2", *trainer])
     main(["fit", "--model", "sarm.reward.SARM", "--model.sae", str(tmp_path / "sae"), "--model.lr", "0.05",
-          "--model.export_dir", str(tmp_path / "sarm"), "--data", "sarm.data.activations.PairActivationDataModule",
+          "--model.export_dir", str(tmp_path / "sarm"), "--data", "sarm.cache.PairActivationDataModule",
           "--data.cache_dir", str(cache), "--data.batch_size", "8", "--trainer.max_epochs", "5", *trainer])
     metrics = json.loads((tmp_path / "sarm" / "sarm.json").read_text())["metrics"]
     assert metrics["val/accuracy"] > 0.5  # polite vs rude is learnable even by a tiny random backbone

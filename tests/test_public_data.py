@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from sarm.data.preference import SKIP_HINT, data_fingerprint, iter_preferences, load_preferences
+from sarm.cache.settings import data_fingerprint
+from sarm.data.preference import SKIP_HINT, iter_preferences, load_preferences
 from sarm.errors import BadRowsError, PreferenceDataError, SarmInputError
 
 ROWS = [

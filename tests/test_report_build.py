@@ -6,8 +6,9 @@ import lightning as L
 import torch
 
 from conftest import write_toy_pairs
+from sarm.cache import ActivationCache, PairActivationDataModule
 from sarm.cli import main
-from sarm.data.activations import PairActivationDataModule
+from sarm.data.preference import load_preferences
 from sarm.reward import SARM
 from sarm.sae import TopKSAE, save_sae
 

@@ -25,7 +25,7 @@ def sae_model(tiny_cache, root: Path, *options: str) -> list[str]:
     """An SAE over token activations: 11 batches of 64 tokens per epoch."""
     return ["--model", "sarm.sae.SAEModule", "--model.n_latents", "64", "--model.k", "4",
             "--model.lr", "0.003", "--model.warmup_steps", "2", "--model.export_dir", str(root / "export"),
-            "--data", "sarm.data.activations.TokenActivationDataModule", "--data.cache_dir", str(tiny_cache["cache"]),
+            "--data", "sarm.cache.TokenActivationDataModule", "--data.cache_dir", str(tiny_cache["cache"]),
             "--data.batch_size", "64", *options]
 
 
@@ -39,7 +39,7 @@ def frozen_sae(tiny_cache, tiny_model_dir, tmp_path_factory):
 def sarm_model(tiny_cache, frozen_sae, root: Path) -> list[str]:
     """A SARM head over cached pairs: 24 training pairs, 5 shuffled batches per epoch."""
     return ["--model", "sarm.reward.SARM", "--model.sae", str(frozen_sae), "--model.lr", "0.05",
-            "--model.export_dir", str(root / "export"), "--data", "sarm.data.activations.PairActivationDataModule",
+            "--model.export_dir", str(root / "export"), "--data", "sarm.cache.PairActivationDataModule",
             "--data.cache_dir", str(tiny_cache["cache"]), "--data.batch_size", "5"]
 
 

@@ -8,7 +8,7 @@ import torch
 
 from conftest import write_toy_pairs
 from sarm.cli import main
-from sarm.data.activations import PairActivationDataModule
+from sarm.cache import PairActivationDataModule
 from sarm.data.pairs import PairTextDataModule
 from sarm.reward import SARM, DenseRM
 from sarm.reward.inference import RewardModel

@@ -177,7 +177,7 @@ def test_a_non_finite_loss_stops_training_and_says_why():
 def test_an_sae_width_that_disagrees_with_the_cache_is_refused(tiny_cache):
     import lightning as L
 
-    from sarm.data.activations import TokenActivationDataModule
+    from sarm.cache import TokenActivationDataModule
     from sarm.sae.module import SAEModule
 
     trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)

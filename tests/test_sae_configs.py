@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from sarm.cli import main
-from sarm.data.activations import ActivationCache, TokenStream
+from sarm.cache import ActivationCache
+from sarm.cache.datamodules import TokenStream
 from sarm.sae import load_sae
 from sarm.sae.metrics import ReconstructionMetrics
 

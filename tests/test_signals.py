@@ -36,7 +36,7 @@ def last_error(err: str) -> str:
 def fit_sae(tiny_cache, root) -> list[str]:
     return [sys.executable, "-m", "sarm.cli", "fit", "--model", "sarm.sae.SAEModule", "--model.n_latents", "64",
             "--model.k", "4", "--model.export_dir", str(root / "sae"),
-            "--data", "sarm.data.activations.TokenActivationDataModule", "--data.cache_dir", str(tiny_cache["cache"]),
+            "--data", "sarm.cache.TokenActivationDataModule", "--data.cache_dir", str(tiny_cache["cache"]),
             "--data.batch_size", "16", "--trainer.max_epochs", "100000", "--trainer.accelerator", "cpu",
             "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
             "--trainer.default_root_dir", str(root), "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",

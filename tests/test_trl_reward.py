@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from sarm.data.preference import load_preferences, split_by_prompt
+from sarm.data.preference import load_preferences
+from sarm.data.splits import split_by_prompt
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from trl_reward import train_trl_reward_model

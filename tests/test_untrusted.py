@@ -22,7 +22,7 @@ class Payload:
 
 def sae_command(command: str, cache, root) -> list[str]:
     return [command, "--model", "sarm.sae.SAEModule", "--model.n_latents", "16", "--model.k", "4",
-            "--data", "sarm.data.activations.TokenActivationDataModule", "--data.cache_dir", str(cache),
+            "--data", "sarm.cache.TokenActivationDataModule", "--data.cache_dir", str(cache),
             "--trainer.accelerator", "cpu", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
             "--trainer.default_root_dir", str(root)]
 

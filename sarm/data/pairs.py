@@ -26,7 +26,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset
 
 from sarm.backbone import DEFAULT_BACKBONE, load_tokenizer, resolve_model
-from sarm.data.preference import PreferencePair, load_preferences, split_by_prompt
+from sarm.data.preference import PreferencePair, load_preferences
+from sarm.data.splits import split_by_prompt
 from sarm.data.render import RenderedSequence, render_response
 
 SUBSET_FIELDS = ("subset", "attribute")  # RewardBench's column; the planted data's deciding attribute

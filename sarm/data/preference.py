@@ -50,16 +50,13 @@ pair left.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import math
 import os
-import random
 import re
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from sarm.data.readers import (  # noqa: F401 (re-exported: callers import these from here)
@@ -536,83 +533,3 @@ def prompt_hash(prompt: Sequence[Message]) -> str:
     """A stable id for a prompt (the same messages always give the same id, across runs)."""
     encoded = json.dumps(list(prompt), sort_keys=True, ensure_ascii=False).encode()
     return "sha256:" + hashlib.sha256(encoded).hexdigest()[:16]
-
-
-# --------------------------------------------------------------------------------------------
-# Splits and fingerprints
-# --------------------------------------------------------------------------------------------
-
-
-def split_by_prompt(
-    pairs: Sequence[PreferencePair], fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0
-) -> dict[str, list[PreferencePair]]:
-    """Split pairs into "train", "val" and "test" by prompt, so no prompt is in two splits.
-
-    The rule: the distinct ``prompt_id``s are sorted, shuffled with ``random.Random(seed)``, and laid
-    end to end, each taking as much room as it has pairs. The line is cut at ``fractions[0]`` and
-    ``fractions[0] + fractions[1]`` of the pairs, and each prompt goes to the split where its
-    midpoint falls. So every boundary misses its target by at most half a prompt's pairs, a split
-    with fraction 0 stays empty, and the result depends on the seed and the set of pairs, not on
-    their order. The pairs of a split keep their original order (and are the same objects).
-    """
-    splits: dict[str, list[PreferencePair]] = {"train": [], "val": [], "test": []}
-    for pair, split in zip(pairs, assign_splits([pair.prompt_id for pair in pairs], fractions, seed)):
-        splits[split].append(pair)
-    return splits
-
-
-def assign_splits(prompt_ids: Sequence[str], fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
-                  seed: int = 0) -> list[str]:
-    """Each pair's split ("train", "val" or "test") from the pairs' prompt ids, by the rule of
-    ``split_by_prompt`` (which it implements)."""
-    if len(fractions) != 3 or any(f < 0 for f in fractions) or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6):
-        raise SarmInputError(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
-    sizes: dict[str, int] = {}
-    for prompt_id in prompt_ids:
-        sizes[prompt_id] = sizes.get(prompt_id, 0) + 1
-    order = sorted(sizes)
-    random.Random(seed).shuffle(order)
-
-    total = len(prompt_ids)
-    train_end, val_end = fractions[0] * total, (fractions[0] + fractions[1]) * total
-    split_of: dict[str, str] = {}
-    start = 0
-    for prompt_id in order:
-        midpoint = start + sizes[prompt_id] / 2
-        split_of[prompt_id] = "train" if midpoint <= train_end else "val" if midpoint <= val_end else "test"
-        start += sizes[prompt_id]
-    return [split_of[prompt_id] for prompt_id in prompt_ids]
-
-
-def data_fingerprint(source: str | os.PathLike, *, num_pairs: int, seed: int, hf_split: str = "train") -> str:
-    """sha256 (hex) identifying the data ``load_preferences`` would read, for cache reuse.
-
-    A file: its bytes (streamed; a gzip file's compressed bytes). A directory (``save_to_disk``): the
-    relative path, size and bytes of every file in it, in path order, and the split. ``builtin:planted``:
-    its parameters and the generator's source file, so editing the generator invalidates caches. A hub
-    dataset: its name and split only (a new revision on the hub is not noticed; pin one with a local
-    file if that matters).
-    """
-    name = os.fspath(source)
-    digest = hashlib.sha256()
-    if is_path_source(name):
-        path = Path(name)
-        for file in source_files(path):
-            if path.is_dir():  # which file, and where it ends, so moving bytes between files changes the digest
-                relative = file.relative_to(path).as_posix()
-                digest.update(f"{relative}\0{file.stat().st_size}\0".encode())
-            with open(file, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(chunk)
-        if path.is_dir():
-            digest.update(f"split\0{hf_split}".encode())
-        return digest.hexdigest()
-    if name.startswith(BUILTIN_PREFIX):
-        params: dict[str, Any] = {"builtin": name, "num_pairs": num_pairs, "seed": seed}
-        spec = importlib.util.find_spec("sarm.data.planted") if name == "builtin:planted" else None
-        if spec is not None and spec.origin and os.path.isfile(spec.origin):
-            params["generator"] = hashlib.sha256(Path(spec.origin).read_bytes()).hexdigest()
-    else:
-        params = {"hub": name, "split": hf_split}
-    digest.update(json.dumps(params, sort_keys=True).encode())
-    return digest.hexdigest()

@@ -64,7 +64,7 @@ def explain_features(cache_dir: str, sae_dir: str, features: list[int], *, metho
     "contexts": [asdict(Context) of the k strongest contexts]}}``.
     """
     from sarm.backbone import load_tokenizer
-    from sarm.data.activations import ActivationCache
+    from sarm.cache import ActivationCache
     from sarm.sae.io import load_sae
 
     if method not in METHODS:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sarm.data.activations import ActivationCache
+from sarm.cache import ActivationCache
 from sarm.data.render import render_response
 from sarm.errors import SarmInputError
 

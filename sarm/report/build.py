@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from sarm.attribute import attribute
-from sarm.data.activations import ActivationCache, PairActivationDataModule
+from sarm.cache import ActivationCache, PairActivationDataModule
 from sarm.errors import SarmInputError
 from sarm.explain import explain_features
 from sarm.io import file_name

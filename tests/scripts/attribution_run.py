@@ -9,7 +9,7 @@ import warnings
 import lightning as L
 
 from sarm.callbacks import RewardAttribution
-from sarm.data.activations import PairActivationDataModule
+from sarm.cache import PairActivationDataModule
 from sarm.reward import SARM
 
 if __name__ == "__main__":

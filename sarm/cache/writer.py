@@ -1,110 +1,37 @@
-"""The activation cache: hidden states of the truncated backbone, written once, read many times.
+"""``sarm cache``: hidden states of the truncated backbone, written once, read many times.
 
-``sarm cache`` runs the backbone over a preference dataset (both sides of every pair) with
-Lightning's predict loop and writes, per sequence, the activations of its response tokens (or of
-all its tokens) and of its last token, into safetensors shards of bounded size:
-
-    <dir>/pairs.jsonl           one line per pair: index, split, prompt_id, margin, texts, meta
-    <dir>/shard-r0-00000.safetensors
-        tokens    [n_tok, d]    token activations (dtype from the settings)
-        token_seq [n_tok]       sequence id of each token (= 2·pair + 0 for chosen, 1 for rejected)
-        token_pos [n_tok]       its position in the (possibly left-truncated) sequence
-        last      [n_seq, d]    the last token's activation, where the reward head reads
-        seq       [n_seq]       sequence ids of those rows
-        truncated [n_seq]       whether the sequence was longer than max_length (cut from the left)
-    <dir>/skipped_rows.jsonl    (if any) every row of the data left out, with where it is and why
-    <dir>/manifest.json         written last: settings, fingerprint, counts, shard list
-
-A directory is trusted only when its manifest exists and its fingerprint (data + settings) matches;
-re-running with the same inputs reuses it. Memory stays bounded by one shard plus one batch.
-
-The output directory is sarm's alone. A run builds the cache in a private directory beside it,
-``.<name>.partial`` (marked as sarm's by a ``.sarm-partial`` file), and renames it into place when
-the manifest is written; so a cache appears whole or not at all. Before that, under an exclusive
-lock (``.<name>.lock`` beside it: a second run into the same place waits, then reuses the finished
-cache or refuses it), the target must be absent, an empty directory, or a cache of the same
-settings; anything else is refused with what is there, and nothing sarm did not write is ever
-deleted. A partial directory left by a killed run is removed by the next run.
+Lightning's predict loop runs the backbone over a preference dataset (both sides of every pair) and
+writes, per sequence, the activations of its response tokens (or of all its tokens) and of its last
+token, into safetensors shards of bounded size (the layout: ``sarm.cache.layout``). Re-running with
+the same inputs reuses the cache. Memory stays bounded by one shard plus one batch.
 """
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
 import os
 import shutil
 import sys
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
-from typing import Literal
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader, Dataset
 
-from sarm.backbone import DEFAULT_BACKBONE, TruncatedBackbone, cache_root, load_tokenizer
+from sarm.backbone import TruncatedBackbone, cache_root, load_tokenizer
+from sarm.cache.layout import (FORMAT_VERSION, MANIFEST, PAIRS, PARTIAL_MARK, SKIPPED, SPLITS, start_partial,
+                               exclusive, partial_directory, read_manifest)
+from sarm.cache.settings import CacheSettings
 from sarm.callbacks.stop_on_signal import StopOnSignal
-from sarm.data.preference import PreferencePair, assign_splits, data_fingerprint, iter_preferences
+from sarm.data.preference import PreferencePair, iter_preferences
+from sarm.data.splits import assign_splits
 from sarm.data.render import render_response
 from sarm.errors import SarmInputError
-from sarm.files import Fields, read_json_object
 from sarm.io import atomic_path, save_tensors, write_json
-
-MANIFEST = "manifest.json"
-PAIRS = "pairs.jsonl"
-SKIPPED = "skipped_rows.jsonl"
-PARTIAL_MARK = ".sarm-partial"
-SPLITS = ("train", "val", "test")
-DTYPES = ("bfloat16", "float16", "float32")
-FORMAT_VERSION = 2
-
-
-@dataclass
-class CacheSettings:
-    """Everything that decides what the cache holds (hashed into its fingerprint).
-
-    Args:
-        data: a preference file (.jsonl/.json/.parquet/.csv, optionally .gz), a ``datasets`` directory,
-            ``builtin:planted`` (the generated pairs with planted attributes), or a hub dataset name.
-        num_pairs: pairs to generate, for ``builtin:planted``.
-        seed: generator seed, for ``builtin:planted``.
-        hf_split: the split to read, for a hub dataset or a ``datasets`` directory holding several.
-        model: backbone (``embedded:SmolLM2-135M-Instruct``, a .gguf file, a local dir or a hub id).
-        layer: read the residual stream after this many decoder layers (default: half the depth).
-        max_length: longer sequences are truncated from the left, so the response's end survives.
-        tokens: which token activations to keep: the final response's tokens, or all tokens.
-        dtype: storage dtype of the activations.
-        split_fractions: train/val/test fractions, assigned by prompt.
-        split_seed: seed of the split.
-        bad_rows: a row that cannot be read stops the run (``error``: every bad row of the data is named
-            first) or is left out (``skip``); left-out rows are listed in the cache's ``skipped_rows.jsonl``.
-    """
-
-    data: str
-    num_pairs: int = 2000
-    seed: int = 0
-    hf_split: str = "train"
-    model: str = DEFAULT_BACKBONE
-    layer: int | None = None
-    max_length: int = 512
-    tokens: Literal["response", "all"] = "response"
-    dtype: Literal[DTYPES] = "bfloat16"
-    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    split_seed: int = 0
-    bad_rows: Literal["error", "skip"] = "error"
-
-    def fingerprint(self) -> str:
-        payload = asdict(self) | {
-            "data": data_fingerprint(self.data, num_pairs=self.num_pairs, seed=self.seed, hf_split=self.hf_split),
-            "format": FORMAT_VERSION,
-        }
-        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=list).encode()).hexdigest()
-
 
 class PackedTexts:
     """Every pair of a dataset, packed into one buffer as it is read (its ``pairs.jsonl`` fields as
@@ -129,7 +56,6 @@ class PackedTexts:
     def __getitem__(self, pair: int) -> dict:
         """The ``pairs.jsonl`` fields of pair number ``pair``, but its index and split."""
         return json.loads(self.packed[int(self.offsets[pair]):int(self.offsets[pair + 1])])
-
 
 class RenderedSequences(Dataset):
     """Both sides of every pair, rendered lazily (token ids are never all held at once).
@@ -158,7 +84,6 @@ class RenderedSequences(Dataset):
         return {"input_ids": rendered.input_ids, "response_start": rendered.response_start, "seq": seq,
                 "truncated": rendered.truncated}
 
-
 def collate_right_padded(items: list[dict], pad_id: int) -> dict:
     """Right padding keeps every response's token positions as rendered; the mask hides the pad."""
     length = max(len(it["input_ids"]) for it in items)
@@ -175,7 +100,6 @@ def collate_right_padded(items: list[dict], pad_id: int) -> dict:
         "seq": torch.tensor([it["seq"] for it in items]),
         "truncated": torch.tensor([it["truncated"] for it in items]),
     }
-
 
 class BackboneEncoder(L.LightningModule):
     """Predict-only module: a batch of sequences → their cached activations (on CPU)."""
@@ -199,7 +123,6 @@ class BackboneEncoder(L.LightningModule):
             "seq": batch["seq"].cpu(),
             "truncated": batch["truncated"].cpu(),
         }
-
 
 class ShardWriter(BasePredictionWriter):
     """Buffers predicted activations and writes a shard whenever ``shard_tokens`` are buffered."""
@@ -234,7 +157,6 @@ class ShardWriter(BasePredictionWriter):
                             "truncated": int(shard["truncated"].sum()), "split_tokens": split_tokens})
         self.buffer, self.buffered = [], 0
 
-
 def _pair_fields(pair: PreferencePair) -> dict:
     return {
         "prompt_id": pair.prompt_id,
@@ -245,7 +167,6 @@ def _pair_fields(pair: PreferencePair) -> dict:
         "rejected": pair.rejected,
         "meta": pair.meta,
     }
-
 
 def _gather_shards(trainer: L.Trainer, shards: list[dict]) -> list[dict]:
     """Every rank's shard records, in rank order (each rank wrote its own ``shard-r<rank>-*`` files)."""
@@ -259,89 +180,6 @@ def _gather_shards(trainer: L.Trainer, shards: list[dict]) -> list[dict]:
     torch.distributed.destroy_process_group()
     return [shard for rank_shards in gathered for shard in rank_shards]
 
-
-def partial_directory(directory: Path) -> Path:
-    """Where a run builds the cache before renaming it to ``directory``."""
-    return directory.parent / f".{directory.name}.partial"
-
-
-@contextmanager
-def exclusive(directory: Path) -> Iterator[None]:
-    """Hold the lock of ``directory`` (``.<name>.lock`` beside it); wait while another run holds it."""
-    lock_path = directory.parent / f".{directory.name}.lock"
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"sarm: waiting for another run writing {directory}", file=sys.stderr, flush=True)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        try:  # the holder before us may have removed the file: then our lock is on a file nobody else sees
-            if os.fstat(fd).st_ino == os.stat(lock_path).st_ino:
-                break
-        except FileNotFoundError:
-            pass
-        os.close(fd)
-    try:
-        yield
-    finally:
-        lock_path.unlink(missing_ok=True)  # before unlocking, so a waiter on this inode sees it is stale
-        os.close(fd)
-
-
-def read_manifest(directory: Path) -> dict | None:
-    """The manifest of a complete cache in ``directory``, None where there is none; refuses a directory
-    that holds anything else (it is not sarm's to write into) and a manifest that is not whole."""
-    if not directory.exists():
-        return None
-    if not directory.is_dir():
-        raise SarmInputError(f"{directory}: exists and is not a directory; choose another output directory")
-    path = directory / MANIFEST
-    if path.is_file():
-        manifest = read_json_object(path)
-        if not (isinstance(manifest.get("fingerprint"), str) and isinstance(manifest.get("settings"), dict)):
-            raise SarmInputError(f"{path}: not an activation cache's manifest (no 'fingerprint' and 'settings'); "
-                                 "choose another output directory")
-        check_manifest(Fields(manifest, path))
-        return manifest
-    entries = sorted(p.name for p in directory.iterdir())
-    if entries:
-        shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
-        raise SarmInputError(f"{directory}: exists and is not an activation cache (holds {len(entries)} entries: "
-                             f"{shown}); choose an empty or new output directory")
-    return None
-
-
-def check_manifest(fields: Fields) -> None:
-    """Every manifest field a reader relies on has its type and range, and shard names stay in the cache."""
-    version = fields.integer("version", low=1)
-    if version != FORMAT_VERSION:
-        raise fields.error("version", f"{version}: a cache of another sarm version (this one reads "
-                                      f"{FORMAT_VERSION}); cache again into a new directory")
-    fields.integer("layer", low=1)
-    fields.integer("hidden_size", low=1)
-    fields.choice("dtype", DTYPES)
-    pairs = fields.integer("num_pairs", low=1)
-    fields.integer("num_sequences", low=2 * pairs, high=2 * pairs)
-    fields.integer("num_tokens", low=0)
-    split_pairs = fields.section("split_pairs")
-    for name in SPLITS:
-        split_pairs.integer(name, low=0, high=pairs)
-    shards = fields.data.get("shards")
-    if not isinstance(shards, list) or not shards:
-        raise fields.error("shards", "expected a non-empty list of shard records")
-    for i, shard in enumerate(shards):
-        if not isinstance(shard, dict):
-            raise fields.error(f"shards[{i}]", "expected a shard record (a JSON object)")
-        record = Fields(shard, fields.path, f"shards[{i}].")
-        name = record.text("file")
-        if Path(name).name != name or name in (".", ".."):  # a manifest cannot point outside its cache
-            raise record.error("file", f"{name!r} is not a file name in the cache directory")
-        record.integer("num_tokens", low=0)
-        record.integer("num_sequences", low=0)
-
-
 def check_reusable(directory: Path, manifest: dict, settings: CacheSettings, fingerprint: str) -> None:
     """Refuse a complete cache of other settings, naming the ones that differ."""
     if manifest["fingerprint"] == fingerprint:
@@ -352,16 +190,6 @@ def check_reusable(directory: Path, manifest: dict, settings: CacheSettings, fin
     what = "; ".join(differ) if differ else f"the data ({settings.data}) changed since it was cached"
     raise SarmInputError(f"{directory}: holds an activation cache of other data or settings ({what}); "
                          "choose another output directory or delete this one")
-
-
-def _start_partial(partial: Path) -> None:
-    """An empty private build directory, replacing one a killed run left (only if it is marked as sarm's)."""
-    if partial.exists():
-        if not (partial / PARTIAL_MARK).is_file():
-            raise SarmInputError(f"{partial}: exists and was not written by sarm; move it away to cache here")
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
-    (partial / PARTIAL_MARK).touch()
 
 
 def cache_activations(
@@ -403,10 +231,8 @@ def cache_activations(
             return directory
         return _build(settings, fingerprint, directory, **run)
 
-
 def _first_process() -> bool:
     return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
-
 
 def _build(settings: CacheSettings, fingerprint: str, directory: Path, **run) -> Path:
     """Cache into the build directory and rename it to ``directory`` once complete; on any failure (or a
@@ -420,7 +246,7 @@ def _build(settings: CacheSettings, fingerprint: str, directory: Path, **run) ->
     first = _first_process()
     try:
         if first:
-            _start_partial(build_dir)
+            start_partial(build_dir)
             with atomic_path(build_dir / PAIRS) as tmp, open(tmp, "w") as f:  # line by line: no second copy
                 for i in range(len(texts)):
                     f.write(json.dumps({"index": i, "split": pair_splits[i], **texts[i]}) + "\n")
@@ -441,7 +267,6 @@ def _build(settings: CacheSettings, fingerprint: str, directory: Path, **run) ->
         raise
     _say_cached(settings, directory, manifest)
     return directory
-
 
 def _encode(settings: CacheSettings, texts: PackedTexts, pair_splits: list[str], build_dir: Path, batch_size: int,
             shard_tokens: int, accelerator: str, devices: int | str, strategy: str,
@@ -475,7 +300,6 @@ def _encode(settings: CacheSettings, texts: PackedTexts, pair_splits: list[str],
         "split_pairs": {name: pair_splits.count(name) for name in SPLITS},
         "shards": shards,
     }
-
 
 def _say_cached(settings: CacheSettings, directory: Path, manifest: dict) -> None:
     print(
