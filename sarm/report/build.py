@@ -11,7 +11,7 @@ For one or two preference datasets, through the trained SARM:
 5. a 2-D map of the top features (PCA of their decoder directions) and, for two datasets, which
    features matter more in one than in the other.
 
-The dict is rendered by ``sarm.report.html`` into one self-contained HTML file.
+The content (``sarm.report.schema.Report``) is rendered by ``sarm.report.html`` into one self-contained HTML file.
 """
 
 from __future__ import annotations
@@ -24,11 +24,13 @@ import torch
 from sarm.attribute import attribute
 from sarm.cache import ActivationCache, PairActivationDataModule
 from sarm.errors import SarmInputError
-from sarm.explain import explain_features
+from sarm.explain import Context, Explanation, explain_features
 from sarm.io import file_name
+from sarm.report.html import render_report
+from sarm.report.schema import (Comparison, ComparisonRow, Dataset, FeatureMap, FeaturePage, Model, Pair, Report,
+                                Steering, Term, TopFeature)
 from sarm.reward.export import SAE_DIR, load_network
 from sarm.reward.network import SARMNetwork
-from sarm.report.html import render_report
 from sarm.steer import collect_pair_features, steering_effect
 
 
@@ -94,27 +96,19 @@ def report(
         datasets.append(_dataset(name, network, config, cache_dir, Path(attributed["output"]), split, top, steer_top,
                                  batch_size))
 
-    features = list(dict.fromkeys(f["feature"] for ds in datasets for f in ds["features"]))
+    features = list(dict.fromkeys(f.feature for ds in datasets for f in ds.features))
     explained = explain_features(caches[0], str(Path(sarm) / SAE_DIR), features, method=explain_method, k=contexts,
                                  llm_base_url=llm_base_url, llm_model=llm_model,
                                  activate=_activation_probe(sarm) if explain_method == "llm" else None)
     weight = network.head.weight.detach()
-    pages = {str(f): {"weight": float(weight[f]), "explanation": explained[f]["explanation"],
-                      "contexts": explained[f]["contexts"][:contexts]} for f in features}
-    for ds in datasets:  # the table's explanation column
-        for row in ds["features"]:
-            row["explanation"] = pages[str(row["feature"])]["explanation"]["text"]
-    content = {
-        "title": f"SARM report: {Path(sarm).name}",
-        "model": {"path": str(sarm), "kind": config["kind"], "backbone": config["backbone"],
-                  "n_features": config["n_features"], "head_nonzero": config.get("head_nonzero"),
-                  "pooling": config["pooling"]},
-        "datasets": datasets,
-        "feature_pages": pages,
-        "feature_map": _feature_map(network, features, datasets[0]),
-    }
-    if len(datasets) == 2:
-        content["comparison"] = _comparison(datasets, features)
+    pages = [FeaturePage(f, float(weight[f]), Explanation.from_dict(explained[f]["explanation"]),
+                         [Context(**c) for c in explained[f]["contexts"][:contexts]]) for f in features]
+    content = Report(
+        title=f"SARM report: {Path(sarm).name}",
+        model=Model(path=str(sarm), kind=config["kind"], backbone=config["backbone"], n_features=config["n_features"],
+                    head_nonzero=config.get("head_nonzero"), pooling=config["pooling"]),
+        datasets=datasets, feature_pages=pages, feature_map=_feature_map(network, features, datasets[0]),
+        comparison=_comparison(datasets, features) if len(datasets) == 2 else None)
     path = render_report(content, output_dir)
     print(f"sarm: report written to {path}", flush=True)
     return path
@@ -126,7 +120,7 @@ def _name(source: str, i: int, data: list[str]) -> str:
 
 
 def _dataset(name: str, network: SARMNetwork, config: dict, cache_dir: str, attribution_dir: Path, split: str,
-             top: int, steer_top: int, batch_size: int) -> dict:
+             top: int, steer_top: int, batch_size: int) -> Dataset:
     cache = ActivationCache(cache_dir)
     loader = PairActivationDataModule(cache_dir, batch_size, split, pooling=config["pooling"]).predict_dataloader()
     z = collect_pair_features(network, loader)
@@ -139,9 +133,9 @@ def _dataset(name: str, network: SARMNetwork, config: dict, cache_dir: str, attr
     ranked = per_pair.mean(0).abs().argsort(descending=True)[:top].tolist()
     features = []
     for f in ranked:
-        row = dict(table.get(f, {"feature": f}))
-        row |= {"feature": f, "weight": float(head.weight.detach()[f]), "contributions": per_pair[:, f].tolist()}
-        features.append(row)
+        row = table.get(f, {}) | {"feature": f, "weight": float(head.weight.detach()[f]),
+                                  "contributions": per_pair[:, f].tolist()}
+        features.append(TopFeature(**row))
 
     pairs = cache.pairs
     selected = []
@@ -152,47 +146,46 @@ def _dataset(name: str, network: SARMNetwork, config: dict, cache_dir: str, attr
         record = pairs[int(z["pair"][row])]
         terms = per_pair[row]
         shown = terms.abs().argsort(descending=True)[:8]
-        selected.append({"pair": record["index"], "label": label, "prompt": _text(record["prompt"]),
-                         "chosen": record["chosen"], "rejected": record["rejected"],
-                         "chosen_reward": float(chosen[row]), "rejected_reward": float(rejected[row]),
-                         "contributions": [{"feature": int(f), "value": float(terms[f])} for f in shown
-                                           if terms[f] != 0]})
+        selected.append(Pair(pair=record["index"], label=label, prompt=_text(record["prompt"]),
+                             chosen=record["chosen"], rejected=record["rejected"],
+                             chosen_reward=float(chosen[row]), rejected_reward=float(rejected[row]),
+                             contributions=[Term(int(f), float(terms[f])) for f in shown if terms[f] != 0]))
 
-    steering = [steering_effect(network, z["z_chosen"], z["z_rejected"], [f], "zero") | {"feature": f}
+    steering = [Steering(feature=f, **steering_effect(network, z["z_chosen"], z["z_rejected"], [f], "zero"))
                 for f in ranked[:steer_top]]
     names, subset = cache.columns.subset_names, z["subset"]  # the batches' subset ids
     subsets = {n: float((margins[subset == i] > 0).float().mean()) for i, n in enumerate(names) if (subset == i).any()}
-    return {"name": name, "n_pairs": int(margins.numel()), "accuracy": float((margins > 0).float().mean()),
-            "mean_margin": float(margins.mean()), "chosen_rewards": chosen.tolist(), "rejected_rewards": rejected.tolist(),
-            "subsets": subsets, "features": features, "pairs": selected, "steering": steering}
+    return Dataset(name=name, n_pairs=int(margins.numel()), accuracy=float((margins > 0).float().mean()),
+                   mean_margin=float(margins.mean()), chosen_rewards=chosen.tolist(),
+                   rejected_rewards=rejected.tolist(), subsets=subsets, features=features, pairs=selected,
+                   steering=steering)
 
 
 def _text(prompt: list[dict]) -> str:
     return "\n\n".join(f"{m['role']}: {m['content']}" for m in prompt)
 
 
-def _feature_map(network: SARMNetwork, features: list[int], dataset: dict) -> dict:
+def _feature_map(network: SARMNetwork, features: list[int], dataset: Dataset) -> FeatureMap | None:
     """The top features' decoder directions projected on their first two principal components."""
     if len(features) < 3:
-        return {}
+        return None
     directions = torch.nn.functional.normalize(network.sae.W_dec.detach()[features].double(), dim=1)
     centered = directions - directions.mean(0)
     _, _, v = torch.linalg.svd(centered, full_matrices=False)
     xy = centered @ v[:2].T
-    contribution = {row["feature"]: row.get("mean_margin_contribution", 0.0) for row in dataset["features"]}
-    return {"features": features, "x": xy[:, 0].tolist(), "y": xy[:, 1].tolist(),
-            "margin_contribution": [float(contribution.get(f, 0.0)) for f in features],
-            "method": "PCA of the features' unit decoder directions"}
+    contribution = {row.feature: row.mean_margin_contribution or 0.0 for row in dataset.features}
+    return FeatureMap(features=features, x=xy[:, 0].tolist(), y=xy[:, 1].tolist(),
+                      margin_contribution=[float(contribution.get(f, 0.0)) for f in features],
+                      method="PCA of the features' unit decoder directions")
 
 
-def _comparison(datasets: list[dict], features: list[int]) -> dict:
+def _comparison(datasets: list[Dataset], features: list[int]) -> Comparison:
     """Mean margin contribution of each top feature in both datasets, largest difference first."""
-    a, b = ({row["feature"]: float(sum(row["contributions"]) / max(len(row["contributions"]), 1))
-             for row in ds["features"]} for ds in datasets)
-    rows = [{"feature": f, "a": a.get(f, 0.0), "b": b.get(f, 0.0), "difference": a.get(f, 0.0) - b.get(f, 0.0)}
-            for f in features]
-    rows.sort(key=lambda r: abs(r["difference"]), reverse=True)
-    return {"a": datasets[0]["name"], "b": datasets[1]["name"], "rows": rows}
+    a, b = ({row.feature: float(sum(row.contributions) / max(len(row.contributions), 1))
+             for row in ds.features} for ds in datasets)
+    rows = [ComparisonRow(f, a.get(f, 0.0), b.get(f, 0.0), a.get(f, 0.0) - b.get(f, 0.0)) for f in features]
+    rows.sort(key=lambda r: abs(r.difference), reverse=True)
+    return Comparison(a=datasets[0].name, b=datasets[1].name, rows=rows)
 
 
 def _activation_probe(sarm: str):

@@ -1,9 +1,8 @@
 """Matplotlib figures for the HTML report, each returned as a ``data:image/png;base64,...`` URI.
 
-Every function takes plain Python lists/floats (the JSON-able report dict) and returns ``None``
-when there is nothing to draw, so the HTML layer can simply skip the image. Figures are built
-with the object-oriented ``Figure`` API on the Agg canvas (no pyplot global state, no display),
-drawn once into memory and dropped.
+Every function draws one part of the report's content (``sarm.report.schema``); the templates only
+ask for a figure where its part is non-empty. Figures are built with the object-oriented ``Figure``
+API on the Agg canvas (no pyplot global state, no display), drawn once into memory and dropped.
 """
 
 from __future__ import annotations
@@ -11,7 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import math
-from typing import Iterable, Sequence
+from typing import Sequence
 
 # Figures are attached to the Agg canvas explicitly, so the global backend (and pyplot) is never
 # touched: safe in a headless run and in a notebook alike.
@@ -19,32 +18,14 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 
+from sarm.report.schema import Comparison, Dataset, FeatureMap, Pair, Steering, TopFeature
+
 POSITIVE = "#2166ac"  # pushes the reward of the chosen response up (helps ranking)
 NEGATIVE = "#b2182b"  # pushes it down (hurts ranking)
 NEUTRAL = "#7f7f7f"
 CHOSEN = "#1b9e77"
 REJECTED = "#d95f02"
 DPI = 100
-
-
-def _finite(values: Iterable | None) -> list[float]:
-    out = []
-    for v in values or ():
-        try:
-            f = float(v)
-        except (TypeError, ValueError):
-            continue
-        if math.isfinite(f):
-            out.append(f)
-    return out
-
-
-def _num(v, default: float = 0.0) -> float:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return default
-    return f if math.isfinite(f) else default
 
 
 def _figure(width: float = 6.0, height: float = 3.0) -> tuple[Figure, object]:
@@ -86,11 +67,9 @@ def _sign_colors(values: Sequence[float]) -> list[str]:
     return [POSITIVE if v > 0 else NEGATIVE if v < 0 else NEUTRAL for v in values]
 
 
-def reward_histogram(chosen: Sequence[float], rejected: Sequence[float], title: str = "") -> str | None:
+def reward_histogram(dataset: Dataset, title: str = "") -> str:
     """Overlaid histograms of the chosen and rejected rewards, on shared bins."""
-    c, r = _finite(chosen), _finite(rejected)
-    if not c and not r:
-        return None
+    c, r = dataset.chosen_rewards, dataset.rejected_rewards
     both = c + r
     lo, hi = min(both), max(both)
     if hi <= lo:
@@ -99,20 +78,16 @@ def reward_histogram(chosen: Sequence[float], rejected: Sequence[float], title: 
     step = (hi - lo) / n_bins
     bins = [lo + i * step for i in range(n_bins + 1)]
     fig, ax = _figure()
-    if c:
-        ax.hist(c, bins=bins, alpha=0.55, color=CHOSEN, label=f"chosen (n={len(c)})")
-    if r:
-        ax.hist(r, bins=bins, alpha=0.55, color=REJECTED, label=f"rejected (n={len(r)})")
+    ax.hist(c, bins=bins, alpha=0.55, color=CHOSEN, label=f"chosen (n={len(c)})")
+    ax.hist(r, bins=bins, alpha=0.55, color=REJECTED, label=f"rejected (n={len(r)})")
     return _finish(fig, ax, title, "reward", "pairs", legend=True)
 
 
-def feature_bars(features: Sequence[int], values: Sequence[float], title: str = "",
-                 xlabel: str = "mean margin contribution") -> str | None:
-    """Horizontal bars, one per feature (first at the top), coloured by sign."""
-    if not features:
-        return None
-    vals = [_num(v) for v in values]
-    labels = [f"f{f}" for f in features]
+def feature_bars(features: Sequence[TopFeature], title: str = "") -> str:
+    """Horizontal bars of the features' mean margin contributions (first at the top; 0 for one that never fires),
+    coloured by sign."""
+    vals = [f.mean_margin_contribution or 0.0 for f in features]
+    labels = [f"f{f.feature}" for f in features]
     height = min(8.0, max(2.0, 0.28 * len(vals) + 0.9))
     fig, ax = _figure(6.0, height)
     ys = list(range(len(vals)))
@@ -120,14 +95,12 @@ def feature_bars(features: Sequence[int], values: Sequence[float], title: str = 
     ax.set_yticks(ys, labels)
     ax.invert_yaxis()
     ax.axvline(0, color="black", lw=0.6)
-    return _finish(fig, ax, title, xlabel)
+    return _finish(fig, ax, title, "mean margin contribution")
 
 
-def contribution_distribution(contributions: Sequence[float], title: str = "") -> str | None:
+def contribution_distribution(contributions: Sequence[float], title: str = "") -> str:
     """Histogram of one feature's per-pair margin contributions, with zero and the mean marked."""
-    vals = _finite(contributions)
-    if not vals:
-        return None
+    vals = contributions
     fig, ax = _figure(6.0, 2.4)
     lo, hi = min(vals), max(vals)
     if hi <= lo:
@@ -142,43 +115,32 @@ def contribution_distribution(contributions: Sequence[float], title: str = "") -
     ax.bar(centres, counts, width=step * 0.95, color=_sign_colors(centres), alpha=0.85)
     mean = sum(vals) / len(vals)
     ax.axvline(0, color="black", lw=0.6)
-    ax.axvline(mean, color="black", lw=1.2, ls="--", label=f"mean {mean:+.3f}" if 1e-3 <= abs(mean) < 1e4 else f"mean {mean:+.3g}")
+    label = f"mean {mean:+.3f}" if 1e-3 <= abs(mean) < 1e4 else f"mean {mean:+.3g}"
+    ax.axvline(mean, color="black", lw=1.2, ls="--", label=label)
     return _finish(fig, ax, title, "margin contribution (chosen − rejected)", "pairs", legend=True)
 
 
-def waterfall(terms: Sequence[tuple[str, float]], total: float, title: str = "") -> str | None:
-    """Waterfall of the reward margin: starts at 0, one floating bar per term, ends at ``total``.
-
-    ``terms`` are (label, value) pairs already including any "other features" remainder, so that
-    the running sum lands exactly on ``total``.
-    """
-    if not terms:
-        return None
+def waterfall(pair: Pair, title: str = "") -> str:
+    """Waterfall of a pair's margin: starts at 0, one floating bar per listed term and one for the other
+    features' remainder, so the running sum lands exactly on the margin, the last bar."""
+    terms = [(f"f{t.feature}", t.value) for t in pair.contributions] + [("other features", pair.other)]
     labels = [t[0] for t in terms] + ["margin"]
     fig, ax = _figure(6.0, 3.0)
     running = 0.0
     for i, (_, value) in enumerate(terms):
-        value = _num(value)
         ax.bar(i, value, bottom=running, color=POSITIVE if value >= 0 else NEGATIVE, width=0.7)
         running += value
         ax.plot([i + 0.35, i + 0.65], [running, running], color=NEUTRAL, lw=0.8)  # connector
-    total = _num(total)
-    ax.bar(len(terms), total, color="#444444", width=0.7)
+    ax.bar(len(terms), pair.margin, color="#444444", width=0.7)
     ax.axhline(0, color="black", lw=0.6)
     ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=8)
     return _finish(fig, ax, title, ylabel="reward margin")
 
 
-def feature_map(features: Sequence[int], x: Sequence[float], y: Sequence[float],
-                contribution: Sequence[float] | None, title: str = "", max_labels: int = 30) -> str | None:
+def feature_map(projection: FeatureMap, title: str = "", max_labels: int = 30) -> str:
     """Scatter of a 2-D feature projection; colour = signed contribution, size ∝ |contribution|."""
-    n = min(len(features), len(x), len(y))
-    if n == 0:
-        return None
-    xs = [_num(v) for v in x[:n]]
-    ys = [_num(v) for v in y[:n]]
-    cs = [_num(v) for v in (contribution or [])[:n]]
-    cs += [0.0] * (n - len(cs))
+    features, xs, ys, cs = projection.features, projection.x, projection.y, projection.margin_contribution
+    n = len(features)
     amax = max((abs(c) for c in cs), default=0.0) or 1.0
     sizes = [12 + 140 * abs(c) / amax for c in cs]
     fig, ax = _figure(6.0, 4.2)
@@ -195,44 +157,35 @@ def feature_map(features: Sequence[int], x: Sequence[float], y: Sequence[float],
     return _finish(fig, ax, title)
 
 
-def steering_bars(labels: Sequence[str], before: Sequence[float], after: Sequence[float],
-                  title: str = "") -> str | None:
+def steering_bars(rows: Sequence[Steering], title: str = "") -> str:
     """Bars of the accuracy change (after − before) of each steering intervention."""
-    if not labels:
-        return None
-    deltas = [_num(a) - _num(b) for a, b in zip(after, before)]
+    labels = [f"f{s.feature} {s.operation} {s.value:g}" for s in rows]
+    deltas = [s.accuracy - s.accuracy_before for s in rows]
     height = min(6.0, max(2.0, 0.3 * len(deltas) + 0.9))
     fig, ax = _figure(6.0, height)
     ys = list(range(len(deltas)))
     ax.barh(ys, [d * 100 for d in deltas], color=_sign_colors(deltas))
-    ax.set_yticks(ys, list(labels), fontsize=8)
+    ax.set_yticks(ys, labels, fontsize=8)
     ax.invert_yaxis()
     ax.axvline(0, color="black", lw=0.6)
     return _finish(fig, ax, title, "accuracy change (percentage points)")
 
 
-def comparison_bars(features: Sequence[int], a: Sequence[float], b: Sequence[float],
-                    difference: Sequence[float] | None, name_a: str, name_b: str,
-                    title: str = "") -> str | None:
-    """Left: each feature's value on A and on B as paired bars around zero. Right: the difference
-    (as given in the report), as diverging bars coloured by sign."""
-    n = min(len(features), len(a), len(b))
-    if n == 0:
-        return None
-    va = [_num(v) for v in a[:n]]
-    vb = [_num(v) for v in b[:n]]
-    diff = [_num(v) for v in (difference or [])[:n]]
-    if len(diff) < n:
-        diff = [y - x for x, y in zip(va, vb)]
+def comparison_bars(comparison: Comparison, title: str = "") -> str:
+    """Left: each feature's mean margin contribution on A and on B as paired bars around zero. Right: the
+    difference A − B, as diverging bars coloured by sign."""
+    rows = comparison.rows
+    n, features = len(rows), [r.feature for r in rows]
+    va, vb, diff = [r.a for r in rows], [r.b for r in rows], [r.difference for r in rows]
     height = min(8.0, max(2.2, 0.32 * n + 1.0))
     fig = Figure(figsize=(7.0, height), dpi=DPI)
     FigureCanvasAgg(fig)
     ax, ax_d = fig.subplots(1, 2, sharey=True, gridspec_kw={"width_ratios": [3, 2]})
     ys = list(range(n))
     h = 0.4
-    ax.barh([y - h / 2 for y in ys], va, height=h, color=CHOSEN, label=name_a)
-    ax.barh([y + h / 2 for y in ys], vb, height=h, color="#7570b3", label=name_b)
-    ax.set_yticks(ys, [f"f{f}" for f in features[:n]])
+    ax.barh([y - h / 2 for y in ys], va, height=h, color=CHOSEN, label=comparison.a)
+    ax.barh([y + h / 2 for y in ys], vb, height=h, color="#7570b3", label=comparison.b)
+    ax.set_yticks(ys, [f"f{f}" for f in features])
     ax.invert_yaxis()
     ax.set_xlabel("mean margin contribution", fontsize=9)
     ax.legend(fontsize=8, frameon=False)
