@@ -1,5 +1,5 @@
-"""The HTML report: a self-contained page rendered from a synthetic report dict, then screenshotted
-in headless Chromium (skipped when Chromium is not installed; see scripts/install_chromium.sh)."""
+"""The HTML report: a self-contained page rendered from a synthetic ``Report`` (the schema the builder fills),
+then opened in headless Chromium (skipped when Chromium is not installed; see scripts/install_chromium.sh)."""
 
 from __future__ import annotations
 
@@ -7,173 +7,196 @@ import json
 import os
 import random
 import re
-import shutil
 import signal
 import subprocess
-from pathlib import Path
+from dataclasses import asdict, replace
 
 import pytest
 
+from sarm.explain import Context, Explanation
 from sarm.report import render_html, render_report
+from sarm.report.schema import (Comparison, ComparisonRow, Dataset, FeatureMap, FeaturePage, Model, Pair, Report,
+                                Steering, Term, TopFeature)
 
 CHROMIUM = "/usr/bin/chromium"
-REPO = Path(__file__).resolve().parents[1]
-ARTIFACTS = REPO / "runs" / "test-artifacts"
 FEATURES = [17, 4, 230, 91]
 WEIGHTS = {17: 0.8, 4: -0.6, 230: 0.35, 91: -0.2}
 
 
-def _dataset(name: str, seed: int, n: int = 60) -> dict:
+def _dataset(name: str, seed: int, n: int = 60) -> Dataset:
     rng = random.Random(seed)
     chosen = [rng.gauss(1.0, 1.0) for _ in range(n)]
     rejected = [rng.gauss(-0.3, 1.0) for _ in range(n)]
-    feats = []
-    for rank, fid in enumerate(FEATURES):
-        mean = WEIGHTS[fid] * (1.2 - 0.2 * rank) * (1 if seed == 0 else 0.7)
-        contribs = [rng.gauss(mean, 0.4) for _ in range(n)]
-        feats.append({
-            "feature": fid, "weight": WEIGHTS[fid], "mean_margin_contribution": sum(contribs) / n,
-            "mean_chosen_contribution": mean + 0.3, "mean_rejected_contribution": 0.3,
-            "freq_chosen": 0.4 + 0.1 * rank, "freq_rejected": 0.3, "sign_agreement": 0.7 - 0.05 * rank,
-            "margin_share": 0.25 - 0.05 * rank, "contributions": contribs,
-        })
-    pairs = [
-        {"pair": 3, "label": "most confident", "prompt": "What is 2+2?", "chosen": "4.",
-         "rejected": "5, obviously <b>bold</b>", "chosen_reward": 3.1, "rejected_reward": -1.4,
-         "contributions": [{"feature": 17, "value": 2.0}, {"feature": 4, "value": 1.1},
-                           {"feature": 230, "value": 0.9}, {"feature": 555, "value": -0.3}]},
-        {"pair": 42, "label": "misranked", "prompt": "Write a poem.", "chosen": "Roses are red...",
-         "rejected": "No.", "chosen_reward": -0.5, "rejected_reward": 0.7,
-         "contributions": [{"feature": 4, "value": -1.5}, {"feature": 17, "value": 0.4}]},
+    features = []
+    for rank, f in enumerate(FEATURES):
+        contributions = [rng.gauss(WEIGHTS[f] * (1.2 - 0.2 * rank), 0.4) for _ in range(n)]
+        features.append(TopFeature(
+            feature=f, weight=WEIGHTS[f], contributions=contributions,
+            mean_margin_contribution=sum(contributions) / n, mean_chosen_contribution=0.5,
+            mean_rejected_contribution=0.3, freq_chosen=0.4 + 0.1 * rank, freq_rejected=0.3,
+            sign_agreement=0.7 - 0.05 * rank, margin_share=0.25 - 0.05 * rank))
+    pairs = [  # the builder's four picks; feature 555 is a listed term but no top feature
+        Pair(3, "most confident", "user: What is 2+2?", "4.", "5, obviously <b>bold</b>", 3.1, -1.4,
+             [Term(17, 2.0), Term(4, 1.1), Term(230, 0.9), Term(555, -0.3)]),
+        Pair(8, "second most confident", "user: Hi", "Hello!", "Go away.", 2.0, -0.5, [Term(17, 1.5)]),
+        Pair(42, "misranked", "user: Write a poem.", "Roses are red...", "No.", -0.5, 0.7,
+             [Term(4, -1.5), Term(17, 0.4)]),
+        Pair(7, "least confident", "user: Bye", "Bye!", "bye", 0.1, 0.05, []),
     ]
-    steering = [
-        {"feature": 17, "operation": "ablate", "value": 0.0, "accuracy_before": 0.71, "accuracy": 0.62,
-         "mean_margin_before": 1.3, "mean_margin": 0.8},
-        {"feature": 4, "operation": "scale", "value": 2.0, "accuracy_before": 0.71, "accuracy": 0.74,
-         "mean_margin_before": 1.3, "mean_margin": 1.5},
-    ]
-    # "pairs" holds the selected pairs; the count comes from "n_pairs" or, failing that, the rewards
-    return {
-        "name": name, **({"n_pairs": n} if seed == 0 else {}), "accuracy": 0.71 - 0.05 * seed, "mean_margin": 1.3,
-        "chosen_rewards": chosen, "rejected_rewards": rejected,
-        "subsets": {"chat": 0.8, "safety": 0.6} if seed == 0 else {},
-        "features": feats, "pairs": pairs, "steering": steering,
-    }
+    steering = [Steering(f, [f], "zero", 0.0, n, 0.71, 0.62 + 0.05 * i, 1.3, 0.8) for i, f in enumerate(FEATURES[:2])]
+    margins = [c - r for c, r in zip(chosen, rejected)]
+    return Dataset(name=name, n_pairs=n, accuracy=sum(m > 0 for m in margins) / n, mean_margin=sum(margins) / n,
+                   chosen_rewards=chosen, rejected_rewards=rejected,
+                   subsets={"chat": 0.8, "safety": 0.6} if seed == 0 else {},
+                   features=features, pairs=pairs, steering=steering)
 
 
-def synthetic_report() -> dict:
-    toks = ["The", " user", " asked", " for", " <script>", "alert(1)", "</script>", " &", " \"quotes\"", "\n", "ok"]
-    acts = [0.0, 0.1, 0.3, 0.2, 2.5, 1.0, 0.4, 0.0, 0.05, 0.0, 0.6]
-    pages = {
-        str(fid): {
-            "weight": WEIGHTS[fid],
-            "explanation": {"text": f"Feature {fid} fires on <code> & refusals", "method": "max-activating",
-                            "detection": 0.82 if fid != 91 else None},
-            "contexts": [
-                {"tokens": toks, "activations": acts, "activation": 2.5, "focus": 4, "side": "chosen", "pair": 3},
-                {"tokens": ["I", " cannot", " help"], "activations": [0.1, 1.7, 0.4], "activation": 1.7,
-                 "focus": 1, "side": "rejected", "pair": 42},
-            ],
-        }
-        for fid in FEATURES
-    }
+def _page(f: int) -> FeaturePage:
+    tokens = ["The", " user", " asked", " for", " <script>", "alert(1)", "</script>", " &", ' "quotes"', "\n", "ok"]
+    activations = [0.0, 0.1, 0.3, 0.2, 2.5, 1.0, 0.4, 0.0, 0.05, 0.0, 0.6]
+    return FeaturePage(
+        feature=f, weight=WEIGHTS[f],
+        explanation=Explanation(f"Feature {f} fires on <code> & refusals", "offline", [],
+                                0.82 if f != 91 else None),
+        contexts=[Context(3, "chosen", 6, 12, 2.5, tokens, activations, 4),
+                  Context(42, "rejected", 85, 3, 1.7, ["I", " cannot", " help"], [0.1, 1.7, 0.4], 1)])
+
+
+def synthetic_report() -> Report:
     rng = random.Random(7)
-    map_feats = FEATURES + [555, 600, 601, 602]
-    return {
-        "title": "SARM report <test> & friends",
-        "model": {"path": "runs/demo/sarm.ckpt", "kind": "sarm",
-                  "backbone": {"model": "SmolLM2-135M-Instruct", "layer": 12},
-                  "n_features": 4096, "head_nonzero": 312, "pooling": "last"},
-        "datasets": [_dataset("rewardbench2", 0), _dataset("held-out", 1)],
-        "feature_pages": pages,
-        "feature_map": {"features": map_feats, "x": [rng.uniform(-1, 1) for _ in map_feats],
-                        "y": [rng.uniform(-1, 1) for _ in map_feats],
-                        "margin_contribution": [rng.uniform(-1, 1) for _ in map_feats], "method": "PCA"},
-        "comparison": {"a": "rewardbench2", "b": "held-out",
-                       "rows": [{"feature": f, "a": WEIGHTS[f], "b": WEIGHTS[f] * 0.7,
-                                 "difference": WEIGHTS[f] * 0.3} for f in FEATURES]},
-    }
+    datasets = [_dataset("rewardbench2", 0), _dataset("held-out", 1)]
+    a, b = ({f.feature: f.mean_margin_contribution for f in ds.features} for ds in datasets)
+    return Report(
+        title="SARM report <test> & friends",
+        model=Model("runs/demo/sarm", "sarm", {"model": "SmolLM2-135M-Instruct", "layer": 12}, 4096, 312, "last"),
+        datasets=datasets,
+        feature_pages=[_page(f) for f in FEATURES],
+        feature_map=FeatureMap(FEATURES, [rng.uniform(-1, 1) for _ in FEATURES], [rng.uniform(-1, 1) for _ in FEATURES],
+                               [a[f] for f in FEATURES], "PCA of the features' unit decoder directions"),
+        comparison=Comparison("rewardbench2", "held-out",
+                              [ComparisonRow(f, a[f], b[f], a[f] - b[f]) for f in FEATURES]),
+    )
 
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
-    out = tmp_path_factory.mktemp("report")
     report = synthetic_report()
-    path = render_report(report, out)
+    path = render_report(report, tmp_path_factory.mktemp("report"))
     return report, path, path.read_text(encoding="ascii")
 
 
 def test_report_html_is_complete_and_self_contained(rendered):
     report, path, page = rendered
-    assert path.name == "report.html" and path.exists()
-    assert json.loads((path.parent / "report.json").read_text()) == report
+    assert path.name == "report.html"
+    assert json.loads((path.parent / "report.json").read_text()) == asdict(report)
     assert "<title>SARM report &lt;test&gt; &amp; friends</title>" in page
 
     # one section per feature, linked from the tables
-    for fid in FEATURES:
-        assert f'id="feature-{fid}"' in page
-        assert f'href="#feature-{fid}"' in page
-    assert 'href="#feature-555"' not in page  # no section, no dangling link
-
+    for f in FEATURES:
+        assert page.count(f'id="feature-{f}"') == 1 and f'href="#feature-{f}"' in page
+    assert 'href="#feature-555"' not in page and "<td>f555</td>" in page  # no section, no dangling link
     for anchor in ("summary", "top-features", "feature-map", "features", "pairs", "steering", "comparison"):
-        assert f'<section id="{anchor}">' in page
-    assert "misranked" in page and "other features" in page
-    assert page.count("<td>60</td><td>") == 2  # pair count from n_pairs, and from the rewards
-    assert "Comparison: rewardbench2 vs held-out" in page
+        assert f'<section id="{anchor}">' in page and f'href="#{anchor}"' in page
+    assert 'class="pair misranked"' in page and "Comparison: rewardbench2 vs held-out" in page
+    # the waterfall's remainder: margin 3.1 − (−1.4) = 4.5, listed terms 3.7
+    assert '<td class="text">other features</td><td class="pos">+0.800</td><td>17.8%</td>' in page
     assert "detection score: 0.820" in page and "not scored" in page
 
-    # plots are inline PNGs: histograms x2, top bars x2, map, 4x2 distributions, 2x2 waterfalls, 2 steering, comparison
+    # plots are inline PNGs: per dataset a histogram, the top bars, 4 distributions, 4 waterfalls and the steering
+    # bars; then the map and the comparison
     images = re.findall(r'<img src="([^"]+)"', page)
-    assert len(images) == 2 + 2 + 1 + 8 + 4 + 2 + 1
+    assert len(images) == 2 * (1 + 1 + 4 + 4 + 1) + 2
     assert all(src.startswith("data:image/png;base64,") for src in images)
 
-    # user text escaped: no live markup from contexts, responses or explanations
-    assert "&lt;script&gt;" in page
-    assert "<script" not in page.lower()
+    # text from the content is escaped: no live markup from contexts, responses or explanations
+    assert "&lt;script&gt;" in page and "<script" not in page.lower()
     assert "&lt;b&gt;bold&lt;/b&gt;" in page and "&lt;code&gt; &amp; refusals" in page
-    assert 'class="focus"' in page and "background: rgba(255, 140, 0, 1.00)" in page
+    assert 'class="focus" style="background: rgba(255, 140, 0, 1.00)"' in page
 
     # nothing external is loaded
     assert not re.search(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", page, re.I)
     assert "<link" not in page.lower() and "@import" not in page and "url(" not in page
 
 
-def test_report_renders_with_missing_and_empty_parts(tmp_path):
-    minimal = render_html({"title": "bare", "datasets": [{"name": "d", "features": [], "pairs": []}]})
-    assert "<h1>bare</h1>" in minimal and "<img" not in minimal
-    assert render_html({}).startswith("<!DOCTYPE html>")
-    report = synthetic_report()
-    for ds in report["datasets"]:
-        ds.pop("steering")
-        ds["chosen_rewards"] = []
-    del report["comparison"], report["feature_map"]
+def test_report_with_one_dataset_and_no_steering_leaves_those_parts_out(tmp_path):
+    """One dataset (no comparison), two top features (no feature map), steer_top 0, one feature that never fires."""
+    ds = _dataset("only", 0)
+    silent = TopFeature(91, -0.2, [0.0] * ds.n_pairs)  # past the active features: no attribution statistics
+    ds = replace(ds, features=[ds.features[0], silent], steering=[])
+    report = replace(synthetic_report(), datasets=[ds], feature_pages=[_page(17), _page(91)], feature_map=None,
+                     comparison=None)
     page = render_report(report, tmp_path / "nested" / "out").read_text()
-    assert 'id="steering"' not in page and 'id="comparison"' not in page and 'id="feature-map"' not in page
-    assert 'id="feature-17"' in page
+    for anchor in ("steering", "comparison", "feature-map"):
+        assert f'id="{anchor}"' not in page and f'href="#{anchor}"' not in page
+    assert 'id="feature-17"' in page and 'id="feature-91"' in page
+    assert "<td>&#8212;</td><td>&#8212;</td>" in page  # the silent feature's statistics ("—", ASCII on disk)
+    assert json.loads((tmp_path / "nested" / "out" / "report.json").read_text())["comparison"] is None
+    assert render_html(report).startswith("<!DOCTYPE html>")
 
 
-def test_report_screenshot_in_headless_chromium(rendered, tmp_path):
+# Injected into a copy of the report (the report itself has no scripts): PROBE first in <head>, so it sees every
+# error while the page loads; CHECKS at the end of <body>, to run once everything has loaded.
+PROBE = """<script>
+window.sarmErrors = [];
+addEventListener("error", e => sarmErrors.push(e.message || "failed to load " + (e.target.src || "").slice(0, 60)),
+                 true);
+</script>"""
+CHECKS = """<script>
+addEventListener("load", () => {  // after every image has loaded or failed
+  const shown = img => img.complete && img.naturalWidth > 0 && img.getBoundingClientRect().width > 0;
+  const features = {};
+  for (const section of document.querySelectorAll("article.feature")) {
+    const images = [...section.querySelectorAll("img")];
+    features[section.id] = {title: section.querySelector("h3").textContent, images: images.length,
+                            shown: images.filter(shown).length};
+  }
+  const all = [...document.images];
+  const out = document.createElement("pre");
+  out.id = "sarm-checks";
+  out.textContent = JSON.stringify({features, images: all.length, shown: all.filter(shown).length,
+                                    errors: sarmErrors});
+  document.body.append(out);
+});
+</script>"""
+
+
+def test_report_in_headless_chromium(rendered, tmp_path):
+    """What a reader sees, in a real browser: every top feature's section with its plots, every image decoded and
+    laid out, no errors and no console messages.
+
+    Method: a copy of the report in tmp_path gets two scripts (PROBE, CHECKS) that write their findings into the
+    DOM; ``chromium --headless --dump-dom`` prints the DOM once the page has loaded and the checks ran (an image
+    that loaded has decoded its size, ``naturalWidth`` > 0; a broken one has 0). Its ``--enable-logging=stderr`` log
+    holds any console message as a ``CONSOLE`` line: the injected scripts log nothing, so any such line came from
+    the page.
+    """
     if not os.access(CHROMIUM, os.X_OK):
-        pytest.skip(f"{CHROMIUM} not installed (run scripts/install_chromium.sh); HTML checks still ran")
-    _, path, _ = rendered
-    shot = tmp_path / "report-screenshot.png"
-    cmd = [
-        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
-        "--window-size=1280,2000", path.resolve().as_uri(),
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+        pytest.skip(f"{CHROMIUM} not installed (run scripts/install_chromium.sh); the HTML checks still ran")
+    page = rendered[2]
+    probe = tmp_path / "report-probe.html"
+    probe.write_text(page.replace("<head>", "<head>" + PROBE, 1).replace("</body>", CHECKS + "</body>", 1))
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2000", "--enable-logging=stderr", "--v=0",
+           "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        log, _ = proc.communicate(timeout=120)
+        dom, log = proc.communicate(timeout=120)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)  # the process group this test started, nothing else
-        log, _ = proc.communicate()
+        dom, log = proc.communicate()
         pytest.fail(f"chromium timed out after 120 s:\n{log[-2000:]}")
-    assert shot.exists(), f"no screenshot (rc={proc.returncode}):\n{log[-2000:]}"
-    data = shot.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    assert len(data) > 10_000, f"screenshot suspiciously small: {len(data)} bytes"
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(shot, ARTIFACTS / "report-screenshot.png")
+    found = re.search(r'<pre id="sarm-checks">(.*?)</pre>', dom, re.S)
+    assert found, f"the checks did not run (rc={proc.returncode}):\n{log[-2000:]}"
+    checks = json.loads(found.group(1).replace("&quot;", '"').replace("&lt;", "<").replace("&gt;", ">")
+                        .replace("&amp;", "&"))
+
+    # each top feature's section, each with a decoded, laid-out distribution plot per dataset that ranks it
+    assert sorted(checks["features"]) == sorted(f"feature-{f}" for f in FEATURES)
+    for f in FEATURES:
+        section = checks["features"][f"feature-{f}"]
+        assert section["title"].startswith(f"Feature {f} ") and section["images"] == section["shown"] == 2, section
+    assert checks["images"] == checks["shown"] == page.count("<img "), checks
+    assert checks["errors"] == []
+    console = [line for line in log.splitlines() if ":CONSOLE" in line]
+    assert console == [], "\n".join(console)

@@ -10,6 +10,7 @@ from sarm.cache import ActivationCache, PairActivationDataModule
 from sarm.cli import main
 from sarm.data.preference import load_preferences
 from sarm.reward import SARM
+from sarm.reward.inference import RewardModel
 from sarm.sae import TopKSAE, save_sae
 
 
@@ -30,12 +31,26 @@ def test_report_over_two_datasets_writes_a_self_contained_page(tiny_cache, tmp_p
     assert [d["name"] for d in content["datasets"]] == ["pairs", "other"]
     first = content["datasets"][0]
     assert first["n_pairs"] == manifest["split_pairs"]["test"] and len(first["features"]) == 4
-    assert len(first["steering"]) == 2 and first["pairs"]
-    for page_id, page in content["feature_pages"].items():
-        assert f'id="feature-{page_id}"' in html
+    assert len(first["steering"]) == 2 and len(first["pairs"]) == 4
+    for page in content["feature_pages"]:
+        assert f'id="feature-{page["feature"]}"' in html
         assert page["explanation"]["text"] and len(page["contexts"]) <= 3
-    # Per-pair contributions of each listed feature sum (over all features) to the margins.
-    rewards = torch.tensor(first["chosen_rewards"]) - torch.tensor(first["rejected_rewards"])
-    assert abs(float(rewards.mean()) - first["mean_margin"]) < 1e-5
     assert content["comparison"]["a"] == "pairs" and content["comparison"]["b"] == "other"
     assert "https://" not in html and "<script" not in html
+
+    # The rewards are the model's: the test split's texts scored afresh through the exported SARM (backbone
+    # and all, not the cache) give the report's rewards, up to the cache's bfloat16 rounding of hidden states.
+    texts = load_preferences(tiny_cache["data"])
+    test = ActivationCache(str(tiny_cache["cache"])).pair_indices("test").tolist()
+    scorer = RewardModel.load(tmp_path / "sarm")
+    chosen, rejected = (scorer.score([texts[i].prompt for i in test], [getattr(texts[i], side) for i in test]).rewards
+                        for side in ("chosen", "rejected"))
+    scale = float(torch.cat([chosen, rejected]).abs().max())
+    tolerance = 0.01 * scale + 1e-6
+    assert torch.allclose(torch.tensor(first["chosen_rewards"]).sort().values, chosen.sort().values, atol=tolerance)
+    assert torch.allclose(torch.tensor(first["rejected_rewards"]).sort().values, rejected.sort().values, atol=tolerance)
+    assert abs(first["mean_margin"] - float((chosen - rejected).mean())) < 2 * tolerance
+    for pair in first["pairs"]:  # each waterfall's pair, found by its index in the data
+        row = test.index(pair["pair"])
+        assert abs(pair["chosen_reward"] - float(chosen[row])) < tolerance
+        assert abs(pair["rejected_reward"] - float(rejected[row])) < tolerance
