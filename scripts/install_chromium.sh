@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Headless Chromium for the report screenshot test (tests/test_report.py), from Debian's archive.
+# Headless Chromium for the report browser test (tests/test_report.py), from Debian's archive.
 # A no-op when /usr/bin/chromium is already there; the test skips itself when it is missing.
 set -euo pipefail
 
