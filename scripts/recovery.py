@@ -1,8 +1,8 @@
-"""Ground-truth recovery of a SARM trained on the built-in planted-attribute data (sarm/recovery.py).
+"""Ground-truth recovery of a SARM trained on the built-in planted-attribute data (sarm/attribution/recovery.py).
 
     python scripts/recovery.py [--sarm runs/demo/sarm/export] [--cache runs/demo/cache] [--split test]
 
-Prints, per deciding attribute: its pairs' accuracy, the top-3 features by mean margin contribution
+Prints, per deciding attribute: its pairs' accuracy, the top-3 features by |mean margin contribution|
 on those pairs with each one's F1 as a classifier of the attribute (over all responses, and within
 the attribute's own pairs), and the accuracy and mean margin on those pairs after zeroing the top
 feature and after zeroing all three, and the best F1 that any feature of the SAE reaches (attributed
@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import argparse
 
+from sarm.attribution import collect_pair_features, planted_recovery
 from sarm.cache import PairActivationDataModule
 from sarm.io import write_json
-from sarm.recovery import planted_recovery
 from sarm.reward.export import load_network
-from sarm.steer import collect_pair_features
 
 
 def main() -> None:

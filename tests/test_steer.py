@@ -3,9 +3,8 @@
 import pytest
 import torch
 
-from sarm.recovery import planted_recovery
+from sarm.attribution import planted_recovery, steer, steering_effect
 from sarm.reward.network import DenseNetwork
-from sarm.steer import steer, steering_effect
 
 
 def test_steer_zeroes_scales_and_adds_only_the_chosen_features():

@@ -2,12 +2,15 @@
 
 For one or two preference datasets, through the trained SARM:
 
-1. attribution (``sarm.attribute``): per-feature contributions to chosen, rejected and margin, over
-   the pairs of ``split`` (the dataset is cached with the SARM's backbone settings first);
-2. the top features by |mean margin contribution|, each with its per-pair contributions, an
-   explanation and its top-activating contexts (``sarm.explain``, stored per SAE feature);
+1. attribution (``sarm.attribution``): per-feature contributions to chosen, rejected and margin, over
+   the pairs of ``split`` (the dataset is cached with the SARM's backbone settings first); one predict
+   pass per dataset, whose ``RewardAttribution`` files are all the report reads (``sarm.attribution.store``);
+2. the top features by |mean margin contribution| (the attribution tables' one ranking rule, so the
+   report's top features are the first rows of ``features.csv``), each with its per-pair contributions,
+   an explanation and its top-activating contexts (``sarm.explain``, stored per SAE feature);
 3. per-pair waterfalls for the most confident and the most misranked pairs;
-4. steering: each top feature zeroed in turn, accuracy and margin before and after;
+4. steering: each top feature zeroed in turn, accuracy and margin before and after (exact from the
+   per-pair contributions: margin' = margin − c_f);
 5. a 2-D map of the top features (PCA of their decoder directions) and, for two datasets, which
    features matter more in one than in the other.
 
@@ -16,22 +19,21 @@ The content (``sarm.report.schema.Report``) is rendered by ``sarm.report.html`` 
 
 from __future__ import annotations
 
-import json
+from dataclasses import fields
 from pathlib import Path
 
 import torch
 
-from sarm.attribute import attribute
-from sarm.cache import ActivationCache, PairActivationDataModule
+from sarm.attribution import attribute_dataset, load_sarm, read_attribution, zeroing_effect
+from sarm.cache import ActivationCache
 from sarm.errors import SarmInputError
 from sarm.explain import Context, Explanation, explain_features
 from sarm.io import file_name
 from sarm.report.html import render_report
 from sarm.report.schema import (Comparison, ComparisonRow, Dataset, FeatureMap, FeaturePage, Model, Pair, Report,
                                 Steering, Term, TopFeature)
-from sarm.reward.export import SAE_DIR, load_network
+from sarm.reward.export import SAE_DIR
 from sarm.reward.network import SARMNetwork
-from sarm.steer import collect_pair_features, steering_effect
 
 
 def report(
@@ -79,22 +81,20 @@ def report(
         raise SarmInputError(f"data: give one or two datasets, got {len(data)}")
     if cache_dirs is not None and len(cache_dirs) != len(data):
         raise SarmInputError(f"cache_dirs: one per dataset ({len(data)}), got {len(cache_dirs)}")
-    network, config = load_network(sarm)
-    if not isinstance(network, SARMNetwork):
-        raise SarmInputError(f"{sarm}: a {config['kind']!r} reward model has no SAE features to report on")
+    model, config = load_sarm(sarm)  # restored once; each dataset gets one predict pass through it
+    network = model.network
     output_dir = Path(output)
     datasets, caches = [], []
     for i, source in enumerate(data):
         name = _name(source, i, data)
-        attributed = attribute(sarm, data=source, num_pairs=num_pairs, seed=seed, split=split,
-                               split_fractions=split_fractions, split_seed=split_seed,
-                               output=str(output_dir / "attribution" / name),
-                               cache_dir=None if cache_dirs is None else cache_dirs[i], batch_size=batch_size, top=top,
-                               dtype=dtype)
+        attributed = attribute_dataset(model, config, source, num_pairs=num_pairs, seed=seed, split=split,
+                                       split_fractions=split_fractions, split_seed=split_seed,
+                                       output=str(output_dir / "attribution" / name),
+                                       cache_dir=None if cache_dirs is None else cache_dirs[i], batch_size=batch_size,
+                                       top=top, dtype=dtype)
         cache_dir = attributed["cache"]
         caches.append(cache_dir)
-        datasets.append(_dataset(name, network, config, cache_dir, Path(attributed["output"]), split, top, steer_top,
-                                 batch_size))
+        datasets.append(_dataset(name, cache_dir, Path(attributed["output"]), steer_top))
 
     features = list(dict.fromkeys(f.feature for ds in datasets for f in ds.features))
     explained = explain_features(caches[0], str(Path(sarm) / SAE_DIR), features, method=explain_method, k=contexts,
@@ -119,23 +119,17 @@ def _name(source: str, i: int, data: list[str]) -> str:
     return name if [Path(d).stem for d in data].count(Path(source).stem) == 1 else f"{name}-{i + 1}"
 
 
-def _dataset(name: str, network: SARMNetwork, config: dict, cache_dir: str, attribution_dir: Path, split: str,
-             top: int, steer_top: int, batch_size: int) -> Dataset:
+def _dataset(name: str, cache_dir: str, attribution_dir: Path, steer_top: int) -> Dataset:
+    """One dataset's section, from its attribution directory (``RewardAttribution``'s files) and its cache's texts."""
     cache = ActivationCache(cache_dir)
-    loader = PairActivationDataModule(cache_dir, batch_size, split, pooling=config["pooling"]).predict_dataloader()
-    z = collect_pair_features(network, loader)
-    head = network.head
-    with torch.no_grad():
-        per_pair = head.contributions(z["z_chosen"]) - head.contributions(z["z_rejected"])  # [P, n]
-        chosen, rejected = head(z["z_chosen"]), head(z["z_rejected"])
-    margins = chosen - rejected
-    table = {row["feature"]: row for row in json.loads((attribution_dir / "features.json").read_text())["features"]}
-    ranked = per_pair.mean(0).abs().argsort(descending=True)[:top].tolist()
-    features = []
-    for f in ranked:
-        row = table.get(f, {}) | {"feature": f, "weight": float(head.weight.detach()[f]),
-                                  "contributions": per_pair[:, f].tolist()}
-        features.append(TopFeature(**row))
+    attribution = read_attribution(attribution_dir)
+    chosen, rejected, margins = attribution.chosen_reward, attribution.rejected_reward, attribution.margin
+    per_pair = attribution.contributions  # [P, top]: the top features' terms, columns in rank order
+    ranked = attribution.top.tolist()  # the first rows of features.csv: one ranking rule for both
+    table = {row["feature"]: row for row in attribution.features}
+    columns = {f.name for f in fields(TopFeature)}
+    features = [TopFeature(**{k: v for k, v in table[f].items() if k in columns},
+                           contributions=per_pair[:, j].tolist()) for j, f in enumerate(ranked)]
 
     pairs = cache.pairs
     selected = []
@@ -143,17 +137,16 @@ def _dataset(name: str, network: SARMNetwork, config: dict, cache_dir: str, attr
     picks = [("most confident", int(order[-1])), ("second most confident", int(order[-2]))]
     picks += [("misranked" if margins[i] < 0 else "least confident", int(i)) for i in order[:2].tolist()]
     for label, row in picks:
-        record = pairs[int(z["pair"][row])]
-        terms = per_pair[row]
-        shown = terms.abs().argsort(descending=True)[:8]
+        record = pairs[int(attribution.pair[row])]
+        terms = zip(attribution.terms_feature[row].tolist(), attribution.terms_value[row].tolist())  # largest first
         selected.append(Pair(pair=record["index"], label=label, prompt=_text(record["prompt"]),
                              chosen=record["chosen"], rejected=record["rejected"],
                              chosen_reward=float(chosen[row]), rejected_reward=float(rejected[row]),
-                             contributions=[Term(int(f), float(terms[f])) for f in shown if terms[f] != 0]))
+                             contributions=[Term(f, v) for f, v in terms if v != 0]))
 
-    steering = [Steering(feature=f, **steering_effect(network, z["z_chosen"], z["z_rejected"], [f], "zero"))
-                for f in ranked[:steer_top]]
-    names, subset = cache.columns.subset_names, z["subset"]  # the batches' subset ids
+    steering = [Steering(feature=f, **zeroing_effect(margins, per_pair[:, j:j + 1], [f]))
+                for j, f in enumerate(ranked[:steer_top])]
+    names, subset = cache.columns.subset_names, attribution.subset  # the batches' subset ids
     subsets = {n: float((margins[subset == i] > 0).float().mean()) for i, n in enumerate(names) if (subset == i).any()}
     return Dataset(name=name, n_pairs=int(margins.numel()), accuracy=float((margins > 0).float().mean()),
                    mean_margin=float(margins.mean()), chosen_rewards=chosen.tolist(),

@@ -8,7 +8,7 @@ import warnings
 
 import lightning as L
 
-from sarm.callbacks import RewardAttribution
+from sarm.attribution import RewardAttribution
 from sarm.cache import PairActivationDataModule
 from sarm.reward import SARM
 
@@ -18,4 +18,4 @@ if __name__ == "__main__":
     trainer = L.Trainer(accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto", logger=False,
                         enable_progress_bar=False, enable_model_summary=False,
                         callbacks=[RewardAttribution(output_dir=output, stages=("test",))])
-    trainer.test(SARM(sae=sarm_dir), PairActivationDataModule(cache_dir, batch_size=3), verbose=False)
+    trainer.test(SARM(init_from=sarm_dir), PairActivationDataModule(cache_dir, batch_size=3), verbose=False)

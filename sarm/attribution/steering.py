@@ -7,7 +7,9 @@ are not re-run. For features F,
     scale   z_i ← value · z_i
     add     z_i ← z_i + value  (on every response)
 
-and a dataset is re-scored: accuracy and mean margin before and after.
+and a dataset is re-scored: accuracy and mean margin before and after. Zeroing needs not even z:
+each margin loses exactly its features' terms, margin' = margin − Σ_{i∈F} c_i (``zeroing_effect``),
+so an attribution directory's per-pair contributions (``sarm.attribution.store``) are enough.
 """
 
 from __future__ import annotations
@@ -19,21 +21,6 @@ import torch
 from sarm.reward.network import RewardNetwork
 
 Operation = Literal["zero", "scale", "add"]
-
-
-@torch.no_grad()
-def collect_pair_features(network: RewardNetwork, loader) -> dict[str, torch.Tensor]:
-    """``z_chosen``, ``z_rejected`` ``[P, n_features]``, ``pair`` and ``subset`` of every pair a
-    cached-activation loader (``PairActivationDataModule``) yields."""
-    parts: dict[str, list[torch.Tensor]] = {"z_chosen": [], "z_rejected": [], "pair": [], "subset": []}
-    for batch in loader:
-        z = network.features(batch["hidden"].float(), batch["mask"])
-        n = z.shape[0] // 2
-        parts["z_chosen"].append(z[:n])
-        parts["z_rejected"].append(z[n:])
-        parts["pair"].append(batch["pair"])
-        parts["subset"].append(batch["subset"])
-    return {k: torch.cat(v) for k, v in parts.items()}
 
 
 def steer(z: torch.Tensor, features: list[int], operation: Operation = "zero", value: float = 0.0) -> torch.Tensor:
@@ -57,6 +44,16 @@ def steering_effect(network: RewardNetwork, z_chosen: torch.Tensor, z_rejected: 
     head = network.head
     before = head(z_chosen) - head(z_rejected)
     after = head(steer(z_chosen, features, operation, value)) - head(steer(z_rejected, features, operation, value))
+    return _effect(before, after, features, operation, value)
+
+
+def zeroing_effect(margin: torch.Tensor, contributions: torch.Tensor, features: list[int]) -> dict[str, float]:
+    """``steering_effect`` of zeroing ``features``, from the margins ``[P]`` and those features' per-pair
+    terms c_i ``[P, len(features)]``: margin' = margin − Σ c_i."""
+    return _effect(margin, margin - contributions.sum(-1), features, "zero", 0.0)
+
+
+def _effect(before: torch.Tensor, after: torch.Tensor, features: list[int], operation: str, value: float) -> dict:
     return {"features": list(features), "operation": operation, "value": value, "pairs": int(before.numel()),
             "accuracy_before": float((before > 0).float().mean()), "accuracy": float((after > 0).float().mean()),
             "mean_margin_before": float(before.mean()), "mean_margin": float(after.mean())}

@@ -1,4 +1,8 @@
-"""``sarm attribute``: which features make chosen beat rejected, for a trained SARM and a dataset."""
+"""``sarm attribute``: which features make chosen beat rejected, for a trained SARM and a dataset.
+
+A command restores the exported SARM once (``load_sarm``) and runs one predict pass per dataset
+(``attribute_dataset``), with ``RewardAttribution`` writing everything later steps read (``sarm.attribution.store``).
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,28 @@ from pathlib import Path
 
 import lightning as L
 
-from sarm.callbacks.attribution import RewardAttribution
-from sarm.cache import ActivationCache, PairActivationDataModule
-from sarm.cache import CacheSettings, cache_activations
+from sarm.attribution.callback import RewardAttribution
+from sarm.cache import ActivationCache, CacheSettings, PairActivationDataModule, cache_activations
 from sarm.cache.layout import read_manifest
 from sarm.errors import SarmInputError
 from sarm.reward.export import read_config
 from sarm.reward.sarm import SARM
+
+
+def load_sarm(sarm: str) -> tuple[SARM, dict]:
+    """The exported SARM in ``sarm`` as a LightningModule, and its ``sarm.json``: the one place a command restores it.
+
+    Its weights are loaded once, here; ``sarm.json`` is checked first, so that a dense model (no SAE features)
+    and a fine-tuned (LoRA) backbone are refused with the reason: attribution reads cached activations of the
+    original backbone.
+    """
+    config = read_config(sarm)
+    if config["kind"] != "sarm":
+        raise SarmInputError(f"{sarm}: a {config['kind']!r} reward model has no SAE features to attribute to")
+    if config["backbone"].get("weights", "reference") != "reference":
+        raise SarmInputError(f"{sarm}: its backbone was fine-tuned (LoRA); attribution reads cached activations "
+                             "of the original backbone, so it needs a head-only SARM")
+    return SARM(init_from=sarm), config
 
 
 def attribute(
@@ -34,7 +53,8 @@ def attribute(
 
     The dataset's hidden states are cached with the backbone settings the SARM was trained with
     (an existing cache of the same data and settings is reused), then every pair of ``split`` is
-    scored and its margin split into per-feature contributions.
+    scored and its margin split into per-feature contributions; features are ranked by
+    |mean margin contribution| (``sarm.attribution.rank_features``).
 
     Args:
         sarm: directory of an exported SARM (``sarm.json``).
@@ -44,19 +64,23 @@ def attribute(
         split: ``train``, ``val``, ``test`` (split by prompt) or ``all``.
         split_fractions: train/val/test fractions of the by-prompt split.
         split_seed: seed of the split.
-        output: directory for ``features.csv/json``, ``pairs.csv``, ``summary.json``.
+        output: directory for ``features.csv/json``, ``pairs.csv``, ``summary.json``, ``contributions.safetensors``.
         cache_dir: activation cache directory (default: under ``$SARM_CACHE``, keyed by fingerprint).
         batch_size: pairs per batch.
-        top: how many top features to print.
+        top: how many top features to print and to keep per-pair contributions of.
         dtype: storage dtype of a new cache (bfloat16, float16, float32); default: that of the cache already
             in ``cache_dir``, else bfloat16.
     """
-    config = read_config(sarm)
-    if config["kind"] != "sarm":
-        raise SarmInputError(f"{sarm}: a {config['kind']!r} reward model has no SAE features to attribute to")
-    if config["backbone"].get("weights", "reference") != "reference":
-        raise SarmInputError(f"{sarm}: its backbone was fine-tuned (LoRA); attribution reads cached activations "
-                             "of the original backbone, so it needs a head-only SARM")
+    model, config = load_sarm(sarm)
+    return attribute_dataset(model, config, data, num_pairs=num_pairs, seed=seed, split=split,
+                             split_fractions=split_fractions, split_seed=split_seed, output=output,
+                             cache_dir=cache_dir, batch_size=batch_size, top=top, dtype=dtype)
+
+
+def attribute_dataset(model: SARM, config: dict, data: str, *, num_pairs: int, seed: int, split: str,
+                      split_fractions: tuple[float, float, float], split_seed: int, output: str,
+                      cache_dir: str | None, batch_size: int, top: int, dtype: str | None) -> dict:
+    """``attribute`` with the SARM already restored (``load_sarm``): cache ``data``, then one predict pass."""
     backbone = config["backbone"]
     if dtype is None:  # whatever precision an existing cache was written in: it is the same data otherwise
         existing = read_manifest(Path(cache_dir)) if cache_dir else None
@@ -78,7 +102,6 @@ def attribute(
     callback = RewardAttribution(output_dir=output, top=top, stages=("predict",))
     trainer = L.Trainer(accelerator="auto", devices=1, logger=False, callbacks=[callback], enable_model_summary=False)
     datamodule = PairActivationDataModule(str(directory), batch_size, split, pooling=config["pooling"])
-    trainer.predict(SARM(sae=sarm, pooling=config["pooling"], features=config.get("features", "latents")), datamodule,
-                    return_predictions=False)
+    trainer.predict(model, datamodule, return_predictions=False)
     return {"output": str(Path(output)), "cache": str(directory),
             **{k: v for k, v in (callback.result or {}).items() if v.numel() == 1}}
