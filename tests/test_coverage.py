@@ -110,3 +110,18 @@ def test_labels_from_planted_pairs_feed_coverage():
     result = coverage(latents, labels)
     assert result["refusal:chosen"]["f1"] == 1.0 and result["refusal:chosen"]["latent"] == 0
     assert result["signoff"]["f1"] == 1.0 and result["signoff"]["latent"] == 1
+
+
+def test_planted_coverage_reads_labels_the_data_module_hands_over(tiny_cache):
+    from types import SimpleNamespace
+
+    from sarm.cache import PairActivationDataModule, TokenActivationDataModule
+    from sarm.callbacks.coverage import PlantedCoverage
+    from sarm.errors import SarmInputError
+    from sarm.sae import SAEModule
+
+    module, callback = SAEModule("topk", 64, 4, d_in=32), PlantedCoverage()
+    callback.setup(SimpleNamespace(datamodule=TokenActivationDataModule(str(tiny_cache["cache"]))), module, "fit")
+    assert callback.sequences is None  # toy pairs: nothing planted, nothing logged
+    with pytest.raises(SarmInputError, match="PlantedCoverage reads planted labels from the data module's planted"):
+        callback.setup(SimpleNamespace(datamodule=PairActivationDataModule(str(tiny_cache["cache"]))), module, "fit")

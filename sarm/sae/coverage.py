@@ -19,7 +19,8 @@ numbers the sequences of pair i as 2·i (chosen) and 2·i + 1 (rejected):
     "<distractor>"          responses carrying the distractor (meta flags chosen_<d> / rejected_<d>)
 
 Deciding-attribute properties are the ones whose name contains ":"; ``coverage`` averages them
-("mean") separately from the distractors ("mean_distractors").
+("mean") separately from the distractors ("mean_distractors"). During SAE training the
+``sarm.callbacks.coverage.PlantedCoverage`` callback logs both on the validation split.
 """
 
 from __future__ import annotations

@@ -5,43 +5,66 @@ loss = FVU-normalized MSE
      + auxk_coefficient · AuxK                 dead latents learn to explain the residual (Gao et al.)
 
 AuxK: the residual e = (x − x̂).detach() is reconstructed from the top ``auxk_k`` pre-activations of
-the dead latents only, without b_dec (e has no offset to explain), normalized by e's variance. The
-dead latents' pre-activations are computed on their own (batch × d × n_dead), so the sparse TopK
-path never needs the full [batch, n_latents] matrix.
+the dead latents only, without b_dec (e has no offset to explain), normalized by e's variance
+(``sarm.sae.losses``).
+
+What the module reads from its data module is ``ActivationData``: the hidden size and where the
+activations came from (``backbone_settings``: model, layer, max_length), written into the exported
+``cfg.json``. Planted-attribute coverage is a callback (``sarm.callbacks.coverage.PlantedCoverage``).
 """
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import math
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_only
 
-from sarm.errors import NumericalFault, SarmInputError
+from sarm.errors import SarmInputError
 from sarm.io import write_json
 from sarm.sae.base import SAEOutput, SparseAutoencoder
-from sarm.sae.coverage import coverage, planted_labels
 from sarm.sae.io import build_sae, save_sae
-from sarm.sae.kernels import sparse_decode
+from sarm.sae.losses import auxk_loss, check_finite, normalized_mse
 from sarm.sae.metrics import LatentFrequency, ReconstructionMetrics
 from sarm.sae.relu import sparsity_penalty
 from sarm.sae.whitening import CovarianceAccumulator, PCAWhitening, fold_whitening
 
 
-def check_finite(loss: torch.Tensor, what: str, step: int, inputs: torch.Tensor | None = None) -> None:
-    """Stop at the first non-finite loss, saying where it came from (one device sync per step)."""
-    if torch.isfinite(loss):
-        return
-    source = ""
-    if inputs is not None and not torch.isfinite(inputs).all():
-        source = f"; the batch itself holds {int((~torch.isfinite(inputs)).sum())} non-finite values"
-    raise NumericalFault(f"{what} is {float(loss)} at step {step}{source}. Training stopped; checkpoints "
-                         "written so far are intact (resume with --ckpt_path)")
+class ActivationData(Protocol):
+    """What ``SAEModule`` reads from its data module (``sarm.cache.TokenActivationDataModule``)."""
+
+    @property
+    def hidden_size(self) -> int:
+        """Width of the activations (the SAE's ``d_in`` unless given)."""
+
+    @property
+    def backbone_settings(self) -> dict:
+        """Where the activations came from: ``model``, ``layer``, ``max_length`` (None where unknown)."""
+
+
+def activation_data(datamodule) -> ActivationData:
+    """``datamodule``, once it is known to provide every member of ``ActivationData`` (checked on its class
+    and instance without evaluating them: a property may read a cache)."""
+    members = [name for name in vars(ActivationData) if not name.startswith("_")]
+    missing = [name for name in members if not _has(datamodule, name)]
+    if datamodule is None or missing:
+        what = "no data module" if datamodule is None else f"{type(datamodule).__name__} lacks {', '.join(missing)}"
+        raise SarmInputError(f"an SAE trains on a data module that provides {', '.join(members)} "
+                             f"(sarm.cache.TokenActivationDataModule); got {what}")
+    return datamodule
+
+
+def _has(obj, name: str) -> bool:
+    try:
+        inspect.getattr_static(obj, name)
+    except AttributeError:
+        return False
+    return True
 
 
 def geometric_median(x: torch.Tensor, iterations: int = 50, eps: float = 1e-6) -> torch.Tensor:
@@ -54,27 +77,6 @@ def geometric_median(x: torch.Tensor, iterations: int = 50, eps: float = 1e-6) -
             return new
         median = new
     return median
-
-
-def normalized_mse(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
-    """Σ‖x − x̂‖² / Σ‖x − mean(x)‖² over the batch (the batch's FVU)."""
-    return (x - x_hat).pow(2).sum(-1).mean() / (x - x.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
-
-
-def auxk_loss(sae: SparseAutoencoder, x: torch.Tensor, residual: torch.Tensor, dead: torch.Tensor,
-              k_aux: int) -> torch.Tensor:
-    """Reconstruct the detached residual from the dead latents' top pre-activations, without b_dec.
-
-    ``x`` is the (preprocessed) input the SAE reconstructs; latents masked out of the forward pass
-    (``sae.latent_mask``) take no part.
-    """
-    dead_ids = (dead & sae.latent_mask).nonzero().squeeze(1)
-    if dead_ids.numel() == 0:
-        return residual.new_zeros(())
-    pre = (x - sae.b_dec) @ sae.W_enc[:, dead_ids] + sae.b_enc[dead_ids]
-    values, slots = pre.topk(min(k_aux, dead_ids.numel()), dim=-1, sorted=False)
-    e_hat = sparse_decode(F.relu(values), dead_ids[slots], sae.W_dec)
-    return normalized_mse(residual.detach(), e_hat)
 
 
 class SAEModule(L.LightningModule):
@@ -128,6 +130,9 @@ class SAEModule(L.LightningModule):
         self.sparsity_p = 1.0
         self.sparsity_coefficient = sparsity_coefficient
         self.sae: SparseAutoencoder | None = None
+        # Where the activations came from, as the data module hands it over (cfg.json's model_name,
+        # hook_layer, context_size): set in setup, written on export.
+        self.provenance: dict = {}
         if d_in is not None:
             self.configure_model()
 
@@ -149,10 +154,14 @@ class SAEModule(L.LightningModule):
         h = self.hparams
         if h.architecture != "relu" and not 0 < h.k <= h.n_latents:
             raise SarmInputError(f"model.k = {h.k}: a {h.architecture} SAE keeps 1..n_latents ({h.n_latents}) latents")
-        hidden_size = getattr(self.trainer.datamodule, "hidden_size", None)
-        if self.sae is not None and hidden_size is not None and self.sae.d_in != hidden_size:
+        data = activation_data(self.trainer.datamodule)
+        if self.sae is not None and self.sae.d_in != data.hidden_size:
             raise SarmInputError(f"model.d_in = {self.sae.d_in}, but the activation cache holds hidden states "
-                                 f"of width {hidden_size}: leave d_in unset to read it from the cache")
+                                 f"of width {data.hidden_size}: leave d_in unset to read it from the cache")
+        settings = data.backbone_settings
+        provenance = {"model_name": settings.get("model"), "hook_layer": settings.get("layer"),
+                      "context_size": settings.get("max_length")}
+        self.provenance = {k: v for k, v in provenance.items() if v is not None}
 
     def on_train_start(self) -> None:
         if self.global_step > 0:  # resumed: b_dec was learned already
@@ -181,6 +190,12 @@ class SAEModule(L.LightningModule):
         """What the SAE reconstructs: the preprocessed batch, whitened if asked for."""
         x = self.sae.preprocess(batch)
         return x if self.whitening is None else self.whitening.whiten(x).float()
+
+    @torch.no_grad()
+    def latents(self, activations: torch.Tensor) -> torch.Tensor:
+        """``[N, n_latents]`` latents of raw activations ``[N, d_in]``, as the SAE in training computes them
+        (whitened when it trains whitened), for callbacks that read features (``PlantedCoverage``)."""
+        return self.sae.reconstruct(self._input(activations.to(self.device))).latents
 
     def training_step(self, x: torch.Tensor, batch_idx: int) -> dict:
         loss, logs, out = self.training_loss(x)
@@ -247,22 +262,6 @@ class SAEModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._log_evaluation("val")
-        if not self.trainer.sanity_checking:
-            self._log_planted_coverage()
-
-    @torch.no_grad()
-    def _log_planted_coverage(self) -> None:
-        """On planted-attribute data: how well single latents recover each planted property (val split)."""
-        cache = getattr(self.trainer.datamodule, "cache", None)
-        if cache is None or not any(p["meta"].get("attribute") for p in cache.pairs):
-            return
-        pairs = cache.pair_indices("val")
-        sequences = torch.cat([2 * pairs, 2 * pairs + 1])
-        latents = self.sae.reconstruct(self._input(cache.last_token_activations()[sequences].to(self.device))).latents
-        labels = {k: v[sequences] for k, v in planted_labels(cache.pairs).items()}
-        result = coverage(latents.cpu(), labels)
-        self.log_dict({"val/coverage": float(result["mean"]["f1"] or 0.0),
-                       "val/coverage_distractors": float(result["mean_distractors"]["f1"] or 0.0)})
 
     def test_step(self, x: torch.Tensor, batch_idx: int) -> None:
         self._evaluate(x)
@@ -297,14 +296,6 @@ class SAEModule(L.LightningModule):
         metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")}
         directory = Path(self.hparams.export_dir)
         sae = self.sae if self.whitening is None else fold_whitening(self.sae, self.whitening)
-        save_sae(sae, directory, extra=self._provenance())
+        save_sae(sae, directory, extra=self.provenance)
         write_json(directory / "metrics.json", metrics)
         print(f"sarm: SAE written to {directory} " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()), flush=True)
-
-    def _provenance(self) -> dict:
-        """Where the SAE's inputs came from (model, layer), when trained from a cache."""
-        cache = getattr(self.trainer.datamodule, "cache", None)
-        if cache is None:
-            return {}
-        return {"model_name": cache.manifest["model"], "hook_layer": cache.manifest["layer"],
-                "context_size": cache.manifest["settings"]["max_length"]}
