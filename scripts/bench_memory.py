@@ -1,6 +1,6 @@
 """Memory bound: peak RSS of `sarm attribute` (caching + attribution) is flat in the dataset's size.
 
-    python scripts/bench_memory.py [--sizes 5000 50000] [--max_length 64]
+    python scripts/bench_memory.py [--sizes [5000,50000]] [--max_length 64]
 
 For each size N, N built-in planted pairs are generated into a JSONL file (by this script: the
 generator builds its rows in memory to shuffle them, which is the generator's cost, not sarm's), then
@@ -14,7 +14,6 @@ Everything is written under a temporary directory that is removed at the end.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -24,6 +23,7 @@ import time
 from pathlib import Path
 
 import torch
+from jsonargparse import CLI
 
 from sarm.data.planted import generate_planted_pairs
 from sarm.reward.export import save_reward_model
@@ -54,20 +54,21 @@ def peak_rss(command: list[str], log: Path) -> tuple[float, float]:
     return usage.ru_maxrss / 1024, time.perf_counter() - start  # Linux reports KiB
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[5000, 50000])
-    parser.add_argument("--max_length", type=int, default=64)
-    parser.add_argument("--shard_tokens", type=int, default=65536)
-    args = parser.parse_args()
+def main(sizes: tuple[int, ...] = (5000, 50000), max_length: int = 64) -> None:
+    """Peak RSS of one `sarm attribute` process per dataset size, and the largest / smallest ratio.
+
+    Args:
+        sizes: numbers of generated planted pairs, one `sarm attribute` run each.
+        max_length: the tiny SARM's backbone ``max_length`` (tokens per sequence).
+    """
 
     sarm = Path(sys.executable).with_name("sarm")
     with tempfile.TemporaryDirectory(prefix="sarm-bench-memory-") as root:
         root = Path(root)
         model_dir = save_tiny_model(root / "model", num_layers=4)
-        export = tiny_sarm(root / "sarm", model_dir, args.max_length)
+        export = tiny_sarm(root / "sarm", model_dir, max_length)
         results = []
-        for n in args.sizes:
+        for n in sizes:
             data = root / f"pairs-{n}.jsonl"
             with open(data, "w") as f:
                 f.writelines(json.dumps(row) + "\n" for row in generate_planted_pairs(n, seed=0))
@@ -84,4 +85,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    CLI(main, as_positional=False)

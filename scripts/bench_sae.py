@@ -20,12 +20,12 @@ to the floor, whose median is taken over timings interleaved with the others.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from collections.abc import Callable
 
 import torch
+from jsonargparse import CLI
 
 from sarm.sae.base import SparseAutoencoder
 from sarm.sae.module import SAEModule, normalized_mse
@@ -42,8 +42,8 @@ def timed(step: Callable[[], None], steps: int, warmup: int = 2) -> float:
     return statistics.median(times)
 
 
-def sarm_step(args, x: torch.Tensor) -> Callable[[], None]:
-    module = SAEModule("topk", args.n_latents, args.k, d_in=args.d_in, input_norm="none", lr=1e-4)
+def sarm_step(x: torch.Tensor, n_latents: int, k: int) -> Callable[[], None]:
+    module = SAEModule("topk", n_latents, k, d_in=x.shape[1], input_norm="none", lr=1e-4)
     optimizer = module.build_optimizer()
 
     def step():
@@ -57,8 +57,8 @@ def sarm_step(args, x: torch.Tensor) -> Callable[[], None]:
     return step
 
 
-def naive_step(args, x: torch.Tensor) -> Callable[[], None]:
-    module = SAEModule("topk", args.n_latents, args.k, d_in=args.d_in, input_norm="none", lr=1e-4)
+def naive_step(x: torch.Tensor, n_latents: int, k: int) -> Callable[[], None]:
+    module = SAEModule("topk", n_latents, k, d_in=x.shape[1], input_norm="none", lr=1e-4)
     sae = module.sae
     optimizer = torch.optim.Adam(sae.parameters(), lr=1e-4)
 
@@ -73,15 +73,15 @@ def naive_step(args, x: torch.Tensor) -> Callable[[], None]:
     return step
 
 
-def saelens_step(args, x: torch.Tensor, sparse: bool) -> Callable[[], None]:
+def saelens_step(x: torch.Tensor, n_latents: int, k: int, sparse: bool) -> Callable[[], None]:
     from sae_lens.saes.sae import TrainStepInput
     from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
 
-    cfg = TopKTrainingSAEConfig(d_in=args.d_in, d_sae=args.n_latents, k=args.k, dtype="float32", device="cpu",
+    cfg = TopKTrainingSAEConfig(d_in=x.shape[1], d_sae=n_latents, k=k, dtype="float32", device="cpu",
                                 use_sparse_activations=sparse)
     sae = TopKTrainingSAE(cfg)
     optimizer = torch.optim.Adam(sae.parameters(), lr=1e-4)
-    dead = torch.zeros(args.n_latents, dtype=torch.bool)
+    dead = torch.zeros(n_latents, dtype=torch.bool)
 
     def step():
         out = sae.training_forward_pass(TrainStepInput(sae_in=x, coefficients={}, dead_neuron_mask=dead,
@@ -94,12 +94,12 @@ def saelens_step(args, x: torch.Tensor, sparse: bool) -> Callable[[], None]:
     return step
 
 
-def sparsify_step(args, x: torch.Tensor) -> Callable[[], None]:
+def sparsify_step(x: torch.Tensor, n_latents: int, k: int) -> Callable[[], None]:
     from sparsify import SparseCoder, SparseCoderConfig
 
-    sae = SparseCoder(args.d_in, SparseCoderConfig(k=args.k, num_latents=args.n_latents))
+    sae = SparseCoder(x.shape[1], SparseCoderConfig(k=k, num_latents=n_latents))
     optimizer = torch.optim.Adam(sae.parameters(), lr=1e-4)
-    dead = torch.zeros(args.n_latents, dtype=torch.bool)
+    dead = torch.zeros(n_latents, dtype=torch.bool)
 
     def step():
         out = sae(x, dead_mask=dead)
@@ -112,47 +112,49 @@ def sparsify_step(args, x: torch.Tensor) -> Callable[[], None]:
     return step
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--d_in", type=int, default=576)
-    parser.add_argument("--n_latents", type=int, default=8192)
-    parser.add_argument("--k", type=int, default=32)
-    parser.add_argument("--batch", type=int, default=4096)
-    parser.add_argument("--steps", type=int, default=5)
-    args = parser.parse_args()
+def main(d_in: int = 576, n_latents: int = 8192, k: int = 32, batch: int = 4096, steps: int = 5) -> None:
+    """Time one TopK SAE training step of sarm, a naive dense SAE and the installed peers against the floor.
+
+    Args:
+        d_in: input width (SmolLM2-135M's hidden size by default).
+        n_latents: SAE latents.
+        k: active latents per token.
+        batch: tokens per step.
+        steps: timed steps per contender (after 2 warm-up steps).
+    """
     torch.manual_seed(0)
-    x = torch.randn(args.batch, args.d_in)
-    W_enc = torch.randn(args.d_in, args.n_latents) / args.d_in**0.5
+    x = torch.randn(batch, d_in)
+    W_enc = torch.randn(d_in, n_latents) / d_in**0.5
 
     contenders = {
-        "sarm": lambda: sarm_step(args, x),
-        "naive dense": lambda: naive_step(args, x),
-        "SAELens": lambda: saelens_step(args, x, sparse=False),
-        "SAELens (sparse acts)": lambda: saelens_step(args, x, sparse=True),
-        "sparsify": lambda: sparsify_step(args, x),
+        "sarm": lambda: sarm_step(x, n_latents, k),
+        "naive dense": lambda: naive_step(x, n_latents, k),
+        "SAELens": lambda: saelens_step(x, n_latents, k, sparse=False),
+        "SAELens (sparse acts)": lambda: saelens_step(x, n_latents, k, sparse=True),
+        "sparsify": lambda: sparsify_step(x, n_latents, k),
     }
     floors, seconds = [], {}
     for name, build in contenders.items():
-        floors.append(timed(lambda: x @ W_enc, args.steps))
+        floors.append(timed(lambda: x @ W_enc, steps))
         try:
-            seconds[name] = timed(build(), args.steps)
+            seconds[name] = timed(build(), steps)
         except ImportError as error:
             print(f"{name}: skipped ({error.name} is not installed; `make bench-sae` installs the peers)")
         except Exception as error:  # a peer's own bug: report it, time the others
             print(f"{name}: failed ({type(error).__name__}: {str(error).splitlines()[0][:120]})")
-    floors.append(timed(lambda: x @ W_enc, args.steps))
+    floors.append(timed(lambda: x @ W_enc, steps))
     floor = statistics.median(floors)
 
-    print(f"TopK training step: d_in={args.d_in} n_latents={args.n_latents} k={args.k} batch={args.batch} fp32, "
-          f"{torch.get_num_threads()} threads, median of {args.steps} steps")
+    print(f"TopK training step: d_in={d_in} n_latents={n_latents} k={k} batch={batch} fp32, "
+          f"{torch.get_num_threads()} threads, median of {steps} steps")
     print(f"{'':<24}{'s/step':>9}{'x floor':>9}{'tokens/s':>11}")
     print(f"{'floor (x @ W_enc)':<24}{floor:>9.3f}{1:>9.2f}{'':>11}")
     for name, s in seconds.items():
-        print(f"{name:<24}{s:>9.3f}{s / floor:>9.2f}{args.batch / s:>11,.0f}")
+        print(f"{name:<24}{s:>9.3f}{s / floor:>9.2f}{batch / s:>11,.0f}")
     if "sarm" in seconds:
         peers = {name: s / seconds["sarm"] for name, s in seconds.items() if name != "sarm"}
         print("sarm speed-up: " + ", ".join(f"{v:.2f}x vs {name}" for name, v in peers.items()))
 
 
 if __name__ == "__main__":
-    main()
+    CLI(main, as_positional=False)

@@ -11,11 +11,12 @@ Prints tokens/s of each (best of ``--repeats`` interleaved runs) and SARM / dens
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
+from typing import Literal
 
 import torch
+from jsonargparse import CLI
 
 from sarm.backbone import TruncatedBackbone, load_tokenizer
 from sarm.data.preference import load_preferences
@@ -25,46 +26,50 @@ from sarm.reward.network import DenseNetwork, SARMNetwork
 from sarm.sae import TopKSAE, load_sae
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="embedded:SmolLM2-135M-Instruct")
-    parser.add_argument("--layer", type=int, default=15)
-    parser.add_argument("--sae", default="runs/demo/sae/export")
-    parser.add_argument("--pooling", default="last", choices=("last", "mean"))
-    parser.add_argument("--responses", type=int, default=128)
-    parser.add_argument("--batch_size", type=int, default=16)
-    parser.add_argument("--max_length", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+def main(model: str = "embedded:SmolLM2-135M-Instruct", layer: int = 15, sae: str = "runs/demo/sae/export",
+         pooling: Literal["last", "mean"] = "last", responses: int = 128, batch_size: int = 16, max_length: int = 256,
+         repeats: int = 3) -> None:
+    """Scoring throughput of a SARM and of the dense-head reward model on one shared truncated backbone.
+
+    Args:
+        model: backbone.
+        layer: decoder layers kept.
+        sae: a trained SAE export; a random TopK SAE (2,048 latents, k = 128) when it does not exist.
+        pooling: where the head reads the response: its last token or the mean over its tokens.
+        responses: responses scored (the chosen sides of built-in planted pairs).
+        batch_size: responses per forward pass.
+        max_length: longer responses are cut from the left.
+        repeats: interleaved timed runs; the best of each is reported.
+    """
     torch.manual_seed(0)
 
-    backbone = TruncatedBackbone(args.model, args.layer).requires_grad_(False)
-    tokenizer = load_tokenizer(args.model)
+    backbone = TruncatedBackbone(model, layer).requires_grad_(False)
+    tokenizer = load_tokenizer(model)
     d = backbone.hidden_size
-    sae = load_sae(args.sae) if Path(args.sae, "cfg.json").is_file() else TopKSAE(d, 2048, 128)
-    config = {"backbone": {"model": args.model, "layer": args.layer, "max_length": args.max_length}}
+    autoencoder = load_sae(sae) if Path(sae, "cfg.json").is_file() else TopKSAE(d, 2048, 128)
+    config = {"backbone": {"model": model, "layer": layer, "max_length": max_length}}
     models = {}
-    for name, network in (("dense", DenseNetwork(d, args.pooling)), ("sarm", SARMNetwork(sae, args.pooling))):
+    for name, network in (("dense", DenseNetwork(d, pooling)), ("sarm", SARMNetwork(autoencoder, pooling))):
         network.head.weight.data.normal_()
         models[name] = RewardModel(network, backbone, tokenizer, config)
 
-    pairs = load_preferences("builtin:planted", num_pairs=args.responses)
-    prompts, responses = [p.prompt for p in pairs], [p.chosen for p in pairs]
-    tokens = sum(len(render_response(tokenizer, p, r, args.max_length).input_ids) for p, r in zip(prompts, responses))
-    models["dense"].score(prompts[:args.batch_size], responses[:args.batch_size], args.batch_size)  # warm-up
+    pairs = load_preferences("builtin:planted", num_pairs=responses)
+    prompts, texts = [p.prompt for p in pairs], [p.chosen for p in pairs]
+    tokens = sum(len(render_response(tokenizer, p, r, max_length).input_ids) for p, r in zip(prompts, texts))
+    models["dense"].score(prompts[:batch_size], texts[:batch_size], batch_size)  # warm-up
 
     best = {name: float("inf") for name in models}
-    for _ in range(args.repeats):
-        for name, model in models.items():
+    for _ in range(repeats):
+        for name, reward_model in models.items():
             start = time.perf_counter()
-            model.score(prompts, responses, args.batch_size)
+            reward_model.score(prompts, texts, batch_size)
             best[name] = min(best[name], time.perf_counter() - start)
-    print(f"scoring {args.responses} responses ({tokens} tokens), {args.model} layer {args.layer}, "
-          f"pooling {args.pooling}, SAE {sae.n_latents} latents, {torch.get_num_threads()} threads")
+    print(f"scoring {responses} responses ({tokens} tokens), {model} layer {layer}, "
+          f"pooling {pooling}, SAE {autoencoder.n_latents} latents, {torch.get_num_threads()} threads")
     for name, seconds in best.items():
         print(f"{name:<6} {tokens / seconds:>9,.0f} tokens/s")
     print(f"sarm / dense: {best['dense'] / best['sarm']:.3f}x throughput")
 
 
 if __name__ == "__main__":
-    main()
+    CLI(main, as_positional=False)

@@ -9,14 +9,14 @@ dead %, and planted-attribute coverage when the cache holds the built-in planted
 
 from __future__ import annotations
 
-import argparse
 import time
 import warnings
 
 import lightning as L
+from jsonargparse import CLI
 
-from sarm.callbacks import AdaptiveTemporalMasking, PAnnealing
 from sarm.cache import TokenActivationDataModule
+from sarm.callbacks import AdaptiveTemporalMasking, PAnnealing
 from sarm.sae import SAEModule
 
 
@@ -33,22 +33,25 @@ def variants(n_latents: int, k: int, l1: float) -> dict[str, tuple[dict, list]]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--cache", default="runs/demo/cache")
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--n_latents", type=int, default=2048)
-    parser.add_argument("--k", type=int, default=64)
-    parser.add_argument("--l1", type=float, default=0.005)
-    parser.add_argument("--batch_size", type=int, default=1024)
-    args = parser.parse_args()
+def main(cache: str = "runs/demo/cache", epochs: int = 4, n_latents: int = 2048, k: int = 64, l1: float = 0.005,
+         batch_size: int = 1024) -> None:
+    """Train every SAE variant on ``cache`` for the same number of epochs and print their held-out metrics.
+
+    Args:
+        cache: a `sarm cache` directory.
+        epochs: training epochs of every variant.
+        n_latents: SAE latents.
+        k: active latents per token, for the TopK variants.
+        l1: sparsity coefficient of the ReLU variants.
+        batch_size: tokens per batch.
+    """
     warnings.filterwarnings("ignore")
     rows = []
-    for name, (config, callbacks) in variants(args.n_latents, args.k, args.l1).items():
+    for name, (config, callbacks) in variants(n_latents, k, l1).items():
         L.seed_everything(0, verbose=False)
         module = SAEModule(lr=1e-3, warmup_steps=20, **config)
-        data = TokenActivationDataModule(args.cache, batch_size=args.batch_size, sequence_fraction=0.25)
-        trainer = L.Trainer(max_epochs=args.epochs, logger=False, enable_checkpointing=False,
+        data = TokenActivationDataModule(cache, batch_size=batch_size, sequence_fraction=0.25)
+        trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False,
                             enable_model_summary=False, enable_progress_bar=False, callbacks=callbacks)
         start = time.perf_counter()
         trainer.fit(module, data)
@@ -63,4 +66,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    CLI(main, as_positional=False)

@@ -1,15 +1,24 @@
-"""Print the demo's headline figures and plot its top features (reads the files the demo wrote)."""
+"""Print the demo's headline figures and plot its top features (reads the files the demo wrote).
+
+    python scripts/demo_summary.py runs/demo
+"""
 
 from __future__ import annotations
 
 import csv
 import json
-import sys
 from collections import defaultdict
 from pathlib import Path
 
+from jsonargparse import CLI
+
 
 def main(run: Path) -> None:
+    """Print the headline figures of a demo run and plot its top features.
+
+    Args:
+        run: the demo's run directory (``runs/demo``): its ``cache``, ``sae/export`` and ``attribution``.
+    """
     manifest = json.loads((run / "cache" / "manifest.json").read_text())
     sae = json.loads((run / "sae" / "export" / "metrics.json").read_text())
     attribution = json.loads((run / "attribution" / "features.json").read_text())
@@ -61,4 +70,4 @@ def _plot_top(rows: list[dict], path: Path) -> Path:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "runs/demo"))
+    CLI(main)

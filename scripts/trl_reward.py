@@ -32,20 +32,21 @@ is off unless asked for, so CPU runs are float32 like sarm's.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal
 
 import torch
+from jsonargparse import CLI
 
 from sarm.backbone import load_tokenizer, resolve_model, truncate_config
 from sarm.data.preference import PreferencePair, load_preferences
-from sarm.data.splits import split_by_prompt
 from sarm.data.render import RenderedSequence, render_pair
+from sarm.data.splits import split_by_prompt
 
 
 def train_trl_reward_model(
@@ -238,34 +239,39 @@ def pairwise_accuracy(model: torch.nn.Module, pairs: list[tuple[RenderedSequence
     return correct / len(pairs)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="embedded:SmolLM2-135M-Instruct")
-    parser.add_argument("--layer", type=int, default=15)
-    parser.add_argument("--data", default="builtin:planted")
-    parser.add_argument("--num_pairs", type=int, default=2000, help="for builtin:planted")
-    parser.add_argument("--split_fractions", type=float, nargs=3, default=(0.8, 0.1, 0.1))
-    parser.add_argument("--split_seed", type=int, default=0)
-    parser.add_argument("--max_length", type=int, default=256)
-    parser.add_argument("--epochs", type=float, default=1)
-    parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--lora_r", type=int, default=16)
-    parser.add_argument("--lora_last_layers", type=lambda s: None if s.lower() in ("none", "all") else int(s),
-                        default=3, help="'all': LoRA on every kept layer; 0: full fine-tune")
-    parser.add_argument("--output_dir", default="runs/compare_rm/trl")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--bf16", action="store_true")
-    a = parser.parse_args()
+def main(model: str = "embedded:SmolLM2-135M-Instruct", layer: int = 15, data: str = "builtin:planted",
+         num_pairs: int = 2000, split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), split_seed: int = 0,
+         max_length: int = 256, epochs: float = 1, lr: float = 1e-4, batch_size: int = 8, lora_r: int = 16,
+         lora_last_layers: int | Literal["all"] | None = 3, output_dir: str = "runs/compare_rm/trl", seed: int = 0,
+         bf16: bool = False) -> None:
+    """Train TRL's RewardTrainer on sarm's truncated backbone and by-prompt split; print its result.
 
-    splits = split_by_prompt(load_preferences(a.data, num_pairs=a.num_pairs), tuple(a.split_fractions), a.split_seed)
+    Args:
+        model: backbone.
+        layer: decoder layers kept.
+        data: a preference file, ``builtin:planted`` or a hub dataset name.
+        num_pairs: pairs to generate, for ``builtin:planted``.
+        split_fractions: train/val/test fractions, assigned by prompt.
+        split_seed: seed of the split.
+        max_length: longer sequences are cut from the left.
+        epochs: TRL's ``num_train_epochs``.
+        lr: TRL's one learning rate (adapters and head).
+        batch_size: TRL's ``per_device_train_batch_size``.
+        lora_r: LoRA rank (alpha = 2r).
+        lora_last_layers: LoRA on the last this-many kept layers; ``all`` (or null): on every kept layer;
+            0: full fine-tune.
+        output_dir: where ``result.json`` is written.
+        seed: seeds the score head's initialization and the data order.
+        bf16: bfloat16 mixed precision (for GPUs).
+    """
+    splits = split_by_prompt(load_preferences(data, num_pairs=num_pairs), split_fractions, split_seed)
     result = train_trl_reward_model(
-        a.model, a.layer, splits["train"], splits["val"], splits["test"], max_length=a.max_length,
-        epochs=a.epochs, lr=a.lr, batch_size=a.batch_size, lora_r=a.lora_r, lora_last_layers=a.lora_last_layers,
-        output_dir=a.output_dir, seed=a.seed, bf16=a.bf16,
+        model, layer, splits["train"], splits["val"], splits["test"], max_length=max_length, epochs=epochs, lr=lr,
+        batch_size=batch_size, lora_r=lora_r, lora_last_layers=None if lora_last_layers == "all" else lora_last_layers,
+        output_dir=output_dir, seed=seed, bf16=bf16,
     )
     print(json.dumps({k: v for k, v in result.items() if k != "trainable_parameters"}, indent=2))
 
 
 if __name__ == "__main__":
-    main()
+    CLI(main, as_positional=False)
