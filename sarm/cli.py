@@ -1,14 +1,22 @@
 """The one ``sarm`` command.
 
-``fit``/``validate``/``test``/``predict`` are Lightning's (LightningCLI; the model and data classes
-are chosen in the YAML with ``class_path``). ``cache``, ``attribute``, ``score`` and ``report`` are jsonargparse entry points
-beside them, with ``--config`` and ``--print_config`` too.
+``fit``/``validate``/``test``/``predict`` are Lightning's (LightningCLI; the model and data classes are chosen in the
+YAML with ``class_path``). sarm's own commands are the table ``COMMANDS``, as litgpt builds its CLI from a dict of
+functions: each name maps to a ``"module:function"`` whose typed signature and docstring are the subcommand's
+options and help (jsonargparse), with ``--config`` and ``--print_config`` for each. A function is imported only when
+its command runs, so ``sarm --help`` imports neither torch nor Lightning.
 """
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+import importlib
+import inspect
 import sys
+import typing
 import warnings
+from pathlib import Path
 
 from sarm import stop
 from sarm.errors import NumericalFault, SarmInputError
@@ -19,15 +27,94 @@ LIGHTNING = {
     "test": "evaluate a model on the test split",
     "predict": "run a model's predict loop (with callbacks such as RewardAttribution)",
 }
-OWN = {
-    "cache": "run the truncated backbone over a preference dataset and cache its activations",
-    "attribute": "per-feature reward attribution of a trained SARM on a preference dataset",
-    "score": "rewards (and their top features) of pairs or responses from an exported reward model",
-    "report": "self-contained HTML report of a SARM's features over one or two preference datasets",
+COMMANDS = {
+    "cache": "sarm.cache.writer:cache_activations",
+    "attribute": "sarm.attribution.command:attribute",
+    "score": "sarm.score:score",
+    "report": "sarm.report.build:report",
+    "recovery": "sarm.cli:recovery",
 }
-USAGE = "usage: sarm {" + ",".join([*LIGHTNING, *OWN]) + "} [--config CONFIG.yaml] [options]\n\n" + "\n".join(
-    f"  {name:<10} {text}" for name, text in {**LIGHTNING, **OWN}.items()
-) + "\n\n`sarm SUBCOMMAND --help` lists a subcommand's options; `--print_config` prints its full config.\n"
+
+
+def summary(target: str) -> str:
+    """The first line of a table function's docstring, read from its source file: importing the module would
+    import torch, seconds per ``sarm --help``."""
+    module, name = target.split(":")
+    source = Path(__file__).parents[1].joinpath(*module.split(".")).with_suffix(".py")
+    tree = ast.parse(source.read_text())
+    function = next(node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == name)
+    return ast.get_docstring(function).splitlines()[0]
+
+
+def usage() -> str:
+    commands = {**LIGHTNING, **{name: summary(target) for name, target in COMMANDS.items()}}
+    return ("usage: sarm {" + ",".join(commands) + "} [--config CONFIG.yaml] [options]\n\n"
+            + "".join(f"  {name:<10} {text}\n" for name, text in commands.items())
+            + "\n`sarm SUBCOMMAND --help` lists a subcommand's options; `--print_config` prints its full config.\n")
+
+
+def run_command(name: str, args: list[str]) -> None:
+    """Parse ``args`` with the options of ``COMMANDS[name]`` and call it.
+
+    A parameter typed with a dataclass is flattened: its fields are top-level options (``sarm cache``'s
+    ``--data``, ``--model``, ``--layer``, ... are ``CacheSettings``'s), and the function gets the dataclass.
+    """
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    module, attribute = COMMANDS[name].split(":")
+    function = getattr(importlib.import_module(module), attribute)
+    flattened = {param: hint for param, hint in typing.get_type_hints(function).items()
+                 if param != "return" and dataclasses.is_dataclass(hint)}
+    parser = ArgumentParser(prog=f"sarm {name}", description=inspect.getdoc(function).split("\nArgs:")[0])
+    parser.add_argument("--config", action=ActionConfigFile)
+    for cls in flattened.values():
+        parser.add_class_arguments(cls, nested_key=None)
+    parser.add_function_arguments(function, nested_key=None, skip=set(flattened))
+    kwargs = {k: v for k, v in vars(parser.parse_args(args)).items() if k not in ("config", "__path__")}
+    for param, cls in flattened.items():
+        kwargs[param] = cls(**{field.name: kwargs.pop(field.name) for field in dataclasses.fields(cls)})
+    function(**kwargs)
+
+
+def recovery(sarm: str = "runs/demo/sarm/export", cache: str = "runs/demo/cache", split: str = "test",
+             output: str | None = None) -> dict:
+    """Ground-truth recovery of a SARM trained on the built-in planted-attribute data.
+
+    Prints, per deciding attribute: its pairs' accuracy, the top-3 features by |mean margin contribution| on those
+    pairs with each one's F1 as a classifier of the attribute (over all responses, and within the attribute's own
+    pairs), the accuracy and mean margin on those pairs after zeroing the top feature and after zeroing all three,
+    and the best F1 that any feature of the SAE reaches (attributed or not); then the distractors' share of the
+    margin attribution.
+
+    Args:
+        sarm: directory of an exported head-only SARM (``sarm.json``).
+        cache: the ``builtin:planted`` activation cache it was trained on.
+        split: the cache's split to evaluate (``train``, ``val``, ``test``).
+        output: also write the table as JSON here.
+    """
+    from sarm.attribution import collect_pair_features, planted_recovery
+    from sarm.cache import PairActivationDataModule
+    from sarm.io import write_json
+    from sarm.reward.export import load_network
+
+    network, config = load_network(sarm)
+    data = PairActivationDataModule(cache, batch_size=256, predict_split=split, pooling=config["pooling"])
+    result = planted_recovery(network, collect_pair_features(network, data.predict_dataloader()), data.cache.pairs)
+
+    print(f"{'attribute':<12}{'pairs':>6}{'acc':>7}  {'top-3 features (F1 all responses / within its pairs)':<58}"
+          f"{'zero top-1: acc, margin':>25}{'zero top-3: acc, margin':>25}{'any feature':>13}")
+    for row in result["attributes"]:
+        top = ", ".join(f"{f} ({a:.2f}/{b:.2f})" for f, a, b in zip(row["features"], row["f1"], row["f1_within"]))
+        one = f"{row['accuracy_zeroed']:.3f}, {row['margin_zeroed']:.2f}/{row['margin_before']:.2f}"
+        three = f"{row['accuracy_zeroed_top']:.3f}, {row['margin_zeroed_top']:.2f}/{row['margin_before']:.2f}"
+        ceiling = f"{row['ceiling_f1']:.2f}/{row['ceiling_f1_within']:.2f}"
+        print(f"{row['attribute']:<12}{row['pairs']:>6}{row['accuracy_before']:>7.3f}  {top:<58}{one:>25}{three:>25}"
+              f"{ceiling:>13}")
+    print(f"distractors {', '.join(result['distractors'])}: detected by features {result['distractor_features']}, "
+          f"carrying {result['distractor_share']:.2%} of the margin attribution")
+    if output:
+        write_json(output, result)
+    return result
 
 
 def lightning_cli(args: list[str] | None) -> None:
@@ -70,34 +157,6 @@ def _option(argv: list[str], name: str) -> str | None:
     return None
 
 
-def cache_cli(args: list[str]) -> None:
-    from jsonargparse import ActionConfigFile, ArgumentParser
-
-    from sarm.data.cache import CacheSettings, cache_activations
-
-    parser = ArgumentParser(prog="sarm cache", description=OWN["cache"])
-    parser.add_argument("--config", action=ActionConfigFile)
-    parser.add_class_arguments(CacheSettings, nested_key=None)
-    parser.add_function_arguments(cache_activations, nested_key=None, skip={"settings"})
-    cfg = parser.parse_args(args)
-    init = parser.instantiate_classes(cfg)
-    settings = CacheSettings(**{k: init[k] for k in CacheSettings.__dataclass_fields__})
-    rest = {k: init[k] for k in ("output", "batch_size", "shard_tokens", "accelerator", "devices", "strategy",
-                                 "trust_remote_code")}
-    cache_activations(settings, **rest)
-
-
-def function_cli(command: str, function, args: list[str]) -> None:
-    """A jsonargparse command line for a plain function: its signature and docstring are the options."""
-    from jsonargparse import ActionConfigFile, ArgumentParser
-
-    parser = ArgumentParser(prog=f"sarm {command}", description=OWN[command])
-    parser.add_argument("--config", action=ActionConfigFile)
-    parser.add_function_arguments(function, nested_key=None)
-    cfg = parser.parse_args(args)
-    function(**{k: v for k, v in vars(cfg).items() if k not in ("config", "__path__")})
-
-
 # Warnings about things sarm does on purpose: token streams know their length and run in the main
 # process; the frozen SAE stays in eval mode while the head trains; training loaders resume mid-epoch
 # from the trainer's own batch count (sarm.data.pairs.ResumableLoader), not the state_dict protocol
@@ -117,30 +176,18 @@ def main(argv: list[str] | None = None) -> None:
     from_command_line = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE, end="")
+        print(usage(), end="")
         return
     command, args = argv[0], argv[1:]
     if from_command_line:
         stop.install()
     try:
-        if command == "cache":
-            cache_cli(args)
-        elif command == "attribute":
-            from sarm.attribute import attribute
-
-            function_cli(command, attribute, args)
-        elif command == "score":
-            from sarm.score import score
-
-            function_cli(command, score, args)
-        elif command == "report":
-            from sarm.report.build import report
-
-            function_cli(command, report, args)
+        if command in COMMANDS:
+            run_command(command, args)
         elif command in LIGHTNING:
             lightning_cli(None if from_command_line else argv)
         else:
-            print(USAGE, end="", file=sys.stderr)
+            print(usage(), end="", file=sys.stderr)
             print(f"sarm: error: unknown subcommand '{command}'", file=sys.stderr)
             sys.exit(2)
     except SarmInputError as err:

@@ -13,7 +13,7 @@ sarm fit --config configs/demo/sarm_sparse.yaml
 sarm attribute --config configs/demo/attribute.yaml
 sarm report --config configs/demo/report.yaml
 python scripts/demo_summary.py runs/demo
-python scripts/recovery.py --sarm runs/demo/sarm/export --cache runs/demo/cache --output runs/demo/recovery.json
+sarm recovery --sarm runs/demo/sarm/export --cache runs/demo/cache --output runs/demo/recovery.json
 echo "with the sparse (L1) head:"
-python scripts/recovery.py --sarm runs/demo/sarm_sparse/export --cache runs/demo/cache --output runs/demo/recovery_sparse.json
+sarm recovery --sarm runs/demo/sarm_sparse/export --cache runs/demo/cache --output runs/demo/recovery_sparse.json
 echo "demo finished in $(( $(date +%s) - start )) s"
