@@ -17,6 +17,7 @@ from jsonargparse import CLI
 
 from sarm.cache import TokenActivationDataModule
 from sarm.callbacks import AdaptiveTemporalMasking, PAnnealing
+from sarm.callbacks.coverage import PlantedCoverage
 from sarm.sae import SAEModule
 
 
@@ -51,8 +52,9 @@ def main(cache: str = "runs/demo/cache", epochs: int = 4, n_latents: int = 2048,
         L.seed_everything(0, verbose=False)
         module = SAEModule(lr=1e-3, warmup_steps=20, **config)
         data = TokenActivationDataModule(cache, batch_size=batch_size, sequence_fraction=0.25)
-        trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False,
-                            enable_model_summary=False, enable_progress_bar=False, callbacks=callbacks)
+        trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_model_summary=False,
+                            enable_progress_bar=False,
+                            callbacks=[*callbacks, PlantedCoverage()])  # logs val/coverage on planted data
         start = time.perf_counter()
         trainer.fit(module, data)
         m = {k: float(v) for k, v in trainer.callback_metrics.items()}
