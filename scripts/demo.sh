@@ -8,7 +8,7 @@ start=$(date +%s)
 sarm cache --config configs/demo/cache.yaml
 sarm fit --config configs/demo/sae.yaml
 sarm fit --config configs/demo/sarm.yaml
-sarm test --config configs/demo/sarm.yaml --model.init_args.sae runs/demo/sarm/export
+sarm test --config configs/demo/sarm.yaml --model.init_args.init_from runs/demo/sarm/export
 sarm fit --config configs/demo/sarm_sparse.yaml
 sarm attribute --config configs/demo/attribute.yaml
 sarm report --config configs/demo/report.yaml

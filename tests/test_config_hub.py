@@ -22,8 +22,20 @@ def tiny_sae(tiny_cache, tmp_path_factory, tiny_model_dir):
                         extra={"model_name": tiny_model_dir, "hook_layer": 2}))
 
 
+@pytest.fixture(scope="module")
+def tiny_sarm(tiny_sae, tiny_model_dir, tmp_path_factory):
+    """An exported head-only SARM on the tiny SAE, for configs that restart from one (init_from)."""
+    from sarm.reward.export import save_reward_model
+    from sarm.reward.network import SARMNetwork
+    from sarm.sae import load_sae
+
+    network = SARMNetwork(load_sae(tiny_sae), "last", "pre")
+    return str(save_reward_model(tmp_path_factory.mktemp("hub") / "sarm", network,
+                                 {"model": tiny_model_dir, "layer": 2, "max_length": 48}))
+
+
 @pytest.mark.parametrize("path", FIT_CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
-def test_fit_config_runs_on_a_tiny_model(path, tiny_cache, tiny_sae, tiny_model_dir, tmp_path, monkeypatch):
+def test_fit_config_runs_on_a_tiny_model(path, tiny_cache, tiny_sae, tiny_sarm, tiny_model_dir, tmp_path, monkeypatch):
     config = yaml.safe_load(path.read_text())
     model_class, data_class = config["model"]["class_path"], config["data"]["class_path"]
     args = ["fit", "--config", str(path.relative_to(ROOT)), "--trainer.accelerator", "cpu", "--trainer.devices", "1",
@@ -31,7 +43,9 @@ def test_fit_config_runs_on_a_tiny_model(path, tiny_cache, tiny_sae, tiny_model_
             "--trainer.default_root_dir", str(tmp_path), "--model.init_args.export_dir", str(tmp_path / "export")]
     if model_class == "sarm.sae.SAEModule":
         args += ["--model.init_args.n_latents", "64", "--model.init_args.k", "4"]
-    if model_class == "sarm.reward.SARM":
+    if "init_from" in config["model"]["init_args"]:  # a second stage: restarts from an exported SARM
+        args += ["--model.init_args.init_from", tiny_sarm]
+    elif model_class == "sarm.reward.SARM":
         args += ["--model.init_args.sae", tiny_sae]
     if config["model"]["init_args"].get("lora_layers"):
         args += ["--model.init_args.lora_layers", "1"]

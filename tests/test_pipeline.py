@@ -86,6 +86,17 @@ def test_sarm_learns_the_toy_preference(run):
     assert config["metrics"]["val/accuracy"] >= 0.75
 
 
+def test_sarm_test_restarts_the_exported_model_through_init_from(run, capsys):
+    """The README's `sarm test ... --model.init_args.init_from <export>`: the trained head, not a fresh one."""
+    main(["test", "--model", "sarm.reward.SARM", "--model.init_from", str(run["root"] / "sarm"),
+          "--data", "sarm.cache.PairActivationDataModule", "--data.cache_dir", str(run["cache"]),
+          "--trainer.accelerator", "cpu", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+          "--trainer.default_root_dir", str(run["root"])])
+    out = capsys.readouterr().out
+    accuracy = float(out.split("test/accuracy")[1].split()[1].strip("│|"))
+    assert accuracy >= 0.75  # a fresh (zero) head scores every pair a tie: accuracy 0
+
+
 def test_attribution_sums_to_the_rewards(run):
     out = run["root"] / "attribution"
     features = json.loads((out / "features.json").read_text())
@@ -130,7 +141,8 @@ def test_sae_on_planted_data_reports_attribute_coverage(tmp_path, tiny_model_dir
           "--model.export_dir", str(tmp_path / "sae"), "--data", "sarm.cache.TokenActivationDataModule",
           "--data.cache_dir", str(tmp_path / "cache"), "--data.batch_size", "64", "--trainer.max_epochs", "1",
           "--trainer.logger", "false", "--trainer.enable_checkpointing", "false", "--trainer.enable_progress_bar",
-          "false", "--trainer.default_root_dir", str(tmp_path)])
+          "false", "--trainer.default_root_dir", str(tmp_path),
+          "--trainer.callbacks+=sarm.callbacks.coverage.PlantedCoverage"])
     metrics = json.loads((tmp_path / "sae" / "metrics.json").read_text())
     assert 0 < metrics["val/coverage"] <= 1 and 0 < metrics["val/coverage_distractors"] <= 1
     assert 0 < metrics["val/cosine"] <= 1 and metrics["val/relative_bias"] > 0

@@ -127,9 +127,10 @@ def test_export_round_trip_restores_rewards(sae_dir, tmp_path, kind):
     assert config["kind"] == kind and config["pooling"] == "mean"
     assert config["backbone"] == {"model": "m", "layer": 2, "max_length": 64, "weights": "reference"}
     assert config["reward_norm"] == {"mean": 0.5, "std": 2.0}
-    if kind == "sarm":  # an exported SARM continues training from its head
-        reloaded = SARM(sae=str(tmp_path / "rm"), pooling="mean")
-        torch.testing.assert_close(reloaded(h, mask), model(h, mask))
+    # An export restarts through init_from, for both kinds, with its pooling.
+    reloaded = SARM(init_from=str(tmp_path / "rm")) if kind == "sarm" else DenseRM(init_from=str(tmp_path / "rm"))
+    assert reloaded.pooling == "mean"
+    torch.testing.assert_close(reloaded(h, mask), model(h, mask))
 
 
 def test_data_from_another_model_than_the_saes_is_refused_naming_both(sae_dir, tmp_path):
@@ -156,3 +157,69 @@ def test_init_from_starts_a_model_from_an_exported_head_of_the_same_kind(sae_dir
 
     with pytest.raises(SarmInputError, match="cannot start"):
         SARM(sae=sae_dir, init_from=str(tmp_path / "dense"))
+
+
+def export_sarm(sae_dir, directory, **kwargs) -> str:
+    model = SARM(sae=sae_dir, **kwargs)
+    model.head.weight.data.normal_(generator=torch.Generator().manual_seed(5))
+    save_reward_model(directory, model.network, {"model": "m", "layer": 2, "max_length": 64})
+    return str(directory)
+
+
+def test_an_exported_sarm_given_as_sae_is_refused_pointing_at_init_from(sae_dir, tmp_path):
+    from sarm.errors import SarmInputError
+
+    export = export_sarm(sae_dir, tmp_path / "rm")
+    with pytest.raises(SarmInputError, match=f"sae = {export}: an exported reward model .* with init_from = {export}"):
+        SARM(sae=export)
+    with pytest.raises(SarmInputError, match="starts from an SAE .* or restarts from an exported SARM"):
+        SARM()
+
+
+def test_init_from_restores_pooling_and_features_and_refuses_contradicting_them(sae_dir, tmp_path):
+    from sarm.errors import SarmInputError
+
+    export = export_sarm(sae_dir, tmp_path / "rm", pooling="mean", features="pre")
+    restored = SARM(init_from=export)
+    assert (restored.pooling, restored.network.feature_source) == ("mean", "pre")
+    assert restored.trained_on["layer"] == 2 and restored.trained_on["model"] == "m"
+    h, mask = torch.randn(2, 4, 16), torch.tensor([[1, 1, 0, 0], [0, 1, 1, 1]])
+    torch.testing.assert_close(restored(h, mask), load_network(export)[0](h, mask))
+    assert SARM(init_from=export, pooling="mean", sae=sae_dir).pooling == "mean"  # agreeing values are fine
+    with pytest.raises(SarmInputError, match=r"pooling = 'last', but init_from = .* was trained with pooling 'mean'"):
+        SARM(init_from=export, pooling="last")
+    with pytest.raises(SarmInputError, match=r"features = 'latents', but init_from = .* with features 'pre'"):
+        SARM(init_from=export, features="latents")
+    other = save_sae(TopKSAE(16, 32, 4), tmp_path / "small")
+    with pytest.raises(SarmInputError, match="is not the SAE of init_from"):
+        SARM(init_from=export, sae=str(other))
+
+
+def test_a_restarted_model_refuses_data_from_another_backbone_than_its_export(sae_dir, tmp_path):
+    from sarm.errors import SarmInputError
+
+    trained = DenseRM(d_in=16)
+    save_reward_model(tmp_path / "dense", trained.network, {"model": "m", "layer": 2})
+    restarted = DenseRM(init_from=str(tmp_path / "dense"))
+    restarted.check_backbone({"model": "m", "layer": 2})
+    with pytest.raises(SarmInputError, match="the reward model .*dense was trained on layer 2 of m, the data comes "
+                                             "from layer 3"):
+        restarted.check_backbone({"model": "m", "layer": 3})
+    with pytest.raises(SarmInputError, match="d_in = 8, but init_from = .* reads hidden states of width 16"):
+        DenseRM(init_from=str(tmp_path / "dense"), d_in=8)
+
+
+def test_reward_modules_never_import_the_sae_trainer():
+    """SARM reads SAEs and their losses (sarm.sae.losses), never the SAE's Lightning module."""
+    import ast
+    from pathlib import Path
+
+    import sarm.reward
+
+    offenders = []
+    for path in sorted(Path(sarm.reward.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            offenders += [f"{path.name}: {name}" for name in names if name.startswith("sarm.sae.module")]
+    assert offenders == []

@@ -184,7 +184,7 @@ def test_predict_runs_through_the_cli_with_the_attribution_callback(setup, tmp_p
     main(["predict", "--model", "sarm.reward.SARM", "--model.sae", setup["sae"], "--model.pooling", "mean",
           "--data", "sarm.data.pairs.PairTextDataModule", "--data.data", setup["data"], "--data.model", setup["model"],
           "--data.layer", "2", "--data.max_length", "48", "--data.split_fractions", "[0.5, 0.25, 0.25]",
-          "--trainer.callbacks+=sarm.callbacks.RewardAttribution",
+          "--trainer.callbacks+=sarm.attribution.RewardAttribution",
           f"--trainer.callbacks.output_dir={tmp_path / 'attribution'}", "--trainer.logger", "false",
           "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path)])
     summary = json.loads((tmp_path / "attribution" / "summary.json").read_text())

@@ -293,6 +293,10 @@ class PairTextDataModule(SplitDataModule):
         layer = self.hparams.layer or self.model_config.num_hidden_layers // 2
         return {"model": self.hparams.model, "layer": layer, "max_length": self.hparams.max_length}
 
+    def take_pooling(self, pooling: str) -> None:
+        """Any pooling is served: text batches hold every token and the response mask, and the model pools
+        (``sarm.reward.data.RewardData``)."""
+
     def dataset(self, split: str) -> RenderedPairs:
         if split not in self.splits:
             raise ValueError(f"split = {split!r}: expected train, val, test or all")

@@ -17,6 +17,14 @@ Train modes:
 Batches hold both sides of each pair stacked: rows [0, B) chosen, [B, 2B) rejected, either as
 token ids (``input_ids``, ``attention_mask``, ``response_mask``) or as cached hidden states
 (``hidden`` ``[2B, T, d]`` with ``mask``); plus ``margin``, ``pair`` and ``subset`` per pair.
+
+The data module is read through ``sarm.reward.data.RewardData`` only, in ``setup``: its hidden size,
+backbone settings, subsets and whether it yields tokens; the model hands it its pooling there.
+
+Restarting: ``init_from`` names an exported reward model of the same kind (``sarm.json``). Its
+weights start this one (SARM: its SAE and head; dense: its head), and its pooling (SARM: and its
+features) are this model's unless given, when they must agree. It is the one way to go on from an
+export: a second training stage, or ``sarm test`` of a trained model.
 """
 
 from __future__ import annotations
@@ -32,12 +40,14 @@ from torchmetrics import MeanMetric
 
 from sarm.backbone import TruncatedBackbone
 from sarm.errors import SarmInputError
-from sarm.reward.export import load_network, save_reward_model
+from sarm.reward.data import reward_data
+from sarm.reward.export import load_network, read_config, save_reward_model
 from sarm.reward.lora import add_lora, has_lora
 from sarm.reward.loss import bradley_terry_loss
 from sarm.reward.metrics import RewardStats, SubsetAccuracy
-from sarm.sae.module import check_finite
 from sarm.reward.network import RewardNetwork
+from sarm.reward.pooling import Pooling
+from sarm.sae.losses import check_finite
 
 Mode = Literal["head", "lora", "joint"]
 STAGES = ("train", "val", "test")
@@ -49,6 +59,8 @@ class RewardModelModule(L.LightningModule):
     Args:
         mode: ``head``, ``lora`` or ``joint`` (see the module docstring).
         pooling: read the reward at the ``last`` response token or from the ``mean`` over the response.
+            Default: ``init_from``'s pooling, else ``last``. The one place pooling is set: the data
+            module takes it from here.
         lr: AdamW learning rate of the head.
         weight_decay: AdamW weight decay of the head.
         head_l1: L1 penalty on the head's weights.
@@ -61,15 +73,17 @@ class RewardModelModule(L.LightningModule):
         merge_lora: export the backbone with the adapters merged into it, instead of separately.
         gradient_checkpointing: recompute the backbone's activations in the backward pass (LoRA and
             joint modes): less memory for long sequences and large models, about a third more compute.
-        init_from: an exported reward model of the same kind whose head weights start this one
-            (e.g. a head-only model, then fine-tuned with LoRA).
+        init_from: an exported reward model of the same kind to restart from (its weights, pooling and
+            features; e.g. a head-only model, then fine-tuned with LoRA; or a trained model to test).
         export_dir: where the trained model is written for inference without Lightning.
     """
+
+    kind = "base"  # the kind of reward model (sarm.json's "kind") a subclass trains: "sarm" or "dense"
 
     def __init__(
         self,
         mode: Mode = "head",
-        pooling: Literal["last", "mean"] = "last",
+        pooling: Pooling | None = None,
         lr: float = 3e-3,
         weight_decay: float = 0.0,
         head_l1: float = 0.0,
@@ -88,7 +102,18 @@ class RewardModelModule(L.LightningModule):
         super().__init__()
         if mode not in ("head", "lora", "joint"):
             raise SarmInputError(f"mode = {mode!r}: expected 'head', 'lora' or 'joint'")
+        if pooling not in ("last", "mean", None):
+            raise SarmInputError(f"pooling = {pooling!r}: expected 'last' or 'mean'")
         self.save_hyperparameters()
+        # Kept as given (hparams are what the CLI and checkpoints replay); the resolved values live here.
+        self.export_config = read_config(init_from) if init_from is not None else None
+        self.pooling: Pooling = self.from_export("pooling", pooling, "last")
+        # The backbone (model, layer) the network's weights were trained on, and who says so.
+        self.trained_on: dict = {}
+        if self.export_config is not None:
+            backbone = self.export_config["backbone"]
+            self.trained_on = {"model": backbone.get("model"), "layer": backbone.get("layer"),
+                               "by": f"the reward model {init_from}"}
         self.network: RewardNetwork | None = None
         self.backbone: TruncatedBackbone | None = None
         self.backbone_settings: dict = {}
@@ -103,22 +128,41 @@ class RewardModelModule(L.LightningModule):
     # -- building ---------------------------------------------------------------------------------
 
     def build_network(self, hidden_size: int) -> RewardNetwork:
+        """The network, when it could not be built in ``__init__`` (it waited for the data's width)."""
         raise NotImplementedError
 
+    def from_export(self, name: str, given, default):
+        """A setting restarted from ``init_from``: the export's, which a given value must equal."""
+        if self.export_config is None:
+            return default if given is None else given
+        exported = self.export_config.get(name, default)
+        if given is not None and given != exported:
+            raise SarmInputError(f"{name} = {given!r}, but init_from = {self.hparams.init_from} was trained with "
+                                 f"{name} {exported!r}: leave {name} unset to restart with the export's")
+        return exported
+
+    def restart_network(self) -> RewardNetwork:
+        """The network of ``init_from`` (weights included), which must be of this module's kind."""
+        network, config = load_network(self.hparams.init_from)
+        if config["kind"] != self.kind:
+            raise SarmInputError(f"init_from = {self.hparams.init_from}: a {config['kind']} model with "
+                                 f"{network.head.weight.numel()} features cannot start a {self.kind} model")
+        return network
+
     def setup(self, stage: str) -> None:
-        datamodule = self.trainer.datamodule
-        settings = dict(getattr(datamodule, "backbone_settings", {}) or {})
+        data = reward_data(self.trainer.datamodule)
+        data.take_pooling(self.pooling)  # before any loader is built: batches are made for this pooling
+        settings = dict(data.backbone_settings)
         self.check_backbone(settings)
-        self.backbone_settings = settings or self.backbone_settings
+        self.backbone_settings = settings
         if self.network is None:
-            self.network = self.build_network(datamodule.hidden_size)
-            self.init_head()
+            self.network = self.build_network(data.hidden_size)
         width = self.network.input_size()
-        if width is not None and width != datamodule.hidden_size:
+        if width is not None and width != data.hidden_size:
             raise SarmInputError(f"the reward network reads hidden states of width {width}, the data's backbone "
-                                 f"({settings.get('model')}, layer {settings.get('layer')}) has {datamodule.hidden_size}")
-        needs_backbone = self.hparams.mode != "head" or getattr(datamodule, "yields_tokens", False)
-        if needs_backbone and not getattr(datamodule, "yields_tokens", False):
+                                 f"({settings.get('model')}, layer {settings.get('layer')}) has {data.hidden_size}")
+        needs_backbone = self.hparams.mode != "head" or data.yields_tokens
+        if needs_backbone and not data.yields_tokens:
             raise SarmInputError(f"mode = {self.hparams.mode!r} runs the backbone: use "
                                  "sarm.data.pairs.PairTextDataModule (cached activations serve mode 'head' only)")
         if needs_backbone and self.backbone is None:
@@ -129,23 +173,19 @@ class RewardModelModule(L.LightningModule):
                 if h.gradient_checkpointing:  # non-reentrant: the frozen embeddings need not require grad
                     self.backbone.model.gradient_checkpointing_enable({"use_reentrant": False})
                 add_lora(self.backbone, h.lora_r, h.lora_alpha, h.lora_dropout, h.lora_target_modules, h.lora_layers)
-        subsets = getattr(datamodule, "subsets", [])
-        if subsets and self.subsets is None:
-            self.subsets = SubsetAccuracy(subsets).to(self.device)
-
-    def init_head(self) -> None:
-        """Start from the head of ``init_from`` (once the network exists)."""
-        if self.hparams.init_from is None or self.network is None:
-            return
-        network, config = load_network(self.hparams.init_from)
-        if config["kind"] != self.network.kind or network.head.weight.shape != self.network.head.weight.shape:
-            raise SarmInputError(f"init_from = {self.hparams.init_from}: a {config['kind']} model with "
-                                 f"{network.head.weight.numel()} features cannot start this {self.network.kind} model "
-                                 f"with {self.network.head.weight.numel()}")
-        self.network.head.load_state_dict(network.head.state_dict())
+        if data.subsets and self.subsets is None:
+            self.subsets = SubsetAccuracy(data.subsets).to(self.device)
 
     def check_backbone(self, settings: dict) -> None:
-        """Subclasses check that the data's backbone matches what the network was built on."""
+        """Refuse data from another layer or another model than the weights were trained on (``trained_on``):
+        the same width does not make another model's hidden states readable by them."""
+        layer, model, by = (self.trained_on.get(k) for k in ("layer", "model", "by"))
+        if layer is not None and settings.get("layer") is not None and int(layer) != int(settings["layer"]):
+            raise SarmInputError(f"{by} was trained on layer {layer} of {model}, "
+                                 f"the data comes from layer {settings['layer']} of {settings.get('model')}")
+        if model and settings.get("model") and not _same_model(model, settings["model"]):
+            raise SarmInputError(f"{by} was trained on '{model}', the data comes from '{settings['model']}' "
+                                 f"(layer {settings.get('layer')}): train on this model's activations")
 
     def trainable_parameters(self) -> list[dict]:
         h = self.hparams
@@ -275,3 +315,10 @@ class RewardModelModule(L.LightningModule):
                           merge_lora=self.hparams.merge_lora)
         print(f"sarm: reward model written to {self.hparams.export_dir} "
               + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()), flush=True)
+
+
+def _same_model(a: str, b: str) -> bool:
+    """Two model names are the same model: equal, or two spellings of one local directory."""
+    if a == b:
+        return True
+    return Path(a).exists() and Path(b).exists() and Path(a).resolve() == Path(b).resolve()

@@ -7,6 +7,10 @@
 
 The SAE is frozen in modes ``head`` and ``lora``; in ``joint`` it trains too, with its own
 reconstruction loss on the detached hidden states so that it stays a faithful dictionary.
+
+Two starts, one argument each: ``sae`` (an SAE directory: a fresh head on it) or ``init_from`` (an
+exported SARM: its SAE, head, pooling and features). ``SARM(init_from=dir)`` is how code gets a
+trained SARM back as a LightningModule.
 """
 
 from __future__ import annotations
@@ -18,50 +22,64 @@ import torch
 
 from sarm.errors import SarmInputError
 from sarm.files import Fields, read_json_object
-from sarm.reward.export import CONFIG, load_network
+from sarm.reward.export import CONFIG
 from sarm.reward.module import RewardModelModule
 from sarm.reward.network import SARMNetwork
 from sarm.reward.pooling import last_positions
 from sarm.sae.io import load_sae
-from sarm.sae.module import normalized_mse
+from sarm.sae.losses import normalized_mse
 
 
 class SARM(RewardModelModule):
     """SAE-enhanced reward model.
 
     Args:
-        sae: directory of a trained SAE (sarm, SAELens or sparsify layout), or of an exported SARM
-            to continue from (its SAE and head are loaded).
-        features: the head reads the SAE's TopK ``latents`` or its ``pre``-activations.
+        sae: directory of a trained SAE (sarm, SAELens or sparsify layout), for a new head on it. Not an
+            exported SARM: restart from one with ``init_from``. Unneeded with ``init_from``; given
+            both, the export's SAE is used (the one its head was trained with) and must have this one's shape.
+        features: the head reads the SAE's TopK ``latents`` or its ``pre``-activations. Default:
+            ``init_from``'s features, else ``latents``.
         reconstruction_coefficient: weight λ of the SAE's reconstruction loss in ``joint`` mode.
         sae_lr: learning rate of the SAE in ``joint`` mode.
-        **kwargs: the shared arguments of ``RewardModelModule`` (mode, pooling, lr, LoRA, export_dir, ...).
+        **kwargs: the shared arguments of ``RewardModelModule`` (mode, pooling, lr, LoRA, init_from,
+            export_dir, ...).
     """
 
-    def __init__(self, sae: str, features: Literal["latents", "pre"] = "latents",
+    kind = "sarm"
+
+    def __init__(self, sae: str | None = None, features: Literal["latents", "pre"] | None = None,
                  reconstruction_coefficient: float = 1.0, sae_lr: float = 1e-4, **kwargs):
         super().__init__(**kwargs)
         self.save_hyperparameters()
-        path = Path(sae)
-        if (path / CONFIG).is_file():
-            network, config = load_network(path)
-            if config["kind"] != "sarm":
-                raise SarmInputError(f"{path / CONFIG}: a {config['kind']!r} reward model has no SAE to continue from")
-            self.network = SARMNetwork(network.sae, self.hparams.pooling, features)
-            self.network.head.load_state_dict(network.head.state_dict())
-            self.sae_provenance = {"model_name": config["backbone"].get("model"),
-                                   "hook_layer": config["backbone"].get("layer")}
-        else:
-            self.network = SARMNetwork(load_sae(path), self.hparams.pooling, features)
-            cfg = path / "cfg.json"  # present unless the SAE is sparsify's
+        features = self.from_export("features", features, "latents")
+        if sae is not None and (Path(sae) / CONFIG).is_file():
+            raise SarmInputError(f"sae = {sae}: an exported reward model ({CONFIG}), not an SAE; restart from it "
+                                 f"with init_from = {sae} (its SAE, head, pooling and features)")
+        if self.hparams.init_from is not None:
+            self.network = self.restart_network()
+            if sae is not None:
+                self._check_same_shape(load_sae(sae))
+        elif sae is not None:
+            self.network = SARMNetwork(load_sae(sae), self.pooling, features)
+            cfg = Path(sae) / "cfg.json"  # present unless the SAE is sparsify's
             fields = Fields(read_json_object(cfg) if cfg.is_file() else {}, cfg)
-            self.sae_provenance = {"model_name": fields.text("model_name", None, nullable=True),
-                                   "hook_layer": fields.integer("hook_layer", low=0, default=None, nullable=True)}
-        self.init_head()
+            self.trained_on = {"model": fields.text("model_name", None, nullable=True),
+                               "layer": fields.integer("hook_layer", low=0, default=None, nullable=True),
+                               "by": "the SAE"}
+        else:
+            raise SarmInputError("a SARM starts from an SAE (sae = <SAE directory>) or restarts from an exported "
+                                 "SARM (init_from = <export directory>); neither was given")
         joint = self.hparams.mode == "joint"
         self.sae.requires_grad_(joint)
         if not joint:
             self.sae.eval()
+
+    def _check_same_shape(self, given) -> None:
+        ours = self.sae
+        if (given.d_in, given.n_latents) != (ours.d_in, ours.n_latents):
+            raise SarmInputError(f"sae = {self.hparams.sae} ({given.d_in} → {given.n_latents} latents) is not the SAE "
+                                 f"of init_from = {self.hparams.init_from} ({ours.d_in} → {ours.n_latents}): "
+                                 "leave sae unset, the export carries its own")
 
     @property
     def sae(self):
@@ -72,17 +90,6 @@ class SARM(RewardModelModule):
         if self.hparams.mode != "joint":
             self.sae.eval()  # frozen: never in training mode
         return self
-
-    def check_backbone(self, settings: dict) -> None:
-        """Refuse data from another layer or another model than the SAE was trained on: the same width
-        does not make another model's hidden states readable by this SAE's features."""
-        layer, model = self.sae_provenance.get("hook_layer"), self.sae_provenance.get("model_name")
-        if layer is not None and settings.get("layer") is not None and int(layer) != int(settings["layer"]):
-            raise SarmInputError(f"the SAE was trained on layer {layer} of {model}, "
-                                 f"the data comes from layer {settings['layer']} of {settings.get('model')}")
-        if model and settings.get("model") and not _same_model(model, settings["model"]):
-            raise SarmInputError(f"the SAE was trained on '{model}', the data comes from '{settings['model']}' "
-                                 f"(layer {settings.get('layer')}): train an SAE on this model's activations")
 
     def trainable_parameters(self) -> list[dict]:
         groups = super().trainable_parameters()
@@ -95,7 +102,7 @@ class SARM(RewardModelModule):
             return super().extra_loss(scored)
         # Reconstruct the tokens the reward reads, from hidden states cut off from the backbone.
         hidden, mask = scored["hidden"].detach(), scored["mask"].bool()
-        if self.hparams.pooling == "mean":
+        if self.pooling == "mean":
             tokens = hidden[mask]
         else:
             tokens = hidden[torch.arange(hidden.shape[0], device=hidden.device), last_positions(mask)]
@@ -113,10 +120,3 @@ class SARM(RewardModelModule):
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         if self.hparams.mode == "joint":
             self.sae.normalize_decoder()
-
-
-def _same_model(a: str, b: str) -> bool:
-    """Two model names are the same model: equal, or two spellings of one local directory."""
-    if a == b:
-        return True
-    return Path(a).exists() and Path(b).exists() and Path(a).resolve() == Path(b).resolve()
