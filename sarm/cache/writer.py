@@ -202,7 +202,9 @@ def cache_activations(
     strategy: str = "auto",
     trust_remote_code: bool = False,
 ) -> Path:
-    """Write (or reuse) the activation cache for ``settings``; returns its directory.
+    """Run the truncated backbone over a preference dataset and cache its activations.
+
+    A complete cache of the same settings is reused. Returns the cache directory.
 
     Args:
         settings: what to cache (see ``CacheSettings``).
