@@ -28,7 +28,8 @@ import torch
 from jsonargparse import CLI
 
 from sarm.sae.base import SparseAutoencoder
-from sarm.sae.module import SAEModule, normalized_mse
+from sarm.sae.losses import normalized_mse
+from sarm.sae.module import SAEModule
 
 
 def timed(step: Callable[[], None], steps: int, warmup: int = 2) -> float:

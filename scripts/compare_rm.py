@@ -101,7 +101,7 @@ def main(cache: str, sae: str, epochs: int = 40, lr: float = 0.01, no_mean: bool
         rows.append(run("dense head, mean", DenseRM(pooling="mean", lr=lr), cached("mean"), epochs, root))
     if lora:
         # Stage 2: the head-only models, fine-tuned with LoRA (a SARM export carries its SAE and head).
-        rows.append(run("SARM + LoRA", SARM(sae=head_dirs["sarm_head"], lr=lr, **lora_settings), text(), lora_epochs,
+        rows.append(run("SARM + LoRA", SARM(init_from=head_dirs["sarm_head"], lr=lr, **lora_settings), text(), lora_epochs,
                         root))
         rows.append(run("dense + LoRA", DenseRM(init_from=head_dirs["dense_head"], lr=lr, **lora_settings), text(),
                         lora_epochs, root))

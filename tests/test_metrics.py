@@ -1,4 +1,5 @@
-"""SAE metrics: definitions from BRIEF §2–3, and independence from how the data is batched."""
+"""SAE metrics: the definitions of Gao et al. (arXiv 2406.04093) and SAEBench, and independence from how the data is
+batched."""
 
 import torch
 

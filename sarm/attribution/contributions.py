@@ -71,7 +71,7 @@ class FeatureAttributionSums(Metric):
         contrib_chosen, contrib_rejected = contrib_chosen.double(), contrib_rejected.double()
         diff = contrib_chosen - contrib_rejected
         margin = diff.sum(-1)
-        # Out-of-place updates (see BRIEF §6: in-place states double-count under ddp_spawn).
+        # Out-of-place updates: under ddp_spawn the ranks share this buffer, and in-place updates count twice.
         self.chosen = self.chosen + contrib_chosen.sum(0)
         self.rejected = self.rejected + contrib_rejected.sum(0)
         self.active_chosen = self.active_chosen + (contrib_chosen != 0).sum(0)

@@ -1,6 +1,6 @@
 """Coverage of planted attributes: can a single SAE latent classify each known property?
 
-Following the board-game SAE papers (Karvonen et al., arXiv 2408.00113; BRIEF §3), a property is
+Following the board-game SAE papers (Karvonen et al., arXiv 2408.00113), a property is
 *covered* to the extent that one latent, used as a binary classifier, recovers it. For latent j with
 maximum activation m_j over the N rows and a threshold fraction t:
 

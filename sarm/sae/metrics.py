@@ -9,7 +9,7 @@ from torchmetrics import Metric
 class ReconstructionMetrics(Metric):
     """FVU, cosine(x, x̂) and relative reconstruction bias over everything seen.
 
-    FVU = Σ‖x − x̂‖² / Σ‖x − mean(x)‖² (mean per dimension over all tokens, BRIEF §2);
+    FVU = Σ‖x − x̂‖² / Σ‖x − mean(x)‖² (mean per dimension over all tokens; Gao et al. 2024, arXiv 2406.04093);
     relative reconstruction bias = E‖x̂‖² / E⟨x, x̂⟩ (1 when x̂ is not shrunk or inflated).
     """
 
@@ -23,7 +23,7 @@ class ReconstructionMetrics(Metric):
 
     def update(self, x: torch.Tensor, x_hat: torch.Tensor) -> None:
         x, x_hat = x.double().reshape(-1, x.shape[-1]), x_hat.double().reshape(-1, x.shape[-1])
-        # Out-of-place updates: under ddp_spawn, states may share memory across ranks (BRIEF §6).
+        # Out-of-place updates: under ddp_spawn, states may share memory across ranks, and in-place updates count twice.
         self.sq_err = self.sq_err + (x - x_hat).pow(2).sum()
         self.sum_x = self.sum_x + x.sum(0)
         self.sum_sq_x = self.sum_sq_x + x.pow(2).sum()

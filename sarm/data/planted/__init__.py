@@ -4,7 +4,7 @@ Real preference data never says *why* one response was preferred, so nothing tel
 feature of a SARM "means" refusal or politeness. This generator plants the answer: every pair
 differs in exactly one deciding attribute, recorded in the row, so later metrics can check whether
 some feature recovers each attribute (coverage: the best F1 of one feature as a classifier of the
-attribute, as in the board-game SAE papers, BRIEF §3).
+attribute, as in the board-game SAE papers: Karvonen et al., arXiv 2408.00113).
 
 Deciding attributes (``ATTRIBUTES``; the chosen side always has the good value):
 
