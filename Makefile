@@ -10,7 +10,7 @@ LOCK ?= requirements.lock
 TORCH_SPEC ?= torch==$(shell sed -n 's/^torch==\([^ ;]*\).*/\1/p' $(LOCK))
 export SARM_CACHE ?= $(HOME)/.cache/sarm
 
-.PHONY: install lock demo test test-integration bench-sae chromium clean
+.PHONY: install lock demo lint test test-integration bench-sae chromium clean
 
 install: $(VENV)/.installed
 
@@ -55,9 +55,14 @@ demo: install
 
 # Debian's chromium renders the HTML report in a test (skipped, not failed, where it cannot be installed).
 chromium:
-	bash scripts/install_chromium.sh || echo "chromium not installed: the report screenshot test will skip"
+	bash scripts/install_chromium.sh || echo "chromium not installed: the report's browser test will skip"
 
-test: install chromium
+# The lint gate (pyproject.toml's [tool.ruff]): lint rules and formatting, before any test runs.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: install chromium lint
 	$(PY) -m pytest -q
 
 test-integration: install
