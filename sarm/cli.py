@@ -48,9 +48,13 @@ def summary(target: str) -> str:
 
 def usage() -> str:
     commands = {**LIGHTNING, **{name: summary(target) for name, target in COMMANDS.items()}}
-    return ("usage: sarm {" + ",".join(commands) + "} [--config CONFIG.yaml] [options]\n\n"
-            + "".join(f"  {name:<10} {text}\n" for name, text in commands.items())
-            + "\n`sarm SUBCOMMAND --help` lists a subcommand's options; `--print_config` prints its full config.\n")
+    return (
+        "usage: sarm {"
+        + ",".join(commands)
+        + "} [--config CONFIG.yaml] [options]\n\n"
+        + "".join(f"  {name:<10} {text}\n" for name, text in commands.items())
+        + "\n`sarm SUBCOMMAND --help` lists a subcommand's options; `--print_config` prints its full config.\n"
+    )
 
 
 def run_command(name: str, args: list[str]) -> None:
@@ -63,8 +67,11 @@ def run_command(name: str, args: list[str]) -> None:
 
     module, attribute = COMMANDS[name].split(":")
     function = getattr(importlib.import_module(module), attribute)
-    flattened = {param: hint for param, hint in typing.get_type_hints(function).items()
-                 if param != "return" and dataclasses.is_dataclass(hint)}
+    flattened = {
+        param: hint
+        for param, hint in typing.get_type_hints(function).items()
+        if param != "return" and dataclasses.is_dataclass(hint)
+    }
     parser = ArgumentParser(prog=f"sarm {name}", description=inspect.getdoc(function).split("\nArgs:")[0])
     parser.add_argument("--config", action=ActionConfigFile)
     for cls in flattened.values():
@@ -76,8 +83,9 @@ def run_command(name: str, args: list[str]) -> None:
     function(**kwargs)
 
 
-def recovery(sarm: str = "runs/demo/sarm/export", cache: str = "runs/demo/cache", split: str = "test",
-             output: str | None = None) -> dict:
+def recovery(
+    sarm: str = "runs/demo/sarm/export", cache: str = "runs/demo/cache", split: str = "test", output: str | None = None
+) -> dict:
     """Ground-truth recovery of a SARM trained on the built-in planted-attribute data.
 
     Prints, per deciding attribute: its pairs' accuracy, the top-3 features by |mean margin contribution| on those
@@ -101,17 +109,23 @@ def recovery(sarm: str = "runs/demo/sarm/export", cache: str = "runs/demo/cache"
     data = PairActivationDataModule(cache, batch_size=256, predict_split=split, pooling=config["pooling"])
     result = planted_recovery(network, collect_pair_features(network, data.predict_dataloader()), data.cache.pairs)
 
-    print(f"{'attribute':<12}{'pairs':>6}{'acc':>7}  {'top-3 features (F1 all responses / within its pairs)':<58}"
-          f"{'zero top-1: acc, margin':>25}{'zero top-3: acc, margin':>25}{'any feature':>13}")
+    print(
+        f"{'attribute':<12}{'pairs':>6}{'acc':>7}  {'top-3 features (F1 all responses / within its pairs)':<58}"
+        f"{'zero top-1: acc, margin':>25}{'zero top-3: acc, margin':>25}{'any feature':>13}"
+    )
     for row in result["attributes"]:
         top = ", ".join(f"{f} ({a:.2f}/{b:.2f})" for f, a, b in zip(row["features"], row["f1"], row["f1_within"]))
         one = f"{row['accuracy_zeroed']:.3f}, {row['margin_zeroed']:.2f}/{row['margin_before']:.2f}"
         three = f"{row['accuracy_zeroed_top']:.3f}, {row['margin_zeroed_top']:.2f}/{row['margin_before']:.2f}"
         ceiling = f"{row['ceiling_f1']:.2f}/{row['ceiling_f1_within']:.2f}"
-        print(f"{row['attribute']:<12}{row['pairs']:>6}{row['accuracy_before']:>7.3f}  {top:<58}{one:>25}{three:>25}"
-              f"{ceiling:>13}")
-    print(f"distractors {', '.join(result['distractors'])}: detected by features {result['distractor_features']}, "
-          f"carrying {result['distractor_share']:.2%} of the margin attribution")
+        print(
+            f"{row['attribute']:<12}{row['pairs']:>6}{row['accuracy_before']:>7.3f}  {top:<58}{one:>25}{three:>25}"
+            f"{ceiling:>13}"
+        )
+    print(
+        f"distractors {', '.join(result['distractors'])}: detected by features {result['distractor_features']}, "
+        f"carrying {result['distractor_share']:.2%} of the margin attribution"
+    )
     if output:
         write_json(output, result)
     return result
@@ -143,8 +157,10 @@ def lightning_cli(args: list[str] | None) -> None:
     except pickle.UnpicklingError as err:
         checkpoint = _option(sys.argv[1:] if args is None else args, "--ckpt_path") or "the checkpoint"
         first_line = str(err).strip().splitlines()[0]
-        raise SarmInputError(f"{checkpoint}: refused to unpickle: it holds more than tensors and plain data "
-                             f"({first_line}); pass --weights_only false only for a checkpoint you trust") from None
+        raise SarmInputError(
+            f"{checkpoint}: refused to unpickle: it holds more than tensors and plain data "
+            f"({first_line}); pass --weights_only false only for a checkpoint you trust"
+        ) from None
 
 
 def _option(argv: list[str], name: str) -> str | None:

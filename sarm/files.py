@@ -34,8 +34,15 @@ def _show(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-_JSON_TYPES = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number",
-               bool: "a boolean", type(None): "null"}
+_JSON_TYPES = {
+    dict: "an object",
+    list: "an array",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+    type(None): "null",
+}
 
 
 def _range(low, high) -> str:
@@ -95,8 +102,16 @@ class Fields:
             raise self.error(name, "missing")
         return True
 
-    def integer(self, name: str, *, low: int | None = None, high: int | None = None, default=_MISSING,
-                nullable: bool = False, integral_floats: bool = False) -> int | None:
+    def integer(
+        self,
+        name: str,
+        *,
+        low: int | None = None,
+        high: int | None = None,
+        default=_MISSING,
+        nullable: bool = False,
+        integral_floats: bool = False,
+    ) -> int | None:
         """An integer in ``low..high``; ``integral_floats`` also accepts ``4.0`` (as other tools write k)."""
         if self._absent(name, default):
             return default
@@ -104,23 +119,40 @@ class Fields:
         if value is None and nullable:
             return None
         integral = integral_floats and isinstance(value, float) and math.isfinite(value) and value == int(value)
-        if isinstance(value, bool) or not (isinstance(value, int) or integral) \
-                or (low is not None and value < low) or (high is not None and value > high):
+        if (
+            isinstance(value, bool)
+            or not (isinstance(value, int) or integral)
+            or (low is not None and value < low)
+            or (high is not None and value > high)
+        ):
             kind = "a positive integer" if low == 1 and high is None else f"an integer{_range(low, high)}"
             raise self.error(name, f"expected {kind}{' or null' if nullable else ''}, got {_show(value)}")
         return int(value)
 
-    def number(self, name: str, *, low: float | None = None, high: float | None = None, positive: bool = False,
-               default=_MISSING, nullable: bool = False) -> float | None:
+    def number(
+        self,
+        name: str,
+        *,
+        low: float | None = None,
+        high: float | None = None,
+        positive: bool = False,
+        default=_MISSING,
+        nullable: bool = False,
+    ) -> float | None:
         """A finite number in ``low..high`` (``positive``: > 0)."""
         if self._absent(name, default):
             return default
         value = self.data[name]
         if value is None and nullable:
             return None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                or (low is not None and value < low) or (high is not None and value > high) \
-                or (positive and value <= 0):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or (low is not None and value < low)
+            or (high is not None and value > high)
+            or (positive and value <= 0)
+        ):
             kind = "a finite number > 0" if positive else f"a finite number{_range(low, high)}"
             raise self.error(name, f"expected {kind}{' or null' if nullable else ''}, got {_show(value)}")
         return float(value)
@@ -192,8 +224,9 @@ class Tensors:
         if name not in self.tensors:
             raise self.error(name, "missing")
         tensor = self.tensors[name]
-        if shape is not None and (tensor.ndim != len(shape)
-                                  or any(n is not None and n != m for n, m in zip(shape, tensor.shape))):
+        if shape is not None and (
+            tensor.ndim != len(shape) or any(n is not None and n != m for n, m in zip(shape, tensor.shape))
+        ):
             raise self.error(name, f"shape {_shape_text(tensor.shape)}, expected {_shape_text(shape)}")
         dtype = str(tensor.dtype).removeprefix("torch.")
         if kind == "float":

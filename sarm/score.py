@@ -69,8 +69,13 @@ def score(
             c, r = float(chosen.rewards[i]), float(rejected.rewards[i])
             rewards += [c, r]
             finite = math.isfinite(c) and math.isfinite(r)  # else no margin, no winner
-            record = {"row": i, "chosen_reward": c, "rejected_reward": r, "margin": c - r if finite else None,
-                      "chosen_wins": c > r if finite else None}
+            record = {
+                "row": i,
+                "chosen_reward": c,
+                "rejected_reward": r,
+                "margin": c - r if finite else None,
+                "chosen_wins": c > r if finite else None,
+            }
             if normalize:
                 record["chosen_reward_normalized"] = float(reward_model.normalize(chosen.rewards[i]))
                 record["rejected_reward_normalized"] = float(reward_model.normalize(rejected.rewards[i]))
@@ -79,12 +84,16 @@ def score(
         for meta, record, z in records:
             record |= {k: meta[k] for k in copy_columns if k in meta}
             if top_features:
-                record["top_features"] = [{"feature": i, "contribution": c}
-                                          for i, c in reward_model.top_features(z, top_features)]
+                record["top_features"] = [
+                    {"feature": i, "contribution": c} for i, c in reward_model.top_features(z, top_features)
+                ]
             f.write(json_text(record) + "\n")  # non-finite numbers become null
     not_finite = sum(not math.isfinite(r) for r in rewards)
     if not_finite:
-        print(f"sarm: {not_finite} of {len(rewards)} rewards were not finite (written as null)", file=sys.stderr,
-              flush=True)
+        print(
+            f"sarm: {not_finite} of {len(rewards)} rewards were not finite (written as null)",
+            file=sys.stderr,
+            flush=True,
+        )
     print(f"sarm: {len(records)} rows scored -> {output}", flush=True)
     return Path(output)

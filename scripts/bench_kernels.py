@@ -36,8 +36,9 @@ def _median_ms(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, 
     return {name: 1000 * statistics.median(t) for name, t in times.items()}
 
 
-def bench_kernels(d_in: int = 576, n_latents: int = 8192, k: int = 32, batch: int = 4096, repeats: int = 7,
-                  seed: int = 0) -> dict[str, dict[str, float]]:
+def bench_kernels(
+    d_in: int = 576, n_latents: int = 8192, k: int = 32, batch: int = 4096, repeats: int = 7, seed: int = 0
+) -> dict[str, dict[str, float]]:
     """Time sarm's kernel choices against the alternatives (shapes: ``batch`` tokens of width ``d_in``)."""
     torch.manual_seed(seed)
     x = torch.randn(batch, d_in)
@@ -47,8 +48,11 @@ def bench_kernels(d_in: int = 576, n_latents: int = 8192, k: int = 32, batch: in
     rows = torch.randn(batch, d_in)
 
     def sparse_mm():
-        coo = torch.sparse_coo_tensor(torch.stack([torch.arange(batch).repeat_interleave(k), indices.reshape(-1)]),
-                                      values.reshape(-1), (batch, n_latents))
+        coo = torch.sparse_coo_tensor(
+            torch.stack([torch.arange(batch).repeat_interleave(k), indices.reshape(-1)]),
+            values.reshape(-1),
+            (batch, n_latents),
+        )
         return torch.sparse.mm(coo.t().coalesce(), rows)
 
     def one_product():
@@ -60,10 +64,13 @@ def bench_kernels(d_in: int = 576, n_latents: int = 8192, k: int = 32, batch: in
     fused, loop = (torch.optim.Adam(params, lr=1e-4, fused=f) for f in (True, False))
 
     results = {
-        "sum_by_latent": _median_ms({"sarm": lambda: kernels._sum_by_latent(indices, values, rows, n_latents),
-                                     "alternative": sparse_mm}, repeats),
-        "encoder chunks": _median_ms({"sarm": lambda: kernels.topk_encode(x, b_dec, W_enc, b_enc, k),
-                                      "alternative": one_product}, repeats),
+        "sum_by_latent": _median_ms(
+            {"sarm": lambda: kernels._sum_by_latent(indices, values, rows, n_latents), "alternative": sparse_mm},
+            repeats,
+        ),
+        "encoder chunks": _median_ms(
+            {"sarm": lambda: kernels.topk_encode(x, b_dec, W_enc, b_enc, k), "alternative": one_product}, repeats
+        ),
         "fused Adam": _median_ms({"sarm": fused.step, "alternative": loop.step}, repeats),
     }
     print(f"batch {batch} × d {d_in}, {n_latents} latents, k = {k}, {torch.get_num_threads()} threads")

@@ -5,9 +5,10 @@
 For each size N, N built-in planted pairs are generated into a JSONL file (by this script: the
 generator builds its rows in memory to shuffle them, which is the generator's cost, not sarm's), then
 one fresh `sarm attribute` process reads that file, caches the hidden states through a tiny random
-model (``sarm.testing``) and attributes a random SARM's rewards over all of the pairs. Its peak resident set size comes from ``wait4`` (the kernel's own high-water
-mark for that process). The script prints each run's peak RSS and the ratio of the largest to the
-smallest; a ratio near 1 means memory is bounded by the shard and batch sizes, not by N.
+model (``sarm.testing``) and attributes a random SARM's rewards over all of the pairs. Its peak resident
+set size comes from ``wait4`` (the kernel's own high-water mark for that process). The script prints each
+run's peak RSS and the ratio of the largest to the smallest; a ratio near 1 means memory is bounded by the
+shard and batch sizes, not by N.
 
 Everything is written under a temporary directory that is removed at the end.
 """
@@ -72,16 +73,29 @@ def main(sizes: tuple[int, ...] = (5000, 50000), max_length: int = 64) -> None:
             data = root / f"pairs-{n}.jsonl"
             with open(data, "w") as f:
                 f.writelines(json.dumps(row) + "\n" for row in generate_planted_pairs(n, seed=0))
-            command = [str(sarm), "attribute", "--sarm", str(export), "--data", str(data),
-                       "--split", "all", "--cache_dir", str(root / f"cache-{n}"),
-                       "--output", str(root / f"attribution-{n}")]
+            command = [
+                str(sarm),
+                "attribute",
+                "--sarm",
+                str(export),
+                "--data",
+                str(data),
+                "--split",
+                "all",
+                "--cache_dir",
+                str(root / f"cache-{n}"),
+                "--output",
+                str(root / f"attribution-{n}"),
+            ]
             rss, seconds = peak_rss(command, root / f"log-{n}.txt")
             tokens = json.loads((root / f"cache-{n}" / "manifest.json").read_text())["num_tokens"]
             results.append((n, rss))
             print(f"{n:>7,} pairs  {tokens:>11,} cached tokens  peak RSS {rss:7.1f} MiB  ({seconds:.0f} s)", flush=True)
     (small, rss_small), (large, rss_large) = min(results), max(results)
-    print(f"peak RSS ratio {large:,} / {small:,} pairs: {rss_large / rss_small:.3f} "
-          f"(dataset {large / small:.0f}x larger; flat means ≤ 1.20)")
+    print(
+        f"peak RSS ratio {large:,} / {small:,} pairs: {rss_large / rss_small:.3f} "
+        f"(dataset {large / small:.0f}x larger; flat means ≤ 1.20)"
+    )
 
 
 if __name__ == "__main__":

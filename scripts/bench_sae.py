@@ -78,15 +78,17 @@ def saelens_step(x: torch.Tensor, n_latents: int, k: int, sparse: bool) -> Calla
     from sae_lens.saes.sae import TrainStepInput
     from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
 
-    cfg = TopKTrainingSAEConfig(d_in=x.shape[1], d_sae=n_latents, k=k, dtype="float32", device="cpu",
-                                use_sparse_activations=sparse)
+    cfg = TopKTrainingSAEConfig(
+        d_in=x.shape[1], d_sae=n_latents, k=k, dtype="float32", device="cpu", use_sparse_activations=sparse
+    )
     sae = TopKTrainingSAE(cfg)
     optimizer = torch.optim.Adam(sae.parameters(), lr=1e-4)
     dead = torch.zeros(n_latents, dtype=torch.bool)
 
     def step():
-        out = sae.training_forward_pass(TrainStepInput(sae_in=x, coefficients={}, dead_neuron_mask=dead,
-                                                       n_training_steps=0, is_logging_step=False))
+        out = sae.training_forward_pass(
+            TrainStepInput(sae_in=x, coefficients={}, dead_neuron_mask=dead, n_training_steps=0, is_logging_step=False)
+        )
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(sae.parameters(), 1.0)
         optimizer.step()
@@ -146,8 +148,10 @@ def main(d_in: int = 576, n_latents: int = 8192, k: int = 32, batch: int = 4096,
     floors.append(timed(lambda: x @ W_enc, steps))
     floor = statistics.median(floors)
 
-    print(f"TopK training step: d_in={d_in} n_latents={n_latents} k={k} batch={batch} fp32, "
-          f"{torch.get_num_threads()} threads, median of {steps} steps")
+    print(
+        f"TopK training step: d_in={d_in} n_latents={n_latents} k={k} batch={batch} fp32, "
+        f"{torch.get_num_threads()} threads, median of {steps} steps"
+    )
     print(f"{'':<24}{'s/step':>9}{'x floor':>9}{'tokens/s':>11}")
     print(f"{'floor (x @ W_enc)':<24}{floor:>9.3f}{1:>9.2f}{'':>11}")
     for name, s in seconds.items():

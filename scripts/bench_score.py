@@ -26,9 +26,16 @@ from sarm.reward.network import DenseNetwork, SARMNetwork
 from sarm.sae import TopKSAE, load_sae
 
 
-def main(model: str = "embedded:SmolLM2-135M-Instruct", layer: int = 15, sae: str = "runs/demo/sae/export",
-         pooling: Literal["last", "mean"] = "last", responses: int = 128, batch_size: int = 16, max_length: int = 256,
-         repeats: int = 3) -> None:
+def main(
+    model: str = "embedded:SmolLM2-135M-Instruct",
+    layer: int = 15,
+    sae: str = "runs/demo/sae/export",
+    pooling: Literal["last", "mean"] = "last",
+    responses: int = 128,
+    batch_size: int = 16,
+    max_length: int = 256,
+    repeats: int = 3,
+) -> None:
     """Scoring throughput of a SARM and of the dense-head reward model on one shared truncated backbone.
 
     Args:
@@ -64,8 +71,10 @@ def main(model: str = "embedded:SmolLM2-135M-Instruct", layer: int = 15, sae: st
             start = time.perf_counter()
             reward_model.score(prompts, texts, batch_size)
             best[name] = min(best[name], time.perf_counter() - start)
-    print(f"scoring {responses} responses ({tokens} tokens), {model} layer {layer}, "
-          f"pooling {pooling}, SAE {autoencoder.n_latents} latents, {torch.get_num_threads()} threads")
+    print(
+        f"scoring {responses} responses ({tokens} tokens), {model} layer {layer}, "
+        f"pooling {pooling}, SAE {autoencoder.n_latents} latents, {torch.get_num_threads()} threads"
+    )
     for name, seconds in best.items():
         print(f"{name:<6} {tokens / seconds:>9,.0f} tokens/s")
     print(f"sarm / dense: {best['dense'] / best['sarm']:.3f}x throughput")

@@ -40,24 +40,47 @@ from sarm.reward import SARM, DenseRM
 
 def run(name: str, module: L.LightningModule, data: L.LightningDataModule, epochs: int, root: Path) -> dict:
     L.seed_everything(0, verbose=False)
-    trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_model_summary=False,
-                        default_root_dir=str(root), num_sanity_val_steps=0)
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        default_root_dir=str(root),
+        num_sanity_val_steps=0,
+    )
     start = time.perf_counter()
     trainer.fit(module, data)
     seconds = time.perf_counter() - start
     val = trainer.validate(module, data, verbose=False)[0]
     test = trainer.test(module, data, verbose=False)[0]
     subsets = {k.removeprefix("test/subset/"): v for k, v in test.items() if k.startswith("test/subset/")}
-    row = {"model": name, "test_accuracy": test["test/accuracy"], "val_accuracy": val["val/accuracy"],
-           "train_seconds": seconds, "subsets": subsets}
+    row = {
+        "model": name,
+        "test_accuracy": test["test/accuracy"],
+        "val_accuracy": val["val/accuracy"],
+        "train_seconds": seconds,
+        "subsets": subsets,
+    }
     print(f"done: {name}: test accuracy {row['test_accuracy']:.4f}", flush=True)
     return row
 
 
-def main(cache: str, sae: str, epochs: int = 40, lr: float = 0.01, no_mean: bool = False, lora: bool = False,
-         trl: bool = False, trl_result: str | None = None, trl_lr: float = 1e-3, lora_epochs: int = 1,
-         lora_layers: int = 3, backbone_lr: float = 1e-4, batch_size: int = 8,
-         output: str = "runs/compare_rm/results.json") -> None:
+def main(
+    cache: str,
+    sae: str,
+    epochs: int = 40,
+    lr: float = 0.01,
+    no_mean: bool = False,
+    lora: bool = False,
+    trl: bool = False,
+    trl_result: str | None = None,
+    trl_lr: float = 1e-3,
+    lora_epochs: int = 1,
+    lora_layers: int = 3,
+    backbone_lr: float = 1e-4,
+    batch_size: int = 8,
+    output: str = "runs/compare_rm/results.json",
+) -> None:
     """Train SARM variants and conventional reward models on one cache's backbone and split; print one table.
 
     Args:
@@ -84,10 +107,17 @@ def main(cache: str, sae: str, epochs: int = 40, lr: float = 0.01, no_mean: bool
         return PairActivationDataModule(cache, batch_size=64, pooling=pooling)
 
     def text() -> PairTextDataModule:
-        return PairTextDataModule(data=settings["data"], num_pairs=settings["num_pairs"], seed=settings["seed"],
-                                  model=settings["model"], layer=settings["layer"], max_length=settings["max_length"],
-                                  split_fractions=tuple(settings["split_fractions"]), split_seed=settings["split_seed"],
-                                  batch_size=batch_size)
+        return PairTextDataModule(
+            data=settings["data"],
+            num_pairs=settings["num_pairs"],
+            seed=settings["seed"],
+            model=settings["model"],
+            layer=settings["layer"],
+            max_length=settings["max_length"],
+            split_fractions=tuple(settings["split_fractions"]),
+            split_seed=settings["split_seed"],
+            batch_size=batch_size,
+        )
 
     lora_settings = {"mode": "lora", "lora_layers": lora_layers, "backbone_lr": backbone_lr}
     head_dirs = {name: str(root / name / "export") for name in ("sarm_head", "dense_head")}
@@ -101,26 +131,59 @@ def main(cache: str, sae: str, epochs: int = 40, lr: float = 0.01, no_mean: bool
         rows.append(run("dense head, mean", DenseRM(pooling="mean", lr=lr), cached("mean"), epochs, root))
     if lora:
         # Stage 2: the head-only models, fine-tuned with LoRA (a SARM export carries its SAE and head).
-        rows.append(run("SARM + LoRA", SARM(init_from=head_dirs["sarm_head"], lr=lr, **lora_settings), text(), lora_epochs,
-                        root))
-        rows.append(run("dense + LoRA", DenseRM(init_from=head_dirs["dense_head"], lr=lr, **lora_settings), text(),
-                        lora_epochs, root))
+        rows.append(
+            run(
+                "SARM + LoRA", SARM(init_from=head_dirs["sarm_head"], lr=lr, **lora_settings), text(), lora_epochs, root
+            )
+        )
+        rows.append(
+            run(
+                "dense + LoRA",
+                DenseRM(init_from=head_dirs["dense_head"], lr=lr, **lora_settings),
+                text(),
+                lora_epochs,
+                root,
+            )
+        )
     if trl_result:
         result = json.loads(Path(trl_result).read_text())
-        rows.append({"model": "TRL RewardTrainer + LoRA", "test_accuracy": result["test_accuracy"],
-                     "val_accuracy": result["val_accuracy"], "train_seconds": result["train_seconds"], "subsets": {}})
+        rows.append(
+            {
+                "model": "TRL RewardTrainer + LoRA",
+                "test_accuracy": result["test_accuracy"],
+                "val_accuracy": result["val_accuracy"],
+                "train_seconds": result["train_seconds"],
+                "subsets": {},
+            }
+        )
     elif trl:
         sys.path.insert(0, str(Path(__file__).parent))
         from trl_reward import train_trl_reward_model
 
         data = text()
         splits = {name: [data.pairs[i] for i in data.splits[name]] for name in ("train", "val", "test")}
-        result = train_trl_reward_model(settings["model"], settings["layer"], splits["train"], splits["val"],
-                                        splits["test"], max_length=settings["max_length"], epochs=lora_epochs,
-                                        lr=trl_lr, batch_size=batch_size, lora_last_layers=lora_layers,
-                                        output_dir=root / "trl")
-        rows.append({"model": "TRL RewardTrainer + LoRA", "test_accuracy": result["test_accuracy"],
-                     "val_accuracy": result["val_accuracy"], "train_seconds": result["train_seconds"], "subsets": {}})
+        result = train_trl_reward_model(
+            settings["model"],
+            settings["layer"],
+            splits["train"],
+            splits["val"],
+            splits["test"],
+            max_length=settings["max_length"],
+            epochs=lora_epochs,
+            lr=trl_lr,
+            batch_size=batch_size,
+            lora_last_layers=lora_layers,
+            output_dir=root / "trl",
+        )
+        rows.append(
+            {
+                "model": "TRL RewardTrainer + LoRA",
+                "test_accuracy": result["test_accuracy"],
+                "val_accuracy": result["val_accuracy"],
+                "train_seconds": result["train_seconds"],
+                "subsets": {},
+            }
+        )
 
     test_pairs = ActivationCache(cache).manifest["split_pairs"]["test"]
     print(f"\n{settings['data']}: {test_pairs} test pairs; backbone {settings['model']} layer {settings['layer']}")

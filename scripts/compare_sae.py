@@ -34,8 +34,14 @@ def variants(n_latents: int, k: int, l1: float) -> dict[str, tuple[dict, list]]:
     }
 
 
-def main(cache: str = "runs/demo/cache", epochs: int = 4, n_latents: int = 2048, k: int = 64, l1: float = 0.005,
-         batch_size: int = 1024) -> None:
+def main(
+    cache: str = "runs/demo/cache",
+    epochs: int = 4,
+    n_latents: int = 2048,
+    k: int = 64,
+    l1: float = 0.005,
+    batch_size: int = 1024,
+) -> None:
     """Train every SAE variant on ``cache`` for the same number of epochs and print their held-out metrics.
 
     Args:
@@ -52,14 +58,27 @@ def main(cache: str = "runs/demo/cache", epochs: int = 4, n_latents: int = 2048,
         L.seed_everything(0, verbose=False)
         module = SAEModule(lr=1e-3, warmup_steps=20, **config)
         data = TokenActivationDataModule(cache, batch_size=batch_size, sequence_fraction=0.25)
-        trainer = L.Trainer(max_epochs=epochs, logger=False, enable_checkpointing=False, enable_model_summary=False,
-                            enable_progress_bar=False,
-                            callbacks=[*callbacks, PlantedCoverage()])  # logs val/coverage on planted data
+        trainer = L.Trainer(
+            max_epochs=epochs,
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            enable_progress_bar=False,
+            callbacks=[*callbacks, PlantedCoverage()],
+        )  # logs val/coverage on planted data
         start = time.perf_counter()
         trainer.fit(module, data)
         m = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        rows.append((name, m.get("val/fvu"), m.get("val/l0"), m.get("val/dead_fraction"), m.get("val/coverage"),
-                     time.perf_counter() - start))
+        rows.append(
+            (
+                name,
+                m.get("val/fvu"),
+                m.get("val/l0"),
+                m.get("val/dead_fraction"),
+                m.get("val/coverage"),
+                time.perf_counter() - start,
+            )
+        )
         print(f"done: {name}", flush=True)
     print(f"\n{'variant':<15} {'FVU':>7} {'L0':>8} {'dead %':>7} {'coverage':>9} {'time s':>7}")
     for name, fvu, l0, dead, cov, seconds in rows:

@@ -1,6 +1,6 @@
 """Print the demo's headline figures and plot its top features (reads the files the demo wrote).
 
-    python scripts/demo_summary.py runs/demo
+python scripts/demo_summary.py runs/demo
 """
 
 from __future__ import annotations
@@ -33,12 +33,18 @@ def main(run: Path) -> None:
     summary = attribution["summary"]
     print("\n================ sarm demo ================")
     print(f"backbone            {manifest['model']} (layer {manifest['layer']}, hidden {manifest['hidden_size']})")
-    print(f"tokens cached       {manifest['num_tokens']:,} ({manifest['num_pairs']:,} pairs, "
-          f"split {manifest['split_pairs']})")
-    print(f"SAE held-out        FVU {sae['val/fvu']:.4f}   L0 {sae['val/l0']:.1f}   dead {sae['val/dead_fraction']:.1%}"
-          + (f"   planted coverage {sae['val/coverage']:.3f}" if "val/coverage" in sae else ""))
-    print(f"SARM held-out       pairwise accuracy {summary['accuracy']:.4f} on {summary['pairs']} test pairs "
-          f"(head weights non-zero: {summary['head_nonzero']})")
+    print(
+        f"tokens cached       {manifest['num_tokens']:,} ({manifest['num_pairs']:,} pairs, "
+        f"split {manifest['split_pairs']})"
+    )
+    print(
+        f"SAE held-out        FVU {sae['val/fvu']:.4f}   L0 {sae['val/l0']:.1f}   dead {sae['val/dead_fraction']:.1%}"
+        + (f"   planted coverage {sae['val/coverage']:.3f}" if "val/coverage" in sae else "")
+    )
+    print(
+        f"SARM held-out       pairwise accuracy {summary['accuracy']:.4f} on {summary['pairs']} test pairs "
+        f"(head weights non-zero: {summary['head_nonzero']})"
+    )
     print("accuracy by planted attribute:")
     for name, hits in sorted(by_attribute.items()):
         print(f"  {name:<14} {sum(hits) / len(hits):.3f}  ({len(hits)} pairs)")
@@ -46,8 +52,10 @@ def main(run: Path) -> None:
     print(f"  {'feature':>7} {'margin contrib':>15} {'share':>7} {'freq chosen':>12} {'freq rejected':>14}")
     top = attribution["features"][:10]  # sorted by mean margin contribution, largest first
     for r in top:
-        print(f"  {r['feature']:>7} {r['mean_margin_contribution']:>15.4f} {r['margin_share']:>7.1%} "
-              f"{r['freq_chosen']:>12.1%} {r['freq_rejected']:>14.1%}")
+        print(
+            f"  {r['feature']:>7} {r['mean_margin_contribution']:>15.4f} {r['margin_share']:>7.1%} "
+            f"{r['freq_chosen']:>12.1%} {r['freq_rejected']:>14.1%}"
+        )
     plot = _plot_top(top, run / "attribution" / "top_features.png")
     print(f"plot: {plot}\nfiles: {run / 'attribution'}")
 

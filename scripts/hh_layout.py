@@ -26,8 +26,12 @@ def transcript(prompt: str, response: str) -> str:
     return f"\n\nHuman: {prompt}\n\nAssistant: {response}" if response else f"\n\nHuman: {prompt}\n\nAssistant:"
 
 
-def hh_layout(source: str = "../shared/data/rewardbench2_safety.jsonl", output: str = "runs/hh/rb2_safety.jsonl.gz",
-              fault_rate: float = 0.004, seed: int = 0) -> dict:
+def hh_layout(
+    source: str = "../shared/data/rewardbench2_safety.jsonl",
+    output: str = "runs/hh/rb2_safety.jsonl.gz",
+    fault_rate: float = 0.004,
+    seed: int = 0,
+) -> dict:
     """Rewrite ``source`` in HH's layout with planted empty responses and diverging transcripts.
 
     Args:
@@ -49,8 +53,12 @@ def hh_layout(source: str = "../shared/data/rewardbench2_safety.jsonl", output: 
             if i in diverging:  # an earlier exchange on one side only, as in HH's diverging rows
                 rejected = transcript("Hi, can I ask you something?", "Of course.") + rejected
             f.write(json.dumps({"chosen": chosen, "rejected": rejected}) + "\n")
-    summary = {"output": output, "rows": len(rows), "empty_response_lines": sorted(i + 1 for i in empty),
-               "diverging_lines": sorted(i + 1 for i in diverging)}
+    summary = {
+        "output": output,
+        "rows": len(rows),
+        "empty_response_lines": sorted(i + 1 for i in empty),
+        "diverging_lines": sorted(i + 1 for i in diverging),
+    }
     print(json.dumps(summary))
     return summary
 

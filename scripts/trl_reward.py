@@ -108,18 +108,25 @@ def train_trl_reward_model(
     truncate_config(config, layer)
 
     tokenizer = load_tokenizer(model)
-    rendered = {name: [render_pair(tokenizer, pair, max_length) for pair in pairs]
-                for name, pairs in (("train", train), ("val", val), ("test", test))}
+    rendered = {
+        name: [render_pair(tokenizer, pair, max_length) for pair in pairs]
+        for name, pairs in (("train", train), ("val", val), ("test", test))
+    }
     _pad_with_a_token_that_never_ends_a_sequence(
-        tokenizer, [seq for pairs in rendered.values() for pair in pairs for seq in pair])
+        tokenizer, [seq for pairs in rendered.values() for pair in pairs for seq in pair]
+    )
     config.pad_token_id = tokenizer.pad_token_id  # the head reads the last token that is not this one
 
     peft_config = None
     if lora_last_layers != 0:
         layers = None if lora_last_layers is None else list(range(layer - lora_last_layers, layer))
         peft_config = LoraConfig(
-            task_type="SEQ_CLS", r=lora_r, lora_alpha=2 * lora_r, lora_dropout=0.0,
-            target_modules=lora_target_modules, layers_to_transform=layers,
+            task_type="SEQ_CLS",
+            r=lora_r,
+            lora_alpha=2 * lora_r,
+            lora_dropout=0.0,
+            target_modules=lora_target_modules,
+            layers_to_transform=layers,
             layers_pattern="layers" if layers else None,
             modules_to_save=["score"],  # the head is new: it must train (SEQ_CLS adds it too)
         )
@@ -140,17 +147,20 @@ def train_trl_reward_model(
         report_to="none",
         dataloader_pin_memory=torch.cuda.is_available(),
     )
-    train_dataset = Dataset.from_dict({
-        "chosen_ids": [chosen.input_ids for chosen, _ in rendered["train"]],
-        "rejected_ids": [rejected.input_ids for _, rejected in rendered["train"]],
-        "margin": [0.0 if pair.margin is None else float(pair.margin) for pair in train],
-    })
+    train_dataset = Dataset.from_dict(
+        {
+            "chosen_ids": [chosen.input_ids for chosen, _ in rendered["train"]],
+            "rejected_ids": [rejected.input_ids for _, rejected in rendered["train"]],
+            "margin": [0.0 if pair.margin is None else float(pair.margin) for pair in train],
+        }
+    )
 
     set_seed(seed)  # the score head is initialized randomly at load time
     with _quiet_loading():
         network = AutoModelForSequenceClassification.from_pretrained(path, config=config, dtype=torch.float32)
-        trainer = RewardTrainer(model=network, args=args, train_dataset=train_dataset,
-                                processing_class=tokenizer, peft_config=peft_config)
+        trainer = RewardTrainer(
+            model=network, args=args, train_dataset=train_dataset, processing_class=tokenizer, peft_config=peft_config
+        )
 
     trainable = [name for name, p in trainer.model.named_parameters() if p.requires_grad]
     started = time.perf_counter()
@@ -168,8 +178,9 @@ def train_trl_reward_model(
         "test_pairs": len(test),
         "val_pairs": len(val),
         "train_pairs": len(train),
-        "truncated_pairs": {name: sum(c.truncated or r.truncated for c, r in pairs)
-                            for name, pairs in rendered.items()},
+        "truncated_pairs": {
+            name: sum(c.truncated or r.truncated for c, r in pairs) for name, pairs in rendered.items()
+        },
         "trainable_parameters": trainable,
         "trainable_parameter_count": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
         "pad_token": tokenizer.pad_token,
@@ -212,13 +223,16 @@ def _pad_with_a_token_that_never_ends_a_sequence(tokenizer, sequences: list[Rend
         if token_id not in used:
             tokenizer.pad_token = token
             return
-    raise ValueError(f"the pad token {tokenizer.pad_token!r} ends some sequences, and no other special token "
-                     "is unused: the reward would be read before the last token")
+    raise ValueError(
+        f"the pad token {tokenizer.pad_token!r} ends some sequences, and no other special token "
+        "is unused: the reward would be read before the last token"
+    )
 
 
 @torch.no_grad()
-def pairwise_accuracy(model: torch.nn.Module, pairs: list[tuple[RenderedSequence, RenderedSequence]],
-                      pad_id: int, batch_size: int) -> float:
+def pairwise_accuracy(
+    model: torch.nn.Module, pairs: list[tuple[RenderedSequence, RenderedSequence]], pad_id: int, batch_size: int
+) -> float:
     """mean(r_chosen > r_rejected) over rendered pairs; both sides of a batch in one forward pass."""
     if not pairs:
         return math.nan
@@ -226,24 +240,36 @@ def pairwise_accuracy(model: torch.nn.Module, pairs: list[tuple[RenderedSequence
     device = next(model.parameters()).device
     correct = 0
     for start in range(0, len(pairs), batch_size):
-        batch = pairs[start:start + batch_size]
+        batch = pairs[start : start + batch_size]
         sequences = [c.input_ids for c, _ in batch] + [r.input_ids for _, r in batch]
         length = max(map(len, sequences))
         ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
         mask = torch.zeros_like(ids)
         for row, seq in enumerate(sequences):  # right padding, like TRL's collator
-            ids[row, :len(seq)] = torch.tensor(seq)
-            mask[row, :len(seq)] = 1
+            ids[row, : len(seq)] = torch.tensor(seq)
+            mask[row, : len(seq)] = 1
         rewards = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits.squeeze(-1)
-        correct += (rewards[:len(batch)] > rewards[len(batch):]).sum().item()
+        correct += (rewards[: len(batch)] > rewards[len(batch) :]).sum().item()
     return correct / len(pairs)
 
 
-def main(model: str = "embedded:SmolLM2-135M-Instruct", layer: int = 15, data: str = "builtin:planted",
-         num_pairs: int = 2000, split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), split_seed: int = 0,
-         max_length: int = 256, epochs: float = 1, lr: float = 1e-4, batch_size: int = 8, lora_r: int = 16,
-         lora_last_layers: int | Literal["all"] | None = 3, output_dir: str = "runs/compare_rm/trl", seed: int = 0,
-         bf16: bool = False) -> None:
+def main(
+    model: str = "embedded:SmolLM2-135M-Instruct",
+    layer: int = 15,
+    data: str = "builtin:planted",
+    num_pairs: int = 2000,
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    split_seed: int = 0,
+    max_length: int = 256,
+    epochs: float = 1,
+    lr: float = 1e-4,
+    batch_size: int = 8,
+    lora_r: int = 16,
+    lora_last_layers: int | Literal["all"] | None = 3,
+    output_dir: str = "runs/compare_rm/trl",
+    seed: int = 0,
+    bf16: bool = False,
+) -> None:
     """Train TRL's RewardTrainer on sarm's truncated backbone and by-prompt split; print its result.
 
     Args:
@@ -266,9 +292,20 @@ def main(model: str = "embedded:SmolLM2-135M-Instruct", layer: int = 15, data: s
     """
     splits = split_by_prompt(load_preferences(data, num_pairs=num_pairs), split_fractions, split_seed)
     result = train_trl_reward_model(
-        model, layer, splits["train"], splits["val"], splits["test"], max_length=max_length, epochs=epochs, lr=lr,
-        batch_size=batch_size, lora_r=lora_r, lora_last_layers=None if lora_last_layers == "all" else lora_last_layers,
-        output_dir=output_dir, seed=seed, bf16=bf16,
+        model,
+        layer,
+        splits["train"],
+        splits["val"],
+        splits["test"],
+        max_length=max_length,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        lora_r=lora_r,
+        lora_last_layers=None if lora_last_layers == "all" else lora_last_layers,
+        output_dir=output_dir,
+        seed=seed,
+        bf16=bf16,
     )
     print(json.dumps({k: v for k, v in result.items() if k != "trainable_parameters"}, indent=2))
 

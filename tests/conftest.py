@@ -26,8 +26,11 @@ def write_toy_pairs(path, n: int = 48):
     import json
 
     rows = [
-        {"prompt": f"question {i % 16} about the fox", "chosen": GOOD[i % 3] + f" number {i}",
-         "rejected": BAD[i % 3] + f" number {i}"}
+        {
+            "prompt": f"question {i % 16} about the fox",
+            "chosen": GOOD[i % 3] + f" number {i}",
+            "rejected": BAD[i % 3] + f" number {i}",
+        }
         for i in range(n)
     ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -41,8 +44,22 @@ def tiny_cache(tmp_path_factory, tiny_model_dir):
 
     root = tmp_path_factory.mktemp("tiny-cache")
     data = write_toy_pairs(root / "pairs.jsonl")
-    args = ["--data", str(data), "--model", tiny_model_dir, "--layer", "2", "--max_length", "48",
-            "--split_fractions", "[0.5, 0.25, 0.25]", "--batch_size", "8", "--shard_tokens", "300"]
+    args = [
+        "--data",
+        str(data),
+        "--model",
+        tiny_model_dir,
+        "--layer",
+        "2",
+        "--max_length",
+        "48",
+        "--split_fractions",
+        "[0.5, 0.25, 0.25]",
+        "--batch_size",
+        "8",
+        "--shard_tokens",
+        "300",
+    ]
     main(["cache", *args, "--output", str(root / "cache")])
     return {"cache": root / "cache", "data": data, "cache_args": args}
 

@@ -112,8 +112,8 @@ def test_response_tokens_are_the_same_whether_one_shard_or_all_are_kept_in_memor
             mine = pos[seq == s].argsort()
             expected = tokens[seq == s][mine]
             assert int(mask[row].sum()) == len(expected)
-            assert torch.equal(hidden[row, :len(expected)], expected)
-            assert not hidden[row, len(expected):].any()
+            assert torch.equal(hidden[row, : len(expected)], expected)
+            assert not hidden[row, len(expected) :].any()
     assert len(streaming._shards) == 1
 
 
@@ -131,8 +131,12 @@ def test_pair_columns_come_from_pairs_jsonl(tiny_cache):
 def fitting(datamodule, epoch: int, done: int = 0, rank: int = 0, world_size: int = 1):
     """Attach what a fitting trainer exposes to the datamodule: its epoch, batches done in it, rank."""
     progress = SimpleNamespace(current=SimpleNamespace(ready=done))
-    datamodule.trainer = SimpleNamespace(current_epoch=epoch, global_rank=rank, world_size=world_size,
-                                         fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress)))
+    datamodule.trainer = SimpleNamespace(
+        current_epoch=epoch,
+        global_rank=rank,
+        world_size=world_size,
+        fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress)),
+    )
     return datamodule
 
 
@@ -177,10 +181,12 @@ def test_without_a_trainer_each_pass_of_the_pair_loader_is_the_next_epoch(tiny_c
     assert passes == [train_pairs(fitting(dm, epoch=e)) for e in (0, 1)]
 
 
-def token_batches(tiny_cache, epoch: int, done: int = 0, rank: int = 0, world_size: int = 1,
-                  sequence_fraction: float = 0.0) -> list[torch.Tensor]:
-    dm = TokenActivationDataModule(str(tiny_cache["cache"]), batch_size=64, buffer_shards=2,
-                                   sequence_fraction=sequence_fraction)
+def token_batches(
+    tiny_cache, epoch: int, done: int = 0, rank: int = 0, world_size: int = 1, sequence_fraction: float = 0.0
+) -> list[torch.Tensor]:
+    dm = TokenActivationDataModule(
+        str(tiny_cache["cache"]), batch_size=64, buffer_shards=2, sequence_fraction=sequence_fraction
+    )
     return list(fitting(dm, epoch, done, rank, world_size).train_dataloader())
 
 

@@ -44,8 +44,9 @@ def test_written_files_get_the_usual_mode_under_the_umask(tmp_path, umask, mode)
     finally:
         os.umask(old)
     written = ["a.json", "b.txt", "c.safetensors", "sae/cfg.json", "sae/sae_weights.safetensors"]
-    assert {name: oct(stat.S_IMODE((tmp_path / name).stat().st_mode)) for name in written} == \
-        {name: oct(mode) for name in written}
+    assert {name: oct(stat.S_IMODE((tmp_path / name).stat().st_mode)) for name in written} == {
+        name: oct(mode) for name in written
+    }
 
 
 def test_json_is_written_strict_with_null_for_non_finite_numbers(tmp_path):
@@ -53,8 +54,11 @@ def test_json_is_written_strict_with_null_for_non_finite_numbers(tmp_path):
         raise ValueError(constant)
 
     write_json(tmp_path / "m.json", {"loss": float("nan"), "range": [float("-inf"), 1.5, float("inf")], "n": 3})
-    assert json.loads((tmp_path / "m.json").read_text(), parse_constant=refuse) == \
-        {"loss": None, "range": [None, 1.5, None], "n": 3}
+    assert json.loads((tmp_path / "m.json").read_text(), parse_constant=refuse) == {
+        "loss": None,
+        "range": [None, 1.5, None],
+        "n": 3,
+    }
 
 
 def _interrupt_on(monkeypatch, module, function: str, suffix: str):
@@ -90,10 +94,17 @@ def test_an_sae_interrupted_between_weights_and_config_is_refused_not_misread(tm
         load_sae(tmp_path)
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("../../etc", "etc"), ("/abs/path", "abs-path"), ("hub:org/name", "hub-org-name"), ("..", "data"),
-    ("rewardbench2_safety", "rewardbench2_safety"), ("a b\nc", "a-b-c"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("../../etc", "etc"),
+        ("/abs/path", "abs-path"),
+        ("hub:org/name", "hub-org-name"),
+        ("..", "data"),
+        ("rewardbench2_safety", "rewardbench2_safety"),
+        ("a b\nc", "a-b-c"),
+    ],
+)
 def test_names_made_from_data_are_single_harmless_path_components(text, expected):
     assert file_name(text) == expected
 
@@ -108,4 +119,3 @@ def test_a_manifest_cannot_point_outside_its_cache(tiny_cache, tmp_path):
     (cache / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(SarmInputError, match=r"field 'shards\[1\]\.file': '\.\./\.\./elsewhere\.safetensors'"):
         ActivationCache(cache).last_token_activations()
-

@@ -3,8 +3,14 @@
 import pytest
 import torch
 
-from sarm.attribution import (FeatureAttributionSums, largest_terms, margin_contributions, rank_features,
-                              steering_effect, zeroing_effect)
+from sarm.attribution import (
+    FeatureAttributionSums,
+    largest_terms,
+    margin_contributions,
+    rank_features,
+    steering_effect,
+    zeroing_effect,
+)
 from sarm.attribution.callback import PairRecords
 from sarm.reward.network import DenseNetwork
 
@@ -89,8 +95,9 @@ def test_pair_records_keep_the_top_features_terms_of_every_pair_whatever_the_bat
     for start in range(0, 23, 5):
         rows = slice(start, start + 5)
         ids = torch.arange(23)[rows] + 100
-        records.add({"pair": ids, "chosen_reward": c[rows].sum(-1), "rejected_reward": r[rows].sum(-1)},
-                    ids % 2, terms[rows])
+        records.add(
+            {"pair": ids, "chosen_reward": c[rows].sum(-1), "rejected_reward": r[rows].sum(-1)}, ids % 2, terms[rows]
+        )
     top = torch.tensor([7, 2, 11])
     out = records.tensors(top)
     records.close()

@@ -26,9 +26,12 @@ def report(tiny_cache, tmp_path_factory):
     manifest = json.loads((tiny_cache["cache"] / "manifest.json").read_text())
     torch.manual_seed(0)
     sae = save_sae(TopKSAE(32, 64, 4), root / "sae", extra={"model_name": manifest["model"], "hook_layer": 2})
-    L.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-              enable_model_summary=False).fit(SARM(sae=str(sae), lr=0.05, export_dir=str(root / "sarm")),
-                                              PairActivationDataModule(str(tiny_cache["cache"]), batch_size=8))
+    L.Trainer(
+        max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
+    ).fit(
+        SARM(sae=str(sae), lr=0.05, export_dir=str(root / "sarm")),
+        PairActivationDataModule(str(tiny_cache["cache"]), batch_size=8),
+    )
     counts = {"predict": [], "pairs scored": 0, "heads read": 0}
     predict, features, read_tensors = L.Trainer.predict, SARMNetwork.features, sarm.reward.export.read_tensors
 
@@ -48,9 +51,27 @@ def report(tiny_cache, tmp_path_factory):
         patch.setattr(L.Trainer, "predict", counted_predict)
         patch.setattr(SARMNetwork, "features", counted_features)
         patch.setattr(sarm.reward.export, "read_tensors", counted_read)
-        main(["report", "--sarm", str(root / "sarm"), "--data", json.dumps([str(tiny_cache["data"])]),
-              "--split_fractions", "[0.5, 0.25, 0.25]", "--cache_dirs", json.dumps([str(tiny_cache["cache"])]),
-              "--output", str(root / "report"), "--top", "5", "--contexts", "2", "--steer_top", "3"])
+        main(
+            [
+                "report",
+                "--sarm",
+                str(root / "sarm"),
+                "--data",
+                json.dumps([str(tiny_cache["data"])]),
+                "--split_fractions",
+                "[0.5, 0.25, 0.25]",
+                "--cache_dirs",
+                json.dumps([str(tiny_cache["cache"])]),
+                "--output",
+                str(root / "report"),
+                "--top",
+                "5",
+                "--contexts",
+                "2",
+                "--steer_top",
+                "3",
+            ]
+        )
     content = json.loads((root / "report" / "report.json").read_text())
     return {"root": root, "counts": counts, "dataset": content["datasets"][0], "manifest": manifest, **tiny_cache}
 
@@ -74,7 +95,8 @@ def test_report_and_features_csv_name_the_same_top_features_by_one_rule(report):
     assert [int(rows[i]["feature"]) for i in rank_features(signed)] == [int(row["feature"]) for row in rows]
     for feature in report["dataset"]["features"]:  # the signed mean is a column, and it is the contributions' mean
         assert feature["mean_margin_contribution"] == pytest.approx(
-            sum(feature["contributions"]) / len(feature["contributions"]), abs=1e-6)
+            sum(feature["contributions"]) / len(feature["contributions"]), abs=1e-6
+        )
 
 
 def test_report_numbers_equal_scoring_the_pairs_directly(report):
@@ -89,8 +111,9 @@ def test_report_numbers_equal_scoring_the_pairs_directly(report):
         torch.testing.assert_close(torch.tensor(dataset["rejected_rewards"]), network.head(zr), atol=1e-5, rtol=1e-5)
         terms = network.head.contributions(zc) - network.head.contributions(zr)
     for feature in dataset["features"]:
-        torch.testing.assert_close(torch.tensor(feature["contributions"]), terms[:, feature["feature"]],
-                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(
+            torch.tensor(feature["contributions"]), terms[:, feature["feature"]], atol=1e-5, rtol=1e-5
+        )
     assert [s["feature"] for s in dataset["steering"]] == [f["feature"] for f in dataset["features"][:3]]
     for row in dataset["steering"]:
         exact = steering_effect(network, zc, zr, [row["feature"]], "zero")

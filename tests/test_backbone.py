@@ -6,7 +6,6 @@ from transformers import AutoModelForCausalLM
 
 from sarm.backbone import TruncatedBackbone, load_tokenizer, resolve_model
 from sarm.errors import SarmInputError
-
 from sarm.testing import save_tiny_model
 
 

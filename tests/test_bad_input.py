@@ -48,55 +48,113 @@ def parquet_bytes(table: dict) -> bytes:
 ERRORS = [
     ("malformed-json", "d.jsonl", jsonl(row(), '{"prompt": "q", "chosen": "a", '), ":2: invalid JSON"),
     ("not-an-object", "d.jsonl", jsonl(row(), '["q", "a", "b"]'), ":2: expected a JSON object"),
-    ("missing-field", "d.jsonl", jsonl(row(), json.dumps({"prompt": "q", "chosen": "a"})),
-     ":2: field 'rejected': missing"),
+    (
+        "missing-field",
+        "d.jsonl",
+        jsonl(row(), json.dumps({"prompt": "q", "chosen": "a"})),
+        ":2: field 'rejected': missing",
+    ),
     ("empty-conversation", "d.jsonl", jsonl(row(), row(rejected=[])), ":2: field 'rejected': empty conversation"),
-    ("response-row-in-pair-file", "d.jsonl", jsonl(row(), json.dumps({"prompt": "q", "response": "a"})),
-     ":2: field 'chosen': missing"),
+    (
+        "response-row-in-pair-file",
+        "d.jsonl",
+        jsonl(row(), json.dumps({"prompt": "q", "response": "a"})),
+        ":2: field 'chosen': missing",
+    ),
     ("number-for-text", "d.jsonl", jsonl(row(chosen=5)), ":1: field 'chosen': "),
     ("number-for-prompt", "d.jsonl", jsonl(row(), row(prompt=7)), ":2: field 'prompt': "),
     ("null-field", "d.jsonl", jsonl(row(rejected=None)), ":1: field 'rejected': "),
-    ("message-without-role", "d.jsonl",
-     jsonl(json.dumps({"chosen": [{"content": "a"}], "rejected": conversation(("assistant", "b"))})),
-     ":1: field 'chosen': "),
-    ("message-content-not-text", "d.jsonl", jsonl(row(chosen=conversation(("assistant", 1)))),
-     ":1: field 'chosen': "),
-    ("no-assistant-turn", "d.jsonl",
-     jsonl(json.dumps({"chosen": conversation(("user", "q"), ("user", "a")),
-                       "rejected": conversation(("user", "q"), ("assistant", "b"))})),
-     ":1: field 'chosen': "),
-    ("conversations-diverge-early", "d.jsonl",
-     jsonl(json.dumps({"chosen": conversation(("user", "q"), ("assistant", "a")),
-                       "rejected": conversation(("user", "other"), ("assistant", "b"))})),
-     ":1: field 'rejected': "),
-    ("mixed-conversation-and-text", "d.jsonl",
-     jsonl(json.dumps({"chosen": conversation(("assistant", "a")), "rejected": "b"})), ":1: field 'rejected': "),
+    (
+        "message-without-role",
+        "d.jsonl",
+        jsonl(json.dumps({"chosen": [{"content": "a"}], "rejected": conversation(("assistant", "b"))})),
+        ":1: field 'chosen': ",
+    ),
+    ("message-content-not-text", "d.jsonl", jsonl(row(chosen=conversation(("assistant", 1)))), ":1: field 'chosen': "),
+    (
+        "no-assistant-turn",
+        "d.jsonl",
+        jsonl(
+            json.dumps(
+                {
+                    "chosen": conversation(("user", "q"), ("user", "a")),
+                    "rejected": conversation(("user", "q"), ("assistant", "b")),
+                }
+            )
+        ),
+        ":1: field 'chosen': ",
+    ),
+    (
+        "conversations-diverge-early",
+        "d.jsonl",
+        jsonl(
+            json.dumps(
+                {
+                    "chosen": conversation(("user", "q"), ("assistant", "a")),
+                    "rejected": conversation(("user", "other"), ("assistant", "b")),
+                }
+            )
+        ),
+        ":1: field 'rejected': ",
+    ),
+    (
+        "mixed-conversation-and-text",
+        "d.jsonl",
+        jsonl(json.dumps({"chosen": conversation(("assistant", "a")), "rejected": "b"})),
+        ":1: field 'rejected': ",
+    ),
     ("margin-not-a-number", "d.jsonl", jsonl(row(), row(margin="big")), ":2: field 'margin': "),
     ("margin-boolean", "d.jsonl", jsonl(row(margin=True)), ":1: field 'margin': "),
     ("non-utf8-jsonl", "d.jsonl", jsonl(row()) + b'{"prompt": "q\xff", "chosen": "a", "rejected": "b"}\n', ":2: "),
     ("non-utf8-csv", "d.csv", b"prompt,chosen,rejected\nq,a,b\nq,a\xff,b\n", ":3: "),
     ("csv-bad-margin", "d.csv", b"prompt,chosen,rejected,margin\nq,a,b,1\nq2,c,d,lots\n", ":row 2: field 'margin': "),
-    ("json-array-bad-field", "d.json", json.dumps([GOOD, {**GOOD, "chosen": {"text": "a"}}]).encode(),
-     ":row 2: field 'chosen': expected text"),
+    (
+        "json-array-bad-field",
+        "d.json",
+        json.dumps([GOOD, {**GOOD, "chosen": {"text": "a"}}]).encode(),
+        ":row 2: field 'chosen': expected text",
+    ),
     ("gzip-bad-row", "d.jsonl.gz", gzip.compress(jsonl(row(), row(), row(margin="big"))), ":3: field 'margin': "),
-    ("gzip-truncated", "d.jsonl.gz", gzip.compress(jsonl(*[row(chosen=f"answer {i}") for i in range(50)]))[:-40],
-     ": truncated gzip stream at line "),
+    (
+        "gzip-truncated",
+        "d.jsonl.gz",
+        gzip.compress(jsonl(*[row(chosen=f"answer {i}") for i in range(50)]))[:-40],
+        ": truncated gzip stream at line ",
+    ),
     ("gzip-not-gzip", "d.jsonl.gz", jsonl(row()), ": not a valid gzip file"),
     ("empty-file", "d.jsonl", b"", ": holds no preference pairs"),
     ("blank-lines-only", "d.jsonl", b"\n\n  \n", ": holds no preference pairs"),
     ("only-identical-pairs", "d.jsonl", jsonl(row(rejected=GOOD["chosen"])), ": holds no preference pairs"),
     ("unknown-format", "d.txt", b"prompt chosen rejected", ": unknown file type"),
     ("not-parquet", "d.parquet", b"not parquet at all", ": cannot read as Parquet"),
-    ("parquet-wrong-schema", "d.parquet", parquet_bytes({"prompt": ["q"], "answer": ["a"], "rejected": ["b"]}),
-     ":row 1: field 'chosen': missing"),
+    (
+        "parquet-wrong-schema",
+        "d.parquet",
+        parquet_bytes({"prompt": ["q"], "answer": ["a"], "rejected": ["b"]}),
+        ":row 1: field 'chosen': missing",
+    ),
 ]
 
 
 @pytest.fixture()
 def cache_command(tiny_model_dir, tmp_path):
     def run(data) -> list[str]:
-        return ["cache", "--data", str(data), "--model", tiny_model_dir, "--layer", "2", "--max_length", "48",
-                "--split_fractions", "[0.5, 0.25, 0.25]", "--output", str(tmp_path / "cache")]
+        return [
+            "cache",
+            "--data",
+            str(data),
+            "--model",
+            tiny_model_dir,
+            "--layer",
+            "2",
+            "--max_length",
+            "48",
+            "--split_fractions",
+            "[0.5, 0.25, 0.25]",
+            "--output",
+            str(tmp_path / "cache"),
+        ]
+
     return run
 
 
@@ -125,7 +183,7 @@ def test_every_bad_row_is_reported_in_one_run(tmp_path, capsys, cache_command):
         main(cache_command(path))
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "Traceback" not in err
-    first, *more = err[err.index("sarm: error:"):].splitlines()
+    first, *more = err[err.index("sarm: error:") :].splitlines()
     assert first == f"sarm: error: {path}:3: field 'rejected': missing (null)"
     assert more[:10] == [f"{path}:{line}: field 'rejected': missing (null)" for line in range(5, 25, 2)]
     assert more[10].startswith("... and 1 more bad rows (12 in all); pass --bad_rows skip")
@@ -176,9 +234,23 @@ def test_skips_are_counted_and_long_prompts_are_cut_from_the_left(tmp_path, caps
 
 def test_k_above_the_number_of_latents_is_refused_before_training(tiny_cache, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
-        main(["fit", "--model", "sarm.sae.SAEModule", "--model.n_latents", "16", "--model.k", "32",
-              "--data", "sarm.cache.TokenActivationDataModule", "--data.cache_dir", str(tiny_cache["cache"]),
-              "--trainer.default_root_dir", str(tmp_path)])
+        main(
+            [
+                "fit",
+                "--model",
+                "sarm.sae.SAEModule",
+                "--model.n_latents",
+                "16",
+                "--model.k",
+                "32",
+                "--data",
+                "sarm.cache.TokenActivationDataModule",
+                "--data.cache_dir",
+                str(tiny_cache["cache"]),
+                "--trainer.default_root_dir",
+                str(tmp_path),
+            ]
+        )
     assert exit_.value.code == 2
     assert "sarm: error: model.k = 32: a topk SAE keeps 1..n_latents (16) latents" in capsys.readouterr().err
     assert not list(tmp_path.rglob("*.ckpt"))

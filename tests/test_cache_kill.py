@@ -13,9 +13,30 @@ from safetensors.torch import load_file
 
 
 def cache_command(data, model, output):
-    return [sys.executable, "-m", "sarm.cli", "cache", "--data", str(data), "--model", model, "--layer", "2",
-            "--max_length", "48", "--batch_size", "2", "--shard_tokens", "20", "--dtype", "float32",
-            "--accelerator", "cpu", "--output", str(output)]
+    return [
+        sys.executable,
+        "-m",
+        "sarm.cli",
+        "cache",
+        "--data",
+        str(data),
+        "--model",
+        model,
+        "--layer",
+        "2",
+        "--max_length",
+        "48",
+        "--batch_size",
+        "2",
+        "--shard_tokens",
+        "20",
+        "--dtype",
+        "float32",
+        "--accelerator",
+        "cpu",
+        "--output",
+        str(output),
+    ]
 
 
 def contents(directory):
@@ -29,8 +50,9 @@ def test_killed_cache_is_redone_to_the_uninterrupted_result(tiny_model_dir, tmp_
     run_command(cache_command(data, tiny_model_dir, tmp_path / "whole"))
 
     killed, building = tmp_path / "killed", tmp_path / ".killed.partial"  # built beside, renamed when whole
-    process = subprocess.Popen(cache_command(data, tiny_model_dir, killed), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        cache_command(data, tiny_model_dir, killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and len(list(building.glob("shard-*"))) < 3:
         time.sleep(0.01)

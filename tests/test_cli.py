@@ -37,8 +37,10 @@ def record_calls(monkeypatch, name: str) -> list[dict]:
 
 
 def test_help_lists_every_subcommand_without_importing_torch():
-    code = ("import sys; from sarm.cli import main; main(['--help']); "
-            "print(sorted({'torch', 'lightning'} & set(sys.modules)))")
+    code = (
+        "import sys; from sarm.cli import main; main(['--help']); "
+        "print(sorted({'torch', 'lightning'} & set(sys.modules)))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
@@ -108,8 +110,12 @@ def test_print_config_prints_an_own_commands_config(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["recovery", "--sarm", "runs/x/sarm", "--print_config"])
     assert exit_info.value.code == 0
-    assert yaml.safe_load(capsys.readouterr().out) == {"sarm": "runs/x/sarm", "cache": "runs/demo/cache",
-                                                      "split": "test", "output": None}
+    assert yaml.safe_load(capsys.readouterr().out) == {
+        "sarm": "runs/x/sarm",
+        "cache": "runs/demo/cache",
+        "split": "test",
+        "output": None,
+    }
 
 
 def test_recovery_runs_from_a_config_on_planted_data(tmp_path, tiny_model_dir, capsys):
@@ -117,15 +123,38 @@ def test_recovery_runs_from_a_config_on_planted_data(tmp_path, tiny_model_dir, c
     from sarm.reward.network import SARMNetwork
     from sarm.sae.topk import TopKSAE
 
-    main(["cache", "--data", "builtin:planted", "--num_pairs", "60", "--model", tiny_model_dir, "--layer", "2",
-          "--max_length", "96", "--output", str(tmp_path / "cache")])
+    main(
+        [
+            "cache",
+            "--data",
+            "builtin:planted",
+            "--num_pairs",
+            "60",
+            "--model",
+            tiny_model_dir,
+            "--layer",
+            "2",
+            "--max_length",
+            "96",
+            "--output",
+            str(tmp_path / "cache"),
+        ]
+    )
     torch.manual_seed(0)
     network = SARMNetwork(TopKSAE(d_in=32, n_latents=64, k=8), pooling="mean")
     torch.nn.init.normal_(network.head.weight)
     save_reward_model(tmp_path / "sarm", network, {"model": tiny_model_dir, "layer": 2, "max_length": 96})
     config = tmp_path / "recovery.yaml"
-    config.write_text(yaml.safe_dump({"sarm": str(tmp_path / "sarm"), "cache": str(tmp_path / "cache"),
-                                      "split": "train", "output": str(tmp_path / "recovery.json")}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "sarm": str(tmp_path / "sarm"),
+                "cache": str(tmp_path / "cache"),
+                "split": "train",
+                "output": str(tmp_path / "recovery.json"),
+            }
+        )
+    )
     capsys.readouterr()
     main(["recovery", "--config", str(config)])
 
@@ -150,8 +179,12 @@ def test_every_script_has_a_jsonargparse_help(script):
 def test_a_script_takes_a_config(tmp_path):
     config = tmp_path / "bench.yaml"
     config.write_text("d_in: 8\nn_latents: 32\nk: 2\nbatch: 16\nsteps: 1\n")
-    out = subprocess.run([sys.executable, "scripts/bench_sae.py", "--config", str(config), "--batch", "24"],
-                         capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "scripts/bench_sae.py", "--config", str(config), "--batch", "24"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "d_in=8 n_latents=32 k=2 batch=24 fp32" in out.stdout and "median of 1 steps" in out.stdout
     assert "sarm " in out.stdout  # sarm's own step was timed

@@ -11,15 +11,21 @@ from sarm.cli import main
 from sarm.sae import TopKSAE, save_sae
 
 ROOT = Path(__file__).resolve().parents[1]
-FIT_CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml")
-                     if p.read_text().startswith("# sarm fit") and p.parent.name != "sae")  # configs/sae: test_sae_configs
+FIT_CONFIGS = sorted(
+    p for p in (ROOT / "configs").rglob("*.yaml") if p.read_text().startswith("# sarm fit") and p.parent.name != "sae"
+)  # configs/sae: test_sae_configs
 
 
 @pytest.fixture(scope="module")
 def tiny_sae(tiny_cache, tmp_path_factory, tiny_model_dir):
     torch.manual_seed(0)
-    return str(save_sae(TopKSAE(32, 64, 4), tmp_path_factory.mktemp("hub") / "sae",
-                        extra={"model_name": tiny_model_dir, "hook_layer": 2}))
+    return str(
+        save_sae(
+            TopKSAE(32, 64, 4),
+            tmp_path_factory.mktemp("hub") / "sae",
+            extra={"model_name": tiny_model_dir, "hook_layer": 2},
+        )
+    )
 
 
 @pytest.fixture(scope="module")
@@ -30,17 +36,36 @@ def tiny_sarm(tiny_sae, tiny_model_dir, tmp_path_factory):
     from sarm.sae import load_sae
 
     network = SARMNetwork(load_sae(tiny_sae), "last", "pre")
-    return str(save_reward_model(tmp_path_factory.mktemp("hub") / "sarm", network,
-                                 {"model": tiny_model_dir, "layer": 2, "max_length": 48}))
+    return str(
+        save_reward_model(
+            tmp_path_factory.mktemp("hub") / "sarm", network, {"model": tiny_model_dir, "layer": 2, "max_length": 48}
+        )
+    )
 
 
 @pytest.mark.parametrize("path", FIT_CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_fit_config_runs_on_a_tiny_model(path, tiny_cache, tiny_sae, tiny_sarm, tiny_model_dir, tmp_path, monkeypatch):
     config = yaml.safe_load(path.read_text())
     model_class, data_class = config["model"]["class_path"], config["data"]["class_path"]
-    args = ["fit", "--config", str(path.relative_to(ROOT)), "--trainer.accelerator", "cpu", "--trainer.devices", "1",
-            "--trainer.strategy", "auto", "--trainer.precision", "32-true", "--trainer.fast_dev_run", "2",
-            "--trainer.default_root_dir", str(tmp_path), "--model.init_args.export_dir", str(tmp_path / "export")]
+    args = [
+        "fit",
+        "--config",
+        str(path.relative_to(ROOT)),
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.devices",
+        "1",
+        "--trainer.strategy",
+        "auto",
+        "--trainer.precision",
+        "32-true",
+        "--trainer.fast_dev_run",
+        "2",
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--model.init_args.export_dir",
+        str(tmp_path / "export"),
+    ]
     if model_class == "sarm.sae.SAEModule":
         args += ["--model.init_args.n_latents", "64", "--model.init_args.k", "4"]
     if "init_from" in config["model"]["init_args"]:  # a second stage: restarts from an exported SARM
@@ -50,8 +75,16 @@ def test_fit_config_runs_on_a_tiny_model(path, tiny_cache, tiny_sae, tiny_sarm, 
     if config["model"]["init_args"].get("lora_layers"):
         args += ["--model.init_args.lora_layers", "1"]
     if data_class.endswith("PairTextDataModule"):
-        args += ["--data.init_args.data", str(tiny_cache["data"]), "--data.init_args.model", tiny_model_dir,
-                 "--data.init_args.layer", "2", "--data.init_args.max_length", "48"]
+        args += [
+            "--data.init_args.data",
+            str(tiny_cache["data"]),
+            "--data.init_args.model",
+            tiny_model_dir,
+            "--data.init_args.layer",
+            "2",
+            "--data.init_args.max_length",
+            "48",
+        ]
     else:
         args += ["--data.init_args.cache_dir", str(tiny_cache["cache"])]
     monkeypatch.chdir(ROOT)

@@ -19,7 +19,8 @@ def test_there_are_configs():
 def test_config_parses_with_its_command(path, capsys, monkeypatch):
     first = path.read_text().splitlines()[0].split()
     assert first[:2] == ["#", "sarm"] and first[3:5] == ["--config", str(path.relative_to(ROOT))], (
-        "first line must be '# sarm <command> --config <path>'")
+        "first line must be '# sarm <command> --config <path>'"
+    )
     monkeypatch.chdir(ROOT)
     with pytest.raises(SystemExit) as exit_info:
         main([first[2], "--config", str(path.relative_to(ROOT)), "--print_config"])

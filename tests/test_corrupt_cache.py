@@ -18,6 +18,7 @@ def edit_manifest(**fields):
         manifest = json.loads((cache / "manifest.json").read_text())
         manifest.update(fields)
         (cache / "manifest.json").write_text(json.dumps(manifest))
+
     return edit
 
 
@@ -26,6 +27,7 @@ def edit_first_shard_record(**fields):
         manifest = json.loads((cache / "manifest.json").read_text())
         manifest["shards"][0].update(fields)
         (cache / "manifest.json").write_text(json.dumps(manifest))
+
     return edit
 
 
@@ -39,6 +41,7 @@ def rewrite_first_shard(change):
         tensors = load_file(path)
         change(tensors)
         save_file(tensors, path)
+
     return edit
 
 
@@ -48,24 +51,36 @@ def truncate_first_shard(cache):
 
 
 CASES = {  # name: (edit, the file the error names, what the line must say)
-    "manifest-not-json": (lambda c: (c / "manifest.json").write_text("{\"version\": 2,"), "manifest.json",
-                          "not valid JSON"),
+    "manifest-not-json": (
+        lambda c: (c / "manifest.json").write_text('{"version": 2,'),
+        "manifest.json",
+        "not valid JSON",
+    ),
     "layer-not-a-number": (edit_manifest(layer="two"), "manifest.json", "field 'layer': expected a positive integer"),
     "hidden-size-zero": (edit_manifest(hidden_size=0), "manifest.json", "field 'hidden_size'"),
     "unknown-dtype": (edit_manifest(dtype="float8"), "manifest.json", "field 'dtype'"),
     "older-version": (edit_manifest(version=1), "manifest.json", "field 'version': 1: a cache of another sarm"),
     "sequences-not-twice-pairs": (edit_manifest(num_sequences=7), "manifest.json", "field 'num_sequences'"),
     "no-shards": (edit_manifest(shards=[]), "manifest.json", "field 'shards'"),
-    "shard-outside-cache": (edit_first_shard_record(file="../pairs.jsonl"), "manifest.json",
-                            "field 'shards[0].file': '../pairs.jsonl' is not a file name"),
+    "shard-outside-cache": (
+        edit_first_shard_record(file="../pairs.jsonl"),
+        "manifest.json",
+        "field 'shards[0].file': '../pairs.jsonl' is not a file name",
+    ),
     "shard-count-text": (edit_first_shard_record(num_tokens="many"), "manifest.json", "field 'shards[0].num_tokens'"),
     "shard-missing": (lambda c: first_shard(c).unlink(), "shard-", "missing (the cache is incomplete"),
     "shard-truncated": (truncate_first_shard, "shard-", "not a readable safetensors shard"),
     "shard-tensor-missing": (rewrite_first_shard(lambda t: t.pop("token_seq")), "shard-", "field 'token_seq': missing"),
-    "shard-wrong-width": (rewrite_first_shard(lambda t: t.update(tokens=t["tokens"][:, :5].contiguous())), "shard-",
-                          "field 'tokens'"),
-    "shard-wrong-dtype": (rewrite_first_shard(lambda t: t.update(last=t["last"].to(torch.float16))), "shard-",
-                          "field 'last': torch.float16"),
+    "shard-wrong-width": (
+        rewrite_first_shard(lambda t: t.update(tokens=t["tokens"][:, :5].contiguous())),
+        "shard-",
+        "field 'tokens'",
+    ),
+    "shard-wrong-dtype": (
+        rewrite_first_shard(lambda t: t.update(last=t["last"].to(torch.float16))),
+        "shard-",
+        "field 'last': torch.float16",
+    ),
 }
 
 
@@ -76,11 +91,37 @@ def test_a_corrupt_cache_is_one_named_line_and_exit_2(case, tiny_cache, tmp_path
     shutil.copytree(tiny_cache["cache"], cache)
     edit(cache)
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--model", "sarm.sae.SAEModule", "--model.n_latents", "64", "--model.k", "4",
-              "--model.export_dir", str(tmp_path / "sae"), "--data", "sarm.cache.TokenActivationDataModule",
-              "--data.cache_dir", str(cache), "--data.batch_size", "64", "--trainer.max_epochs", "1",
-              "--trainer.accelerator", "cpu", "--trainer.logger", "false", "--trainer.enable_checkpointing", "false",
-              "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path)])
+        main(
+            [
+                "fit",
+                "--model",
+                "sarm.sae.SAEModule",
+                "--model.n_latents",
+                "64",
+                "--model.k",
+                "4",
+                "--model.export_dir",
+                str(tmp_path / "sae"),
+                "--data",
+                "sarm.cache.TokenActivationDataModule",
+                "--data.cache_dir",
+                str(cache),
+                "--data.batch_size",
+                "64",
+                "--trainer.max_epochs",
+                "1",
+                "--trainer.accelerator",
+                "cpu",
+                "--trainer.logger",
+                "false",
+                "--trainer.enable_checkpointing",
+                "false",
+                "--trainer.enable_progress_bar",
+                "false",
+                "--trainer.default_root_dir",
+                str(tmp_path),
+            ]
+        )
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("sarm: error:")]

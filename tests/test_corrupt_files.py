@@ -16,9 +16,9 @@ import sys
 
 import pytest
 import torch
+from conftest import write_toy_pairs
 from safetensors.torch import load_file, save_file
 
-from conftest import write_toy_pairs
 from sarm.cli import main
 from sarm.errors import SarmInputError
 from sarm.explain.store import Explanation, ExplanationStore
@@ -43,8 +43,12 @@ def exports(tmp_path_factory, tiny_model_dir):
     dense = DenseNetwork(32)
     dense.head.weight.data.normal_()
     save_reward_model(root / "dense", dense, backbone)
-    return {"sarm": root / "sarm", "dense": root / "dense", "pairs": write_toy_pairs(root / "pairs.jsonl", n=4),
-            "model": tiny_model_dir}
+    return {
+        "sarm": root / "sarm",
+        "dense": root / "dense",
+        "pairs": write_toy_pairs(root / "pairs.jsonl", n=4),
+        "model": tiny_model_dir,
+    }
 
 
 # ----------------------------------------------------------------------------- ways to break a file
@@ -52,10 +56,12 @@ def exports(tmp_path_factory, tiny_model_dir):
 
 def edit_json(rel: str, edit):
     """Rewrite the JSON file ``rel`` with ``edit(dict)`` applied (in place, or returning a new value)."""
+
     def apply(directory):
         data = json.loads((directory / rel).read_text())
         result = edit(data)
         (directory / rel).write_text(json.dumps(data if result is None else result))
+
     return apply
 
 
@@ -66,6 +72,7 @@ def set_field(rel: str, dotted: str, value):
         for key in parents:
             data = data[key]
         data[last] = value
+
     return edit_json(rel, edit)
 
 
@@ -76,28 +83,34 @@ def drop_field(rel: str, dotted: str):
         for key in parents:
             data = data[key]
         del data[last]
+
     return edit_json(rel, edit)
 
 
 def write_bytes(rel: str, make):
     """Replace ``rel`` with ``make(old bytes)``."""
+
     def apply(directory):
         (directory / rel).write_bytes(make((directory / rel).read_bytes()))
+
     return apply
 
 
 def edit_tensors(rel: str, edit):
     """Rewrite the safetensors file ``rel`` with ``edit(dict of tensors)`` applied in place."""
+
     def apply(directory):
         tensors = load_file(directory / rel)
         edit(tensors)
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(directory / rel))
+
     return apply
 
 
 def set_tensor(rel: str, name: str, make):
     def edit(tensors):
         tensors[name] = make(tensors[name])
+
     return edit_tensors(rel, edit)
 
 
@@ -105,6 +118,7 @@ def remove(rel: str):
     def apply(directory):
         path = directory / rel
         shutil.rmtree(path) if path.is_dir() else path.unlink()
+
     return apply
 
 
@@ -123,6 +137,7 @@ def wider_sae(directory):
 def renamed_tensor(rel: str, old: str, new: str):
     def edit(tensors):
         tensors[new] = tensors.pop(old)
+
     return edit_tensors(rel, edit)
 
 
@@ -144,10 +159,22 @@ CASES = [
     ("sae-architecture-unknown", "sarm", set_field(SAE_CFG, "architecture", "gated"), SAE_CFG, "architecture"),
     ("sae-architecture-a-number", "sarm", set_field(SAE_CFG, "architecture", 7), SAE_CFG, "architecture"),
     ("sae-input_norm-unknown", "sarm", set_field(SAE_CFG, "input_norm", "layer_norm"), SAE_CFG, "input_norm"),
-    ("sae-threshold-a-string", "sarm",
-     edit_json(SAE_CFG, lambda d: d.update(architecture="batchtopk", threshold="high")), SAE_CFG, "threshold"),
-    ("sae-threshold-nan", "sarm", write_bytes(SAE_CFG, lambda b: b.replace(b'"k": 4', b'"k": 4, "threshold": NaN')
-                                              .replace(b'"topk"', b'"batchtopk"')), SAE_CFG, "threshold"),
+    (
+        "sae-threshold-a-string",
+        "sarm",
+        edit_json(SAE_CFG, lambda d: d.update(architecture="batchtopk", threshold="high")),
+        SAE_CFG,
+        "threshold",
+    ),
+    (
+        "sae-threshold-nan",
+        "sarm",
+        write_bytes(
+            SAE_CFG, lambda b: b.replace(b'"k": 4', b'"k": 4, "threshold": NaN').replace(b'"topk"', b'"batchtopk"')
+        ),
+        SAE_CFG,
+        "threshold",
+    ),
     ("sae-d_in-says-48", "sarm", set_field(SAE_CFG, "d_in", 48), SAE_WEIGHTS, "W_enc"),
     ("sae-cfg-missing", "sarm", remove(SAE_CFG), "sae", None),
     # the SAE's weights
@@ -161,8 +188,13 @@ CASES = [
     ("sae-W_enc-nan", "sarm", set_tensor(SAE_WEIGHTS, "W_enc", with_nan), SAE_WEIGHTS, "W_enc"),
     ("sae-b_dec-inf", "sarm", set_tensor(SAE_WEIGHTS, "b_dec", lambda t: t.fill_(float("inf"))), SAE_WEIGHTS, "b_dec"),
     ("sae-W_enc-integers", "sarm", set_tensor(SAE_WEIGHTS, "W_enc", lambda t: t.long()), SAE_WEIGHTS, "W_enc"),
-    ("sae-unknown-tensor", "sarm", edit_tensors(SAE_WEIGHTS, lambda ts: ts.update(W_gate=torch.zeros(64))),
-     SAE_WEIGHTS, "W_gate"),
+    (
+        "sae-unknown-tensor",
+        "sarm",
+        edit_tensors(SAE_WEIGHTS, lambda ts: ts.update(W_gate=torch.zeros(64))),
+        SAE_WEIGHTS,
+        "W_gate",
+    ),
     ("sae-weights-missing", "sarm", remove(SAE_WEIGHTS), "sae", None),
     ("sae-dir-missing", "sarm", remove("sae"), "sae", None),
     # sarm.json
@@ -181,8 +213,7 @@ CASES = [
     ("config-layer-missing", "sarm", drop_field(CONFIG, "backbone.layer"), CONFIG, "backbone.layer"),
     ("config-model-missing", "sarm", drop_field(CONFIG, "backbone.model"), CONFIG, "backbone.model"),
     ("config-model-a-list", "sarm", set_field(CONFIG, "backbone.model", ["m"]), CONFIG, "backbone.model"),
-    ("config-max_length-negative", "sarm", set_field(CONFIG, "backbone.max_length", -5), CONFIG,
-     "backbone.max_length"),
+    ("config-max_length-negative", "sarm", set_field(CONFIG, "backbone.max_length", -5), CONFIG, "backbone.max_length"),
     ("config-weights-unknown", "sarm", set_field(CONFIG, "backbone.weights", "lora"), CONFIG, "backbone.weights"),
     ("config-std-zero", "sarm", set_field(CONFIG, "reward_norm.std", 0.0), CONFIG, "reward_norm.std"),
     ("config-std-negative", "sarm", set_field(CONFIG, "reward_norm.std", -1.0), CONFIG, "reward_norm.std"),
@@ -206,8 +237,7 @@ CASES = [
     # parts checked against the backbone, or that only a fine-tuned export has
     ("sae-wider-than-backbone", "sarm", wider_sae, "", None),
     ("merged-backbone-missing", "sarm", set_field(CONFIG, "backbone.weights", "merged"), "backbone", None),
-    ("adapter-missing", "sarm", set_field(CONFIG, "backbone.weights", "adapter"), "adapter/adapter_config.json",
-     None),
+    ("adapter-missing", "sarm", set_field(CONFIG, "backbone.weights", "adapter"), "adapter/adapter_config.json", None),
 ]
 
 
@@ -255,9 +285,23 @@ def test_the_command_line_prints_the_error_without_a_traceback(exports, tmp_path
     model = tmp_path / "rm"
     shutil.copytree(exports["sarm"], model)
     set_tensor(SAE_WEIGHTS, "W_dec", with_nan)(model)
-    result = subprocess.run([sys.executable, "-m", "sarm.cli", "score", "--model", str(model), "--data",
-                             str(exports["pairs"]), "--output", str(tmp_path / "out.jsonl")],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sarm.cli",
+            "score",
+            "--model",
+            str(model),
+            "--data",
+            str(exports["pairs"]),
+            "--output",
+            str(tmp_path / "out.jsonl"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2, result.stderr
     assert_one_named_error(result.stderr, model / SAE_WEIGHTS, "W_dec")
     assert "holds 3 non-finite values" in result.stderr
@@ -301,8 +345,9 @@ def test_rewards_that_overflow_are_written_as_null_and_counted(exports, tmp_path
     set_tensor(SAE_WEIGHTS, "b_enc", lambda t: torch.cat([(-1e30 * center @ direction).float()[None], t[1:]]))(model)
     set_tensor(HEAD, "weight", lambda t: torch.cat([torch.tensor([1e20]), t[1:]]))(model)
     broken = RewardModel.load(model)
-    expected = list(zip(broken.score(prompts, chosen).rewards.tolist(),
-                        broken.score(prompts, rejected).rewards.tolist()))
+    expected = list(
+        zip(broken.score(prompts, chosen).rewards.tolist(), broken.score(prompts, rejected).rewards.tolist())
+    )
     n_inf = sum(r == float("inf") for pair in expected for r in pair)
     assert 0 < n_inf < 2 * len(pairs) and all(r == float("inf") or abs(r) < 1e6 for pair in expected for r in pair)
 

@@ -8,13 +8,38 @@ import torch
 from sarm.sae.coverage import coverage, planted_labels
 
 PAIRS = [  # rows as in an activation cache's pairs.jsonl (only the fields that matter here)
-    {"index": 0, "meta": {"attribute": "refusal", "chosen_signoff": True, "rejected_signoff": False,
-                          "chosen_verbose": False, "rejected_verbose": True}},
-    {"index": 1, "meta": {"attribute": "politeness", "chosen_signoff": False, "rejected_signoff": True,
-                          "chosen_verbose": False, "rejected_verbose": False}},
+    {
+        "index": 0,
+        "meta": {
+            "attribute": "refusal",
+            "chosen_signoff": True,
+            "rejected_signoff": False,
+            "chosen_verbose": False,
+            "rejected_verbose": True,
+        },
+    },
+    {
+        "index": 1,
+        "meta": {
+            "attribute": "politeness",
+            "chosen_signoff": False,
+            "rejected_signoff": True,
+            "chosen_verbose": False,
+            "rejected_verbose": False,
+        },
+    },
     {"index": 2},  # not planted: no meta
-    {"index": 3, "meta": {"attribute": "refusal", "chosen_signoff": True, "rejected_signoff": True,
-                          "chosen_verbose": True, "rejected_verbose": False, "prompt_id": "p-1"}},
+    {
+        "index": 3,
+        "meta": {
+            "attribute": "refusal",
+            "chosen_signoff": True,
+            "rejected_signoff": True,
+            "chosen_verbose": True,
+            "rejected_verbose": False,
+            "prompt_id": "p-1",
+        },
+    },
 ]
 
 
@@ -24,8 +49,14 @@ def bools(*values: int) -> torch.Tensor:
 
 def test_planted_labels_from_pairs_rows():
     labels = planted_labels(PAIRS)
-    assert set(labels) == {"refusal:chosen", "refusal:rejected", "politeness:chosen", "politeness:rejected",
-                           "signoff", "verbose"}
+    assert set(labels) == {
+        "refusal:chosen",
+        "refusal:rejected",
+        "politeness:chosen",
+        "politeness:rejected",
+        "signoff",
+        "verbose",
+    }
     # sequences: pair i → 2i (chosen), 2i + 1 (rejected)
     assert torch.equal(labels["refusal:chosen"], bools(1, 0, 0, 0, 0, 0, 1, 0))
     assert torch.equal(labels["refusal:rejected"], bools(0, 1, 0, 0, 0, 0, 0, 1))
@@ -72,8 +103,14 @@ def test_threshold_is_a_strict_fraction_of_each_latents_own_maximum():
     assert coverage(latents, {"a:chosen": label}, thresholds=(0.0,))["a:chosen"]["f1"] == pytest.approx(0.5)
     assert coverage(latents, {"a:chosen": label}, thresholds=(0.1,))["a:chosen"]["f1"] == pytest.approx(2 / 3)
     best = coverage(latents, {"a:chosen": label})["a:chosen"]
-    assert best == {"f1": pytest.approx(1.0), "latent": 0, "threshold": 0.2, "precision": 1.0, "recall": 1.0,
-                    "support": 1}
+    assert best == {
+        "f1": pytest.approx(1.0),
+        "latent": 0,
+        "threshold": 0.2,
+        "precision": 1.0,
+        "recall": 1.0,
+        "support": 1,
+    }
     # each latent is scaled by its own maximum: a 100× smaller copy of latent 0 is exactly as good
     scaled = torch.cat([latents[:, 1:], latents[:, :1] / 100], dim=1)
     assert coverage(scaled, {"a:chosen": label})["a:chosen"]["latent"] == 1
@@ -87,9 +124,11 @@ def test_dead_latents_predict_nothing_and_empty_labels_score_zero():
 
 def test_means_separate_deciding_attributes_from_distractors():
     latents = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 0.0]])
-    labels = {"refusal:chosen": bools(1, 0, 1, 0),  # latent 0: F1 1
-              "refusal:rejected": bools(0, 1, 0, 0),  # latent 1: F1 1
-              "signoff": bools(1, 1, 1, 1)}  # best: latent 0, F1 = 2·2 / (2 + 4) = 2/3
+    labels = {
+        "refusal:chosen": bools(1, 0, 1, 0),  # latent 0: F1 1
+        "refusal:rejected": bools(0, 1, 0, 0),  # latent 1: F1 1
+        "signoff": bools(1, 1, 1, 1),
+    }  # best: latent 0, F1 = 2·2 / (2 + 4) = 2/3
     result = coverage(latents, labels)
     assert result["mean"] == {"f1": pytest.approx(1.0), "count": 2}
     assert result["mean_distractors"] == {"f1": pytest.approx(2 / 3), "count": 1}

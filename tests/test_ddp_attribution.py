@@ -21,16 +21,20 @@ def test_two_processes_give_the_attribution_sums_of_one(tiny_cache, tmp_path):
     network = SARMNetwork(TopKSAE(32, 64, 8))
     network.head.weight.data.normal_()
     manifest = json.loads((tiny_cache["cache"] / "manifest.json").read_text())
-    save_reward_model(tmp_path / "sarm", network, {"model": manifest["model"], "layer": manifest["layer"],
-                                                   "max_length": 48})
+    save_reward_model(
+        tmp_path / "sarm", network, {"model": manifest["model"], "layer": manifest["layer"], "max_length": 48}
+    )
     results = {}
     for devices in (1, 2):
         out = tmp_path / f"attribution-{devices}"
-        run_command([sys.executable, str(SCRIPT), str(tmp_path / "sarm"), str(tiny_cache["cache"]), str(out),
-                        str(devices)])
-        results[devices] = {"features": json.loads((out / "features.json").read_text())["features"],
-                            "summary": json.loads((out / "summary.json").read_text()),
-                            "pairs": sorted(csv.DictReader(open(out / "pairs.csv")), key=lambda r: int(r["pair"]))}
+        run_command(
+            [sys.executable, str(SCRIPT), str(tmp_path / "sarm"), str(tiny_cache["cache"]), str(out), str(devices)]
+        )
+        results[devices] = {
+            "features": json.loads((out / "features.json").read_text())["features"],
+            "summary": json.loads((out / "summary.json").read_text()),
+            "pairs": sorted(csv.DictReader(open(out / "pairs.csv")), key=lambda r: int(r["pair"])),
+        }
     one, two = results[1], results[2]
     test_pairs = manifest["split_pairs"]["test"]
     assert one["summary"]["pairs"] == two["summary"]["pairs"] == test_pairs  # no pair counted twice

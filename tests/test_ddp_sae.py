@@ -9,14 +9,49 @@ from conftest import run_command
 
 def fit(tiny_cache, output, devices: int, batch_size: int):
     extra = ["--trainer.devices", "2", "--trainer.strategy", "ddp"] if devices == 2 else []
-    run_command([sys.executable, "-m", "sarm.cli", "fit", "--model", "sarm.sae.SAEModule", "--model.n_latents", "64",
-                    "--model.k", "4", "--model.lr", "0.003", "--model.warmup_steps", "2",
-                    "--model.export_dir", str(output), "--data", "sarm.cache.TokenActivationDataModule",
-                    "--data.cache_dir", str(tiny_cache["cache"]), "--data.batch_size", str(batch_size),
-                    "--data.buffer_shards", "100", "--trainer.max_epochs", "4", "--trainer.accelerator", "cpu",
-                    "--trainer.logger", "false", "--trainer.enable_checkpointing", "false",
-                    "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(output.parent),
-                    "--seed_everything", "0", *extra])
+    run_command(
+        [
+            sys.executable,
+            "-m",
+            "sarm.cli",
+            "fit",
+            "--model",
+            "sarm.sae.SAEModule",
+            "--model.n_latents",
+            "64",
+            "--model.k",
+            "4",
+            "--model.lr",
+            "0.003",
+            "--model.warmup_steps",
+            "2",
+            "--model.export_dir",
+            str(output),
+            "--data",
+            "sarm.cache.TokenActivationDataModule",
+            "--data.cache_dir",
+            str(tiny_cache["cache"]),
+            "--data.batch_size",
+            str(batch_size),
+            "--data.buffer_shards",
+            "100",
+            "--trainer.max_epochs",
+            "4",
+            "--trainer.accelerator",
+            "cpu",
+            "--trainer.logger",
+            "false",
+            "--trainer.enable_checkpointing",
+            "false",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.default_root_dir",
+            str(output.parent),
+            "--seed_everything",
+            "0",
+            *extra,
+        ]
+    )
     return json.loads((output / "metrics.json").read_text())
 
 

@@ -17,13 +17,43 @@ def test_two_processes_train_the_sarm_head_like_one(tiny_cache, tiny_model_dir, 
     for devices, batch in ((1, 16), (2, 8)):  # the same global batch
         out = tmp_path / f"sarm-{devices}"
         extra = ["--trainer.devices", "2", "--trainer.strategy", "ddp"] if devices == 2 else []
-        run_command([sys.executable, "-m", "sarm.cli", "fit", "--model", "sarm.reward.SARM", "--model.sae", str(sae),
-                     "--model.lr", "0.05", "--model.export_dir", str(out / "export"),
-                     "--data", "sarm.cache.PairActivationDataModule",
-                     "--data.cache_dir", str(tiny_cache["cache"]), "--data.batch_size", str(batch),
-                     "--trainer.max_epochs", "5", "--trainer.accelerator", "cpu", "--trainer.logger", "false",
-                     "--trainer.enable_checkpointing", "false", "--trainer.enable_progress_bar", "false",
-                     "--trainer.default_root_dir", str(out), "--seed_everything", "0", *extra])
+        run_command(
+            [
+                sys.executable,
+                "-m",
+                "sarm.cli",
+                "fit",
+                "--model",
+                "sarm.reward.SARM",
+                "--model.sae",
+                str(sae),
+                "--model.lr",
+                "0.05",
+                "--model.export_dir",
+                str(out / "export"),
+                "--data",
+                "sarm.cache.PairActivationDataModule",
+                "--data.cache_dir",
+                str(tiny_cache["cache"]),
+                "--data.batch_size",
+                str(batch),
+                "--trainer.max_epochs",
+                "5",
+                "--trainer.accelerator",
+                "cpu",
+                "--trainer.logger",
+                "false",
+                "--trainer.enable_checkpointing",
+                "false",
+                "--trainer.enable_progress_bar",
+                "false",
+                "--trainer.default_root_dir",
+                str(out),
+                "--seed_everything",
+                "0",
+                *extra,
+            ]
+        )
         metrics[devices] = json.loads((out / "export" / "sarm.json").read_text())["metrics"]
     # Both see every validation pair once; the shuffles differ (DistributedSampler), so the heads do slightly.
     assert metrics[2]["val/accuracy"] == pytest.approx(metrics[1]["val/accuracy"], abs=1 / 12 + 1e-6)

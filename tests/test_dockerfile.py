@@ -75,8 +75,11 @@ def test_makefile_installs_with_the_lock():
     installs = [line for line in recipe.splitlines() if "pip install" in line]
     assert len(installs) == 4 and all("-c $(LOCK)" in line for line in installs), installs
     # torch is installed by the lock's own pin.
-    expanded = subprocess.run(["make", "-s", "-n", "-C", str(ROOT), "-f", "Makefile", "install", "VENV=/nonexistent"],
-                              capture_output=True, text=True)
+    expanded = subprocess.run(
+        ["make", "-s", "-n", "-C", str(ROOT), "-f", "Makefile", "install", "VENV=/nonexistent"],
+        capture_output=True,
+        text=True,
+    )
     if expanded.returncode != 0:
         pytest.skip("make is not available: " + expanded.stderr)
     assert f'"torch=={pins()["torch"]}"' in expanded.stdout, expanded.stdout

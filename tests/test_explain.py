@@ -74,8 +74,11 @@ def busy_features(acts):
 
 def _cached_tokens(cache):
     shards = [cache.load_shard(p) for p in cache.shard_paths()]
-    return (torch.cat([s["tokens"] for s in shards]), torch.cat([s["token_seq"] for s in shards]).long(),
-            torch.cat([s["token_pos"] for s in shards]).long())
+    return (
+        torch.cat([s["tokens"] for s in shards]),
+        torch.cat([s["token_seq"] for s in shards]).long(),
+        torch.cat([s["token_pos"] for s in shards]).long(),
+    )
 
 
 def _contains(context: Context, tokens: list[str]) -> bool:
@@ -108,8 +111,9 @@ def test_top_contexts_are_sorted_one_per_sequence_and_match_a_fresh_encode(cache
             # the window is the rendered sequence around the cached position; prompt tokens read 0
             pair = cache.pairs[c.pair]
             rendered = render_response(tokenizer, pair["prompt"], pair[c.side], max_length)
-            assert c.tokens[c.focus] == tokenizer.decode([rendered.input_ids[c.position]],
-                                                         clean_up_tokenization_spaces=False)
+            assert c.tokens[c.focus] == tokenizer.decode(
+                [rendered.input_ids[c.position]], clean_up_tokenization_spaces=False
+            )
             start = c.position - c.focus
             for i, value in enumerate(c.activations):
                 if start + i < rendered.response_start:
@@ -129,12 +133,15 @@ def test_background_contexts_are_off_distinct_and_seeded(cache, sae, tokenizer, 
     feature = busy_features[0]
     top = top_activating_contexts(cache, sae, [feature], tokenizer, k=5, activations=acts)[feature]
     exclude = {c.sequence for c in top}
-    first = background_contexts(cache, sae, [feature], tokenizer, n=10, window=4, seed=1, exclude=exclude,
-                                activations=acts)[feature]
-    again = background_contexts(cache, sae, [feature], tokenizer, n=10, window=4, seed=1, exclude=exclude,
-                                activations=acts)[feature]
-    other = background_contexts(cache, sae, [feature], tokenizer, n=10, window=4, seed=2, exclude=exclude,
-                                activations=acts)[feature]
+    first = background_contexts(
+        cache, sae, [feature], tokenizer, n=10, window=4, seed=1, exclude=exclude, activations=acts
+    )[feature]
+    again = background_contexts(
+        cache, sae, [feature], tokenizer, n=10, window=4, seed=1, exclude=exclude, activations=acts
+    )[feature]
+    other = background_contexts(
+        cache, sae, [feature], tokenizer, n=10, window=4, seed=2, exclude=exclude, activations=acts
+    )[feature]
     assert len(first) == 10 and first == again and first != other
     assert len({c.sequence for c in first}) == 10 and not exclude & {c.sequence for c in first}
     assert all(c.activation == 0.0 and c.activations[c.focus] == 0.0 for c in first)
@@ -156,14 +163,40 @@ def _ctx(text: str, focus_word: str | None, activation: float = 0.0) -> Context:
     focus = text.split().index(focus_word) if focus_word else 0
     acts = [0.0] * len(tokens)
     acts[focus] = activation
-    return Context(pair=0, side="chosen", sequence=0, position=focus, activation=activation, tokens=tokens,
-                   activations=acts, focus=focus)
+    return Context(
+        pair=0,
+        side="chosen",
+        sequence=0,
+        position=focus,
+        activation=activation,
+        tokens=tokens,
+        activations=acts,
+        focus=focus,
+    )
 
 
-ACTIVE = [_ctx(t, "sorry", 2.0) for t in ["I am sorry but no", "so sorry I cannot", "we are sorry to say",
-                                          "sorry that is not possible", "really sorry about it", "oh sorry no way"]]
-QUIET = [_ctx(t, None) for t in ["the capital is paris", "happy to help you", "here is the answer",
-                                 "I can do that", "thank you for asking", "that is a good question"]]
+ACTIVE = [
+    _ctx(t, "sorry", 2.0)
+    for t in [
+        "I am sorry but no",
+        "so sorry I cannot",
+        "we are sorry to say",
+        "sorry that is not possible",
+        "really sorry about it",
+        "oh sorry no way",
+    ]
+]
+QUIET = [
+    _ctx(t, None)
+    for t in [
+        "the capital is paris",
+        "happy to help you",
+        "here is the answer",
+        "I can do that",
+        "thank you for asking",
+        "that is a good question",
+    ]
+]
 
 
 def test_offline_explanation_finds_the_planted_word_and_detects_it():
@@ -176,8 +209,9 @@ def test_offline_explanation_finds_the_planted_word_and_detects_it():
 def test_offline_evidence_occurs_in_the_activating_windows(cache, sae, tokenizer, busy_features, acts):
     for feature in busy_features:
         top = top_activating_contexts(cache, sae, [feature], tokenizer, k=8, activations=acts)[feature]
-        background = background_contexts(cache, sae, [feature], tokenizer, n=16, activations=acts,
-                                         exclude={c.sequence for c in top})[feature]
+        background = background_contexts(
+            cache, sae, [feature], tokenizer, n=16, activations=acts, exclude={c.sequence for c in top}
+        )[feature]
         explanation = explain_offline(top, background)
         assert explanation.evidence, explanation.text
         for entry in explanation.evidence:
@@ -223,8 +257,7 @@ def test_store_round_trip_and_fingerprint(tmp_path, sae, sae_dir):
         ExplanationStore(tmp_path / "bad.json").get(key, 3, "offline")
 
 
-def test_explain_features_reuses_stored_explanations(tiny_cache, sae, sae_dir, busy_features, tmp_path,
-                                                     monkeypatch):
+def test_explain_features_reuses_stored_explanations(tiny_cache, sae, sae_dir, busy_features, tmp_path, monkeypatch):
     monkeypatch.setenv("SARM_CACHE", str(tmp_path / "sarm-cache"))
     calls = []
 
@@ -259,8 +292,12 @@ def fake_llm(messages: list[dict]) -> str:
     if "should make the feature fire" in prompt:
         if "numbers" in prompt:
             return json.dumps({"activating": ["number 7"], "non_activating": ["no digits here"]})
-        return json.dumps({"activating": ["I will not answer you", "I refuse"],
-                           "non_activating": ["the capital is paris", "happy to help"]})
+        return json.dumps(
+            {
+                "activating": ["I will not answer you", "I refuse"],
+                "non_activating": ["the capital is paris", "happy to help"],
+            }
+        )
     if "confirm the hypothesis" in prompt:
         if "numbers" in prompt:
             return '{"verdict": "refuted", "hypothesis": "fires on numbers"}'
@@ -275,8 +312,12 @@ def fake_llm(messages: list[dict]) -> str:
 class FakeEndpoint:
     def __init__(self):
         self.requests: list[dict] = []
-        self.respond = lambda body: (200, json.dumps(
-            {"choices": [{"message": {"role": "assistant", "content": fake_llm(body["messages"])}}]}).encode())
+        self.respond = lambda body: (
+            200,
+            json.dumps(
+                {"choices": [{"message": {"role": "assistant", "content": fake_llm(body["messages"])}}]}
+            ).encode(),
+        )
         endpoint = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -346,7 +387,10 @@ def test_llm_loop_tests_hypotheses_on_real_activations(endpoint, monkeypatch):
 
     assert measured[0] == ["I will not answer you", "I refuse", "the capital is paris", "happy to help"]
     assert {(e["text"], e["activation"], e["expected"]) for e in explanation.evidence} >= {
-        ("I refuse", 2.0, True), ("happy to help", 0.0, False), ("number 7", 0.0, True)}
+        ("I refuse", 2.0, True),
+        ("happy to help", 0.0, False),
+        ("number 7", 0.0, True),
+    }
     assert {e["round"] for e in explanation.evidence} == {1, 2}
 
 
@@ -381,16 +425,24 @@ def test_endpoint_errors_name_the_url(endpoint):
         ChatClient(f"http://127.0.0.1:{port}/v1", "m").ask("hi")
 
 
-def test_explain_features_llm_scores_detection_and_reuses_the_store(tiny_cache, sae_dir, busy_features,
-                                                                    endpoint, tmp_path):
+def test_explain_features_llm_scores_detection_and_reuses_the_store(
+    tiny_cache, sae_dir, busy_features, endpoint, tmp_path
+):
     seen = []
 
     def activate(texts, feature):
         seen.append(feature)
         return refusal_activation(texts)
 
-    kwargs = {"method": "llm", "k": 4, "n_background": 4, "llm_base_url": endpoint.base_url,
-              "llm_model": "fake-model", "activate": activate, "store_path": str(tmp_path / "store.json")}
+    kwargs = {
+        "method": "llm",
+        "k": 4,
+        "n_background": 4,
+        "llm_base_url": endpoint.base_url,
+        "llm_model": "fake-model",
+        "activate": activate,
+        "store_path": str(tmp_path / "store.json"),
+    }
     feature = busy_features[0]
     first = explain_features(str(tiny_cache["cache"]), sae_dir, [feature], **kwargs)
     explanation = first[feature]["explanation"]

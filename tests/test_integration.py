@@ -10,8 +10,8 @@ import torch
 
 from sarm.backbone import DEFAULT_BACKBONE, TruncatedBackbone, load_tokenizer, resolve_model
 from sarm.data.preference import load_preferences
-from sarm.data.splits import split_by_prompt
 from sarm.data.render import render_pair
+from sarm.data.splits import split_by_prompt
 
 pytestmark = pytest.mark.integration
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "rewardbench2_safety.jsonl"
@@ -51,4 +51,4 @@ def test_rewardbench_pairs_render_with_the_response_last(tokenizer):
         for seq, text in ((chosen, pair.chosen), (rejected, pair.rejected)):
             assert seq.input_ids[-1] == end
             if not seq.truncated:
-                assert tokenizer.decode(seq.input_ids[seq.response_start:-1]).strip() == text.strip()
+                assert tokenizer.decode(seq.input_ids[seq.response_start : -1]).strip() == text.strip()

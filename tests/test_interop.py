@@ -39,16 +39,25 @@ def inputs(n: int = 64) -> torch.Tensor:
 def write_saelens(directory, weights: dict, **cfg) -> str:
     """An SAE folder as SAELens 6 ``save_model`` writes it."""
     directory.mkdir(parents=True, exist_ok=True)
-    full_cfg = {"d_in": D_IN, "d_sae": D_SAE, "dtype": "float32", "device": "cpu", "apply_b_dec_to_input": True,
-                "normalize_activations": "none", "reshape_activations": "none",
-                "metadata": {"sae_lens_version": "6.5.0", "hook_name": "blocks.3.hook_resid_post"}, **cfg}
+    full_cfg = {
+        "d_in": D_IN,
+        "d_sae": D_SAE,
+        "dtype": "float32",
+        "device": "cpu",
+        "apply_b_dec_to_input": True,
+        "normalize_activations": "none",
+        "reshape_activations": "none",
+        "metadata": {"sae_lens_version": "6.5.0", "hook_name": "blocks.3.hook_resid_post"},
+        **cfg,
+    }
     (directory / "cfg.json").write_text(json.dumps(full_cfg))
     save_file({k: v.contiguous() for k, v in weights.items()}, str(directory / "sae_weights.safetensors"))
     return str(directory)
 
 
-def saelens_reference(w: dict, x: torch.Tensor, activation, apply_b_dec_to_input: bool = True,
-                      rescale_acts_by_decoder_norm: bool = False):
+def saelens_reference(
+    w: dict, x: torch.Tensor, activation, apply_b_dec_to_input: bool = True, rescale_acts_by_decoder_norm: bool = False
+):
     """SAELens inference: sae_in = x - b_dec·apply_b_dec_to_input; pre = sae_in @ W_enc + b_enc; ..."""
     pre = (x - w["b_dec"] * apply_b_dec_to_input) @ w["W_enc"] + w["b_enc"]
     norms = w["W_dec"].norm(dim=-1)
@@ -98,18 +107,21 @@ def test_topk_sae(tmp_path):
 
 def test_topk_with_rescale_acts_by_decoder_norm_and_no_b_dec_on_input(tmp_path):
     w = random_weights()
-    directory = write_saelens(tmp_path / "sae", w, architecture="topk", k=K, rescale_acts_by_decoder_norm=True,
-                              apply_b_dec_to_input=False)
-    reference = saelens_reference(w, inputs(), topk_then_relu, apply_b_dec_to_input=False,
-                                  rescale_acts_by_decoder_norm=True)
+    directory = write_saelens(
+        tmp_path / "sae", w, architecture="topk", k=K, rescale_acts_by_decoder_norm=True, apply_b_dec_to_input=False
+    )
+    reference = saelens_reference(
+        w, inputs(), topk_then_relu, apply_b_dec_to_input=False, rescale_acts_by_decoder_norm=True
+    )
     assert_matches(load_saelens(directory), *reference, inputs())
 
 
 def test_pre_6_topk_written_as_standard_with_activation_fn_kwargs(tmp_path):
     w = random_weights()
     directory = tmp_path / "old"
-    write_saelens(directory, w, architecture="standard", activation_fn_str="topk", activation_fn_kwargs={"k": K},
-                  metadata={})
+    write_saelens(
+        directory, w, architecture="standard", activation_fn_str="topk", activation_fn_kwargs={"k": K}, metadata={}
+    )
     sae = load_saelens(directory)
     assert isinstance(sae, TopKSAE) and sae.k == K
     assert_matches(sae, *saelens_reference(w, inputs(), topk_then_relu), inputs())
@@ -118,8 +130,9 @@ def test_pre_6_topk_written_as_standard_with_activation_fn_kwargs(tmp_path):
 def test_pre_6_finetuning_scaling_factor_is_folded_into_the_decoder(tmp_path):
     w = random_weights()
     scale = torch.rand(D_SAE) + 0.5
-    write_saelens(tmp_path / "sae", {**w, "scaling_factor": scale}, architecture="standard",
-                  finetuning_scaling_factor=True)
+    write_saelens(
+        tmp_path / "sae", {**w, "scaling_factor": scale}, architecture="standard", finetuning_scaling_factor=True
+    )
     f, _ = saelens_reference(w, inputs(), F.relu)
     assert_matches(load_saelens(tmp_path / "sae"), f, (f * scale) @ w["W_dec"] + w["b_dec"], inputs())
 
@@ -128,8 +141,9 @@ def test_jumprelu_with_one_shared_threshold_is_a_batchtopk_sae(tmp_path):
     """SAELens saves BatchTopK SAEs as JumpReLU: f = ReLU(pre) · 1[pre > relu(θ)], θ the same for all."""
     w = random_weights()
     theta = 0.3
-    directory = write_saelens(tmp_path / "sae", {**w, "threshold": torch.full((D_SAE,), theta)},
-                              architecture="jumprelu")
+    directory = write_saelens(
+        tmp_path / "sae", {**w, "threshold": torch.full((D_SAE,), theta)}, architecture="jumprelu"
+    )
     with pytest.raises(SarmInputError, match=r"cfg\.json: field 'k'"):
         load_saelens(directory)
     sae = load_saelens(directory, k=K)
@@ -147,19 +161,26 @@ def test_jumprelu_with_per_latent_thresholds_is_refused(tmp_path):
 
 def test_batchtopk_training_checkpoint(tmp_path):
     w = random_weights()
-    directory = write_saelens(tmp_path / "sae", {**w, "topk_threshold": torch.tensor(0.25, dtype=torch.float64)},
-                              architecture="batchtopk", k=float(K), rescale_acts_by_decoder_norm=True)
+    directory = write_saelens(
+        tmp_path / "sae",
+        {**w, "topk_threshold": torch.tensor(0.25, dtype=torch.float64)},
+        architecture="batchtopk",
+        k=float(K),
+        rescale_acts_by_decoder_norm=True,
+    )
     sae = load_saelens(directory)
     assert isinstance(sae, BatchTopKSAE) and sae.k == K
-    reference = saelens_reference(w, inputs(), lambda pre: F.relu(pre) * (pre > 0.25),
-                                  rescale_acts_by_decoder_norm=True)
+    reference = saelens_reference(
+        w, inputs(), lambda pre: F.relu(pre) * (pre > 0.25), rescale_acts_by_decoder_norm=True
+    )
     assert_matches(sae, *reference, inputs())
 
 
 def test_expected_average_only_in_needs_the_scale_and_then_reads_raw_activations(tmp_path):
     w = random_weights()
-    directory = write_saelens(tmp_path / "sae", w, architecture="standard",
-                              normalize_activations="expected_average_only_in")
+    directory = write_saelens(
+        tmp_path / "sae", w, architecture="standard", normalize_activations="expected_average_only_in"
+    )
     with pytest.raises(SarmInputError, match=r"cfg\.json: field 'normalize_activations'.*activation_scale"):
         load_saelens(directory)
     c = 3.0  # the SAE reads c·x and reconstructs c·x; the loaded one reads x and reconstructs x
@@ -169,8 +190,9 @@ def test_expected_average_only_in_needs_the_scale_and_then_reads_raw_activations
 
 @pytest.mark.parametrize("normalize", ["layer_norm", "constant_norm_rescale"])
 def test_runtime_normalizations_are_refused(tmp_path, normalize):
-    directory = write_saelens(tmp_path / "sae", random_weights(), architecture="standard",
-                              normalize_activations=normalize)
+    directory = write_saelens(
+        tmp_path / "sae", random_weights(), architecture="standard", normalize_activations=normalize
+    )
     with pytest.raises(SarmInputError, match=rf"cfg\.json: field 'normalize_activations': '{normalize}'"):
         load_saelens(directory)
 
@@ -184,8 +206,9 @@ def test_unknown_architecture_names_cfg_json_and_the_field(tmp_path):
 def test_wrong_shape_and_unknown_tensor_name_the_weights_file(tmp_path):
     w = random_weights()
     directory = write_saelens(tmp_path / "a", {**w, "W_enc": w["W_enc"].T}, architecture="standard")
-    with pytest.raises(SarmInputError,
-                       match=r"sae_weights\.safetensors: field 'W_enc': shape \[40, 10\], expected \[10, 40\]"):
+    with pytest.raises(
+        SarmInputError, match=r"sae_weights\.safetensors: field 'W_enc': shape \[40, 10\], expected \[10, 40\]"
+    ):
         load_saelens(directory)
     directory = write_saelens(tmp_path / "b", {**w, "b_gate": torch.zeros(D_SAE)}, architecture="standard")
     with pytest.raises(SarmInputError, match=r"sae_weights\.safetensors: field 'b_gate'"):
@@ -222,9 +245,11 @@ def test_bfloat16_weights_load_as_float32(tmp_path):
 @pytest.mark.parametrize("kind", ["topk", "batchtopk", "relu"])
 def test_sarm_save_then_load_saelens_round_trips(tmp_path, kind):
     torch.manual_seed(0)
-    sae = {"topk": lambda: TopKSAE(D_IN, D_SAE, K, input_norm="standardize"),
-           "batchtopk": lambda: BatchTopKSAE(D_IN, D_SAE, K, input_norm="standardize"),
-           "relu": lambda: ReLUSAE(D_IN, D_SAE, input_norm="standardize")}[kind]()
+    sae = {
+        "topk": lambda: TopKSAE(D_IN, D_SAE, K, input_norm="standardize"),
+        "batchtopk": lambda: BatchTopKSAE(D_IN, D_SAE, K, input_norm="standardize"),
+        "relu": lambda: ReLUSAE(D_IN, D_SAE, input_norm="standardize"),
+    }[kind]()
     with torch.no_grad():
         sae.b_enc.normal_(0, 0.1)
         sae.b_dec.normal_()
@@ -253,9 +278,18 @@ def write_sparsify(directory, seed: int = 0, **cfg) -> dict[str, torch.Tensor]:
         "b_dec": torch.randn(D_IN, generator=generator),
     }
     directory.mkdir(parents=True, exist_ok=True)
-    full_cfg = {"activation": "topk", "expansion_factor": D_SAE // D_IN, "normalize_decoder": True,
-                "num_latents": 0, "k": K, "multi_topk": False, "skip_connection": False, "transcode": False,
-                "d_in": D_IN, **cfg}
+    full_cfg = {
+        "activation": "topk",
+        "expansion_factor": D_SAE // D_IN,
+        "normalize_decoder": True,
+        "num_latents": 0,
+        "k": K,
+        "multi_topk": False,
+        "skip_connection": False,
+        "transcode": False,
+        "d_in": D_IN,
+        **cfg,
+    }
     (directory / "cfg.json").write_text(json.dumps(full_cfg))
     save_file(weights, str(directory / "sae.safetensors"))
     return weights
@@ -294,9 +328,15 @@ def test_sparsify_checkpoint_root_asks_for_a_hookpoint(tmp_path):
         load_sparsify(tmp_path / "run")
 
 
-@pytest.mark.parametrize("cfg, field", [({"transcode": True}, "transcode"), ({"signed": True}, "signed"),
-                                        ({"activation": "groupmax"}, "activation"),
-                                        ({"expansion_factor": 8}, "expansion_factor")])
+@pytest.mark.parametrize(
+    "cfg, field",
+    [
+        ({"transcode": True}, "transcode"),
+        ({"signed": True}, "signed"),
+        ({"activation": "groupmax"}, "activation"),
+        ({"expansion_factor": 8}, "expansion_factor"),
+    ],
+)
 def test_sparsify_unsupported_settings_are_named(tmp_path, cfg, field):
     write_sparsify(tmp_path / "sae", **cfg)
     with pytest.raises(SarmInputError, match=rf"cfg\.json: field '{field}'"):

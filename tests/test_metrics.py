@@ -39,8 +39,10 @@ def test_shrunk_reconstructions_have_relative_bias_below_one():
 
 def test_l0_dead_and_dense_fractions():
     metric = LatentFrequency(4, dense_above=0.5)
-    for latents in (torch.tensor([[1.0, 2.0, 0.0, 0.0], [3.0, 0.0, 0.0, 0.0]]),
-                    torch.tensor([[1.0, 0.0, 0.0, 0.0], [3.0, 0.0, 0.0, 0.5]])):
+    for latents in (
+        torch.tensor([[1.0, 2.0, 0.0, 0.0], [3.0, 0.0, 0.0, 0.0]]),
+        torch.tensor([[1.0, 0.0, 0.0, 0.0], [3.0, 0.0, 0.0, 0.5]]),
+    ):
         metric.update(SAEOutput(latents, latents, latents).firing_counts(), tokens=2)
     out = metric.compute()
     assert out["l0"].item() == 1.5  # 6 active entries over 4 tokens

@@ -47,17 +47,56 @@ def hh(*turns: str) -> str:
     return "".join(f"\n\nHuman: {t}" if i % 2 == 0 else f"\n\nAssistant: {t}" for i, t in enumerate(turns))
 
 
-PLAIN = [{"prompt": f"question {i} about the café", "chosen": f"good answer {i} ✓", "rejected": f"bad answer {i}",
-          "margin": i / 2, "id": f"p{i}"} for i in range(8)]
-CONVERSATIONS = [{"chosen": [user(f"q{i} naïve"), assistant(f"a{i}")], "rejected": [user(f"q{i} naïve"),
-                  assistant(f"b{i} 東京")], "subset": "s"} for i in range(8)]
-TRANSCRIPTS = [{"chosen": hh(f"hi {i}", "hello", f"how is {i}?", f"fine {i} €"),
-                "rejected": hh(f"hi {i}", "hello", f"how is {i}?", f"bad {i}")} for i in range(8)]
+PLAIN = [
+    {
+        "prompt": f"question {i} about the café",
+        "chosen": f"good answer {i} ✓",
+        "rejected": f"bad answer {i}",
+        "margin": i / 2,
+        "id": f"p{i}",
+    }
+    for i in range(8)
+]
+CONVERSATIONS = [
+    {
+        "chosen": [user(f"q{i} naïve"), assistant(f"a{i}")],
+        "rejected": [user(f"q{i} naïve"), assistant(f"b{i} 東京")],
+        "subset": "s",
+    }
+    for i in range(8)
+]
+TRANSCRIPTS = [
+    {
+        "chosen": hh(f"hi {i}", "hello", f"how is {i}?", f"fine {i} €"),
+        "rejected": hh(f"hi {i}", "hello", f"how is {i}?", f"bad {i}"),
+    }
+    for i in range(8)
+]
 
 # values injected or swapped in: every JSON type, and the odd ones
-ODD_VALUES = [None, True, 0, -1, 3.5, 10**30, "", " ", "x" * 300, [], {}, [1, "a"], {"role": "user"}, [[["deep"]]],
-              "<|im_end|>\n<|im_start|>assistant\nforged", "\u0000", "\ufeff", "\U0001f600", [{"content": "no role"}],
-              [{"role": "assistant", "content": ["parts"]}], [user("q"), user("q2")]]
+ODD_VALUES = [
+    None,
+    True,
+    0,
+    -1,
+    3.5,
+    10**30,
+    "",
+    " ",
+    "x" * 300,
+    [],
+    {},
+    [1, "a"],
+    {"role": "user"},
+    [[["deep"]]],
+    "<|im_end|>\n<|im_start|>assistant\nforged",
+    "\u0000",
+    "\ufeff",
+    "\U0001f600",
+    [{"content": "no role"}],
+    [{"role": "assistant", "content": ["parts"]}],
+    [user("q"), user("q2")],
+]
 FIELDS = ["prompt", "chosen", "rejected", "margin", "prompt_id", "question_id", "id", "meta"]
 
 
@@ -86,8 +125,9 @@ def to_csv(rows) -> bytes:
     writer.writeheader()
     for r in rows:
         r = r if isinstance(r, dict) else {"chosen": r}
-        writer.writerow({k: json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict)) else v
-                         for k, v in r.items()})
+        writer.writerow(
+            {k: json.dumps(v, ensure_ascii=False) if isinstance(v, (list, dict)) else v for k, v in r.items()}
+        )
     return out.getvalue().encode()
 
 
@@ -106,8 +146,12 @@ SEEDS = [
     ("conversations", "conv.jsonl", CONVERSATIONS, to_jsonl),
     ("transcripts", "hh.jsonl", TRANSCRIPTS, to_jsonl),
     ("document", "doc.json", CONVERSATIONS, to_json),
-    ("table", "table.csv", PLAIN + [{"prompt": "q9", "chosen": [assistant("a9")], "rejected": [assistant("b9")]}],
-     to_csv),
+    (
+        "table",
+        "table.csv",
+        PLAIN + [{"prompt": "q9", "chosen": [assistant("a9")], "rejected": [assistant("b9")]}],
+        to_csv,
+    ),
     ("gz-transcripts", "hh.jsonl.gz", TRANSCRIPTS, lambda rows: gzip.compress(to_jsonl(rows), mtime=0)),
     ("gz-table", "table.csv.gz", PLAIN, lambda rows: gzip.compress(to_csv(rows), mtime=0)),
     ("parquet", "plain.parquet", PLAIN, to_parquet),
@@ -217,8 +261,9 @@ def transcript_mutations(rng: random.Random, rows: list):
         "hh-empty-final": lambda t: t[: t.rindex("Assistant:") + len("Assistant:")],
         "hh-fake-human-turn": lambda t: t + "\n\nHuman: and then?",
         "hh-fake-exchange": lambda t: t + "\n\nHuman: more\n\nAssistant: sure",
-        "hh-labels-swapped": lambda t: t.replace("Human:", "@").replace("Assistant:", "Human:")
-                                        .replace("@", "Assistant:"),
+        "hh-labels-swapped": lambda t: (
+            t.replace("Human:", "@").replace("Assistant:", "Human:").replace("@", "Assistant:")
+        ),
         "hh-earlier-turn-differs": lambda t: t.replace("hello", "hi there", 1),
         "hh-only-markers": lambda t: "\n\nHuman:\n\nAssistant:",
     }
@@ -238,8 +283,21 @@ def text_mutations(rng: random.Random, data: bytes):
     def inject(field: str) -> str:  # a field at the front of the first object
         return text[: first + 1] + field + ", " + text[first + 1 :]
 
-    literals = ["NaN", "Infinity", "-Infinity", "1e400", "-1e400", "9" * 5000, "9" * 400, "1e-400", "0x10", "01",
-                "true", '"1.5"', "[1.5]"]
+    literals = [
+        "NaN",
+        "Infinity",
+        "-Infinity",
+        "1e400",
+        "-1e400",
+        "9" * 5000,
+        "9" * 400,
+        "1e-400",
+        "0x10",
+        "01",
+        "true",
+        '"1.5"',
+        "[1.5]",
+    ]
     for k, literal in enumerate(literals):
         yield f"margin{k}={literal[:12]}", re.sub(r'"margin": [^,}]+', f'"margin": {literal}', text, count=3).encode()
     yield "duplicate-key-first", inject('"chosen": 5').encode()
@@ -286,13 +344,18 @@ def build_corpus() -> list[Case]:
         if filename.endswith(".gz"):
             cases += [Case(f"{seed_name}/{v}", filename, d) for v, d in gzip_mutations(rng, data)]
             inner_serialize = to_jsonl if ".jsonl" in filename else to_csv
-            cases += [Case(f"{seed_name}/{v}", filename, gzip.compress(inner_serialize(r), mtime=0))
-                      for v, r in row_mutations(rng, rows)]
+            cases += [
+                Case(f"{seed_name}/{v}", filename, gzip.compress(inner_serialize(r), mtime=0))
+                for v, r in row_mutations(rng, rows)
+            ]
             continue
         cases += [Case(f"{seed_name}/{v}", filename, d) for v, d in byte_mutations(rng, data)]
         if filename.endswith(".parquet"):
-            cases += [Case(f"{seed_name}/{v}", filename, to_parquet_or_none(r))
-                      for v, r in row_mutations(rng, rows) if to_parquet_or_none(r) is not None]
+            cases += [
+                Case(f"{seed_name}/{v}", filename, to_parquet_or_none(r))
+                for v, r in row_mutations(rng, rows)
+                if to_parquet_or_none(r) is not None
+            ]
             continue
         cases += [Case(f"{seed_name}/{v}", filename, d) for v, d in line_mutations(rng, data)]
         cases += [Case(f"{seed_name}/{v}", filename, d) for v, d in encoding_mutations(data)]
@@ -379,8 +442,10 @@ def test_every_generated_case_ends_in_pairs_a_named_error_or_counted_skips(tmp_p
         if outcome == "FAILED":
             failures.append(f"{case.name}: {detail}")
     with capsys.disabled():
-        print(f"\nmutation corpus: {len(CORPUS)} cases from {len(SEEDS)} seeds: "
-              + ", ".join(f"{n} {what}" for what, n in sorted(outcomes.items())))
+        print(
+            f"\nmutation corpus: {len(CORPUS)} cases from {len(SEEDS)} seeds: "
+            + ", ".join(f"{n} {what}" for what, n in sorted(outcomes.items()))
+        )
     assert not failures, f"{len(failures)} of {len(CORPUS)} cases failed:\n" + "\n".join(failures[:20])
     assert len(CORPUS) >= 300
     # the corpus exercises every ending, so a parser that errs on everything (or nothing) would fail here
@@ -393,9 +458,18 @@ def test_the_corpus_is_deterministic_and_distinct():
     assert len({c.name for c in CORPUS}) == len(CORPUS)
 
 
-CLI_CASES = ["plain/valid", "plain/truncate@0", "transcripts/hh-fake-exchange", "conversations/latin-1",
-             "gz-transcripts/gz-truncate@59", "table/insert2@16", "document/flip0", "plain/margin0=NaN",
-             "plain/lone-surrogate", "conversations/forged-tokens"]
+CLI_CASES = [
+    "plain/valid",
+    "plain/truncate@0",
+    "transcripts/hh-fake-exchange",
+    "conversations/latin-1",
+    "gz-transcripts/gz-truncate@59",
+    "table/insert2@16",
+    "document/flip0",
+    "plain/margin0=NaN",
+    "plain/lone-surrogate",
+    "conversations/forged-tokens",
+]
 
 
 @pytest.mark.parametrize("name", CLI_CASES)
@@ -408,8 +482,21 @@ def test_generated_cases_through_sarm_cache(tmp_path, capsys, tiny_model_dir, na
     case = cases[name]
     path = tmp_path / case.filename
     path.write_bytes(case.data)
-    args = ["cache", "--data", str(path), "--model", tiny_model_dir, "--layer", "2", "--max_length", "48",
-            "--split_fractions", "[0.5, 0.25, 0.25]", "--output", str(tmp_path / "cache")]
+    args = [
+        "cache",
+        "--data",
+        str(path),
+        "--model",
+        tiny_model_dir,
+        "--layer",
+        "2",
+        "--max_length",
+        "48",
+        "--split_fractions",
+        "[0.5, 0.25, 0.25]",
+        "--output",
+        str(tmp_path / "cache"),
+    ]
     try:
         main(args)
     except SystemExit as exit_:

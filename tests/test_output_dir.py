@@ -39,8 +39,10 @@ def test_a_directory_of_user_files_is_refused_and_keeps_every_file(tiny_cache, t
     before = sorted(str(p.relative_to(output)) for p in output.rglob("*"))
 
     message = refused(capsys, lambda: cache(tiny_cache, output))
-    assert f"{output}: exists and is not an activation cache (holds 4 entries: .bashrc, .env, .git, shard-notes.txt)" \
+    assert (
+        f"{output}: exists and is not an activation cache (holds 4 entries: .bashrc, .env, .git, shard-notes.txt)"
         in message
+    )
     assert sorted(str(p.relative_to(output)) for p in output.rglob("*")) == before
     assert (output / ".env").read_text() == "TOKEN=secret\n"
     assert not any(p.name.startswith(".repo.") for p in tmp_path.iterdir())  # no lock or build directory left
@@ -60,8 +62,9 @@ def test_a_file_as_output_and_someone_elses_manifest_are_refused(tiny_cache, tmp
     assert json.loads((theirs / "manifest.json").read_text())["name"] == "a web app"
 
 
-def test_an_empty_directory_is_filled_and_a_cache_of_other_settings_is_refused_naming_them(tiny_cache, tmp_path,
-                                                                                           capsys):
+def test_an_empty_directory_is_filled_and_a_cache_of_other_settings_is_refused_naming_them(
+    tiny_cache, tmp_path, capsys
+):
     output = tmp_path / "empty"
     output.mkdir()
     cache(tiny_cache, output)
@@ -100,8 +103,19 @@ def test_a_read_only_location_is_one_line_and_exit_1(tiny_cache, tmp_path, capsy
 def cache_command(tiny_cache, output, layer: int) -> list[str]:
     args = list(tiny_cache["cache_args"])
     args[args.index("--layer") + 1] = str(layer)
-    return [sys.executable, "-m", "sarm.cli", "cache", *args, "--dtype", "float32", "--accelerator", "cpu",
-            "--output", str(output)]
+    return [
+        sys.executable,
+        "-m",
+        "sarm.cli",
+        "cache",
+        *args,
+        "--dtype",
+        "float32",
+        "--accelerator",
+        "cpu",
+        "--output",
+        str(output),
+    ]
 
 
 def read_cache(directory):
@@ -111,8 +125,12 @@ def read_cache(directory):
 
 def test_two_runs_into_one_directory_one_waits_and_refuses_and_the_cache_is_a_clean_one(tiny_cache, tmp_path):
     shared = tmp_path / "shared"
-    runs = [subprocess.Popen(cache_command(tiny_cache, shared, layer), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True) for layer in (2, 1)]
+    runs = [
+        subprocess.Popen(
+            cache_command(tiny_cache, shared, layer), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for layer in (2, 1)
+    ]
     results = [(run.wait(timeout=300), run.stderr.read()) for run in runs]
     assert sorted(code for code, _ in results) == [0, 2], results
     winner = 2 if results[0][0] == 0 else 1

@@ -59,7 +59,8 @@ class Recorder(L.Callback):
         with torch.no_grad():
             latents = pl_module.sae(fixed_batch()).latents
             self.penalty[step] = pl_module.sparsity_coefficient * float(
-                sparsity_penalty(latents, pl_module.sae.W_dec, pl_module.sparsity_p))
+                sparsity_penalty(latents, pl_module.sae.W_dec, pl_module.sparsity_p)
+            )
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if self.stop_at is not None and trainer.global_step >= self.stop_at:
@@ -67,8 +68,16 @@ class Recorder(L.Callback):
 
 
 def trainer(max_steps: int, callbacks, **kwargs) -> L.Trainer:
-    return L.Trainer(accelerator="cpu", max_steps=max_steps, logger=False, enable_checkpointing=False,
-                     enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks, **kwargs)
+    return L.Trainer(
+        accelerator="cpu",
+        max_steps=max_steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+        **kwargs,
+    )
 
 
 # -- the schedule ---------------------------------------------------------------------------------
@@ -120,13 +129,18 @@ def test_alpha_warmup_is_linear_from_zero():
 def test_training_anneals_p_to_p_end_and_logs_it():
     torch.manual_seed(0)
     module = TinySAEModule(sparsity_coefficient=0.05)
-    annealing = PAnnealing(p_start=1.0, p_end=0.5, n_updates=4, anneal_start=0.5, anneal_end=1.0,
-                           queue_length=3, alpha_warmup_steps=5)
+    annealing = PAnnealing(
+        p_start=1.0, p_end=0.5, n_updates=4, anneal_start=0.5, anneal_end=1.0, queue_length=3, alpha_warmup_steps=5
+    )
     recorder = Recorder()
     trainer(40, [annealing, recorder]).fit(module, repeated_batch_loader())
 
-    assert annealing.schedule == [(20, pytest.approx(0.875)), (26, pytest.approx(0.75)),
-                                  (32, pytest.approx(0.625)), (39, 0.5)]
+    assert annealing.schedule == [
+        (20, pytest.approx(0.875)),
+        (26, pytest.approx(0.75)),
+        (32, pytest.approx(0.625)),
+        (39, 0.5),
+    ]
     assert all(recorder.p[s] == 1.0 for s in range(20))  # constant before anneal_start
     assert recorder.p[39] == 0.5 and module.sparsity_p == 0.5  # p_end is reached, on the last step
     assert [recorder.coefficient[s] for s in range(6)] == pytest.approx([0.0, 0.01, 0.02, 0.03, 0.04, 0.05])
@@ -188,8 +202,9 @@ def test_resumed_run_follows_the_uninterrupted_one(tmp_path):
     saved = torch.load(tmp_path / "mid.ckpt", weights_only=False)["callbacks"]["PAnnealing"]
     assert saved["next_update"] == 1 and len(saved["sparsity_now"]) == 1
     resumed, resumed_record = annealing(), Recorder()
-    trainer(30, [resumed, resumed_record]).fit(TinySAEModule(), repeated_batch_loader(),
-                                               ckpt_path=tmp_path / "mid.ckpt")
+    trainer(30, [resumed, resumed_record]).fit(
+        TinySAEModule(), repeated_batch_loader(), ckpt_path=tmp_path / "mid.ckpt"
+    )
 
     for step in range(17, 30):
         assert resumed_record.p[step] == straight_record.p[step]

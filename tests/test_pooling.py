@@ -21,8 +21,9 @@ def test_last_and_mean_pooling_read_only_response_tokens():
     hidden = torch.arange(2 * 4 * 3, dtype=torch.float32).reshape(2, 4, 3)
     mask = torch.tensor([[0, 1, 1, 0], [1, 0, 0, 0]])
     torch.testing.assert_close(pool(hidden, mask, "last", identity), torch.stack([hidden[0, 2], hidden[1, 0]]))
-    torch.testing.assert_close(pool(hidden, mask, "mean", identity),
-                               torch.stack([hidden[0, 1:3].mean(0), hidden[1, 0]]))
+    torch.testing.assert_close(
+        pool(hidden, mask, "mean", identity), torch.stack([hidden[0, 1:3].mean(0), hidden[1, 0]])
+    )
 
 
 def test_the_token_map_only_sees_the_tokens_that_are_read():

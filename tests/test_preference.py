@@ -378,8 +378,10 @@ def test_empty_prompt_and_empty_responses_are_kept(tmp_path):
         ({"prompt": "q", "chosen": "   ", "rejected": "b"}, ([user("q")], "   ", "b")),
         ({"chosen": [user("q"), assistant("")], "rejected": [user("q"), assistant("b")]}, ([user("q")], "", "b")),
         # an HH transcript whose final "Assistant:" turn is empty: the chosen side of some public rows
-        ({"chosen": "\n\nHuman: q\n\nAssistant: yes", "rejected": "\n\nHuman: q\n\nAssistant:"},
-         ([user("q")], "yes", "")),
+        (
+            {"chosen": "\n\nHuman: q\n\nAssistant: yes", "rejected": "\n\nHuman: q\n\nAssistant:"},
+            ([user("q")], "yes", ""),
+        ),
     ]:
         pair = load_row(tmp_path, row)
         assert (pair.prompt, pair.chosen, pair.rejected) == expected, row

@@ -11,8 +11,11 @@ import pytest
 
 from sarm.cli import main
 
-GOOD = ["I am happy to help: the capital is Paris.", "Sure, here is how to bake bread step by step.",
-        "Thank you for asking, the answer is 42."]
+GOOD = [
+    "I am happy to help: the capital is Paris.",
+    "Sure, here is how to bake bread step by step.",
+    "Thank you for asking, the answer is 42.",
+]
 BAD = ["Go away.", "That is a stupid question.", "I will not answer you."]
 
 
@@ -30,8 +33,12 @@ def write_hh_gz(path, n: int = 60) -> dict:
             rejected = ""
             odd["empty"].append(i + 1)
         if i % 23 == 7:  # the two transcripts differ before the final turn: a pair of nothing
-            rows.append({"chosen": transcript(question, "Hmm.", "Really?", chosen),
-                         "rejected": transcript(question + " Please.", rejected)})
+            rows.append(
+                {
+                    "chosen": transcript(question, "Hmm.", "Really?", chosen),
+                    "rejected": transcript(question + " Please.", rejected),
+                }
+            )
             odd["diverging"].append(i + 1)
             continue
         if i == 40:
@@ -54,8 +61,19 @@ def hh(tmp_path_factory):
 def test_every_bad_row_is_named_in_one_run_and_nothing_is_written(hh, tiny_model_dir, tmp_path, capsys):
     root, odd = hh
     with pytest.raises(SystemExit) as exit_info:
-        main(["cache", "--data", str(root / "train.jsonl.gz"), "--model", tiny_model_dir, "--layer", "2",
-              "--output", str(tmp_path / "cache")])
+        main(
+            [
+                "cache",
+                "--data",
+                str(root / "train.jsonl.gz"),
+                "--model",
+                tiny_model_dir,
+                "--layer",
+                "2",
+                "--output",
+                str(tmp_path / "cache"),
+            ]
+        )
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     bad_lines = sorted(odd["diverging"] + odd["missing"])
@@ -68,8 +86,25 @@ def test_every_bad_row_is_named_in_one_run_and_nothing_is_written(hh, tiny_model
 def test_skipped_rows_are_counted_listed_and_the_rest_trains_a_sarm(hh, tiny_model_dir, tmp_path):
     root, odd = hh
     cache = tmp_path / "cache"
-    main(["cache", "--data", str(root / "train.jsonl.gz"), "--model", tiny_model_dir, "--layer", "2",
-          "--max_length", "64", "--bad_rows", "skip", "--split_fractions", "[0.6, 0.2, 0.2]", "--output", str(cache)])
+    main(
+        [
+            "cache",
+            "--data",
+            str(root / "train.jsonl.gz"),
+            "--model",
+            tiny_model_dir,
+            "--layer",
+            "2",
+            "--max_length",
+            "64",
+            "--bad_rows",
+            "skip",
+            "--split_fractions",
+            "[0.6, 0.2, 0.2]",
+            "--output",
+            str(cache),
+        ]
+    )
     manifest = json.loads((cache / "manifest.json").read_text())
     skipped = [json.loads(line) for line in (cache / "skipped_rows.jsonl").read_text().splitlines()]
     bad_lines = sorted(odd["diverging"] + odd["missing"])
@@ -80,14 +115,62 @@ def test_skipped_rows_are_counted_listed_and_the_rest_trains_a_sarm(hh, tiny_mod
     pairs = [json.loads(line) for line in (cache / "pairs.jsonl").read_text().splitlines()]
     assert sum(pair["rejected"] == "" for pair in pairs) == len(odd["empty"])  # kept, as responses
 
-    trainer = ["--trainer.accelerator", "cpu", "--trainer.logger", "false", "--trainer.enable_checkpointing", "false",
-               "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path)]
-    main(["fit", "--model", "sarm.sae.SAEModule", "--model.n_latents", "64", "--model.k", "4",
-          "--model.export_dir", str(tmp_path / "sae"), "--data", "sarm.cache.TokenActivationDataModule",
-          "--data.cache_dir", str(cache), "--data.batch_size", "64", "--trainer.max_epochs", "2", *trainer])
-    main(["fit", "--model", "sarm.reward.SARM", "--model.sae", str(tmp_path / "sae"), "--model.lr", "0.05",
-          "--model.export_dir", str(tmp_path / "sarm"), "--data", "sarm.cache.PairActivationDataModule",
-          "--data.cache_dir", str(cache), "--data.batch_size", "8", "--trainer.max_epochs", "5", *trainer])
+    trainer = [
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.logger",
+        "false",
+        "--trainer.enable_checkpointing",
+        "false",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.default_root_dir",
+        str(tmp_path),
+    ]
+    main(
+        [
+            "fit",
+            "--model",
+            "sarm.sae.SAEModule",
+            "--model.n_latents",
+            "64",
+            "--model.k",
+            "4",
+            "--model.export_dir",
+            str(tmp_path / "sae"),
+            "--data",
+            "sarm.cache.TokenActivationDataModule",
+            "--data.cache_dir",
+            str(cache),
+            "--data.batch_size",
+            "64",
+            "--trainer.max_epochs",
+            "2",
+            *trainer,
+        ]
+    )
+    main(
+        [
+            "fit",
+            "--model",
+            "sarm.reward.SARM",
+            "--model.sae",
+            str(tmp_path / "sae"),
+            "--model.lr",
+            "0.05",
+            "--model.export_dir",
+            str(tmp_path / "sarm"),
+            "--data",
+            "sarm.cache.PairActivationDataModule",
+            "--data.cache_dir",
+            str(cache),
+            "--data.batch_size",
+            "8",
+            "--trainer.max_epochs",
+            "5",
+            *trainer,
+        ]
+    )
     metrics = json.loads((tmp_path / "sarm" / "sarm.json").read_text())["metrics"]
     assert metrics["val/accuracy"] > 0.5  # polite vs rude is learnable even by a tiny random backbone
 
@@ -95,10 +178,16 @@ def test_skipped_rows_are_counted_listed_and_the_rest_trains_a_sarm(hh, tiny_mod
 def test_a_saved_datasetdict_is_cached_from_the_split_asked_for(tiny_model_dir, tmp_path):
     import datasets
 
-    rows = {name: [{"prompt": f"{name} question {i}", "chosen": f"a kind answer {i}", "rejected": f"go away {i}"}
-                   for i in range(n)] for name, n in (("train", 12), ("test", 8))}
+    rows = {
+        name: [
+            {"prompt": f"{name} question {i}", "chosen": f"a kind answer {i}", "rejected": f"go away {i}"}
+            for i in range(n)
+        ]
+        for name, n in (("train", 12), ("test", 8))
+    }
     datasets.DatasetDict({name: datasets.Dataset.from_list(r) for name, r in rows.items()}).save_to_disk(
-        tmp_path / "saved")
+        tmp_path / "saved"
+    )
     common = ["--data", str(tmp_path / "saved"), "--model", tiny_model_dir, "--layer", "2", "--max_length", "32"]
     main(["cache", *common, "--hf_split", "test", "--output", str(tmp_path / "test")])
     main(["cache", *common, "--output", str(tmp_path / "train")])

@@ -42,11 +42,18 @@ def hh(*turns: str) -> str:
 
 def hh_public_rows():
     """Rows as in the public HH set: mostly good, one empty final response, one pair diverging early."""
-    rows = [{"chosen": hh(f"question {i}", f"good answer {i}"), "rejected": hh(f"question {i}", f"bad answer {i}")}
-            for i in range(8)]
+    rows = [
+        {"chosen": hh(f"question {i}", f"good answer {i}"), "rejected": hh(f"question {i}", f"bad answer {i}")}
+        for i in range(8)
+    ]
     rows.insert(3, {"chosen": hh("say nothing", "ok"), "rejected": hh("say nothing", "")})  # line 4
-    rows.insert(6, {"chosen": hh("hi", "hello", "how are you", "fine"),  # line 7: turn 2 differs
-                    "rejected": hh("hi", "go away", "how are you", "bad")})
+    rows.insert(
+        6,
+        {
+            "chosen": hh("hi", "hello", "how are you", "fine"),  # line 7: turn 2 differs
+            "rejected": hh("hi", "go away", "how are you", "bad"),
+        },
+    )
     return rows
 
 
@@ -116,8 +123,9 @@ def test_save_to_disk_dataset_and_dataset_dict(tmp_path):
     import datasets
 
     datasets.Dataset.from_list(ROWS).save_to_disk(str(tmp_path / "single"))
-    datasets.DatasetDict({"train": datasets.Dataset.from_list(ROWS[:2]),
-                          "test": datasets.Dataset.from_list(ROWS[2:])}).save_to_disk(str(tmp_path / "dict"))
+    datasets.DatasetDict(
+        {"train": datasets.Dataset.from_list(ROWS[:2]), "test": datasets.Dataset.from_list(ROWS[2:])}
+    ).save_to_disk(str(tmp_path / "dict"))
     expected = [as_tuple(p) for p in load_preferences(_write(tmp_path / "d.jsonl", jsonl_bytes(ROWS)))]
     single = load_preferences(tmp_path / "single")
     assert [as_tuple(p) for p in single] == expected
@@ -188,17 +196,28 @@ def test_public_hh_file_reports_its_one_bad_row_and_keeps_the_empty_response(tmp
 def test_lcp_prompt_for_conversations(tmp_path):
     """The shared leading turns are the prompt; each side must then hold exactly one assistant turn."""
     shared = [user("hi"), assistant("hello"), user("and?")]
-    [pair] = load_preferences(_write(tmp_path / "ok.jsonl", jsonl_bytes(
-        [{"chosen": [*shared, assistant("yes")], "rejected": [*shared, assistant("no")]}])))
+    [pair] = load_preferences(
+        _write(
+            tmp_path / "ok.jsonl",
+            jsonl_bytes([{"chosen": [*shared, assistant("yes")], "rejected": [*shared, assistant("no")]}]),
+        )
+    )
     assert (pair.prompt, pair.chosen, pair.rejected) == (shared, "yes", "no")
-    longer = {"chosen": [*shared, assistant("yes")], "rejected": [*shared, assistant("yes"), user("more"),
-                                                                   assistant("no")]}
-    with pytest.raises(BadRowsError, match=r":1: field 'rejected': .*after the 4 turns they share \(the prompt\) "
-                                           r"it has 2 turns \(user, assistant\)") as err:
+    longer = {
+        "chosen": [*shared, assistant("yes")],
+        "rejected": [*shared, assistant("yes"), user("more"), assistant("no")],
+    }
+    with pytest.raises(
+        BadRowsError,
+        match=r":1: field 'rejected': .*after the 4 turns they share \(the prompt\) "
+        r"it has 2 turns \(user, assistant\)",
+    ) as err:
         load_preferences(_write(tmp_path / "long.jsonl", jsonl_bytes([longer, ROWS[0]])))
     assert err.value.total == 1
-    shorter = {"chosen": [*shared, assistant("yes"), user("more"), assistant("x")], "rejected": [*shared,
-                                                                                                assistant("yes")]}
+    shorter = {
+        "chosen": [*shared, assistant("yes"), user("more"), assistant("x")],
+        "rejected": [*shared, assistant("yes")],
+    }
     with pytest.raises(BadRowsError, match=r"field 'chosen': .*it has 2 turns"):
         load_preferences(_write(tmp_path / "short.jsonl", jsonl_bytes([shorter, ROWS[0]])))
 
@@ -231,8 +250,9 @@ def test_error_policy_reports_every_bad_row_in_one_run(tmp_path, capsys):
     assert [line.split(": ", 1)[0] for line in lines[:5]] == [f"{path}:{n}" for n in (2, 3, 5, 7, 8)]
     assert lines[0].startswith(f"{path}:2: invalid JSON: ")
     assert lines[1] == f"{path}:3: field 'rejected': missing"
-    assert lines[2] == f"{path}:5: field 'chosen': expected text or a list of {{role, content}} messages, got a " \
-        "number (5)"
+    assert (
+        lines[2] == f"{path}:5: field 'chosen': expected text or a list of {{role, content}} messages, got a number (5)"
+    )
     assert lines[5] == "5 bad rows in all; " + SKIP_HINT
     assert (err.value.line, err.value.field, err.value.total) == (2, None, 5)
     assert "skipped" not in capsys.readouterr().err  # the run failed: no skip counts
@@ -262,8 +282,13 @@ def test_skip_policy_records_every_row_left_out(tmp_path, capsys):
     pairs = load_preferences(path, bad_rows="skip", skipped=skipped)
     assert [p.origin for p in pairs] == [f"{path}:{n}" for n in (1, 4, 9)]
     assert [(s["origin"], s["field"]) for s in skipped] == [
-        (f"{path}:2", None), (f"{path}:3", "rejected"), (f"{path}:5", "chosen"), (f"{path}:6", None),
-        (f"{path}:7", None), (f"{path}:8", "margin"), (f"{path}:10", None),
+        (f"{path}:2", None),
+        (f"{path}:3", "rejected"),
+        (f"{path}:5", "chosen"),
+        (f"{path}:6", None),
+        (f"{path}:7", None),
+        (f"{path}:8", "margin"),
+        (f"{path}:10", None),
     ]
     by_origin = {s["origin"]: s for s in skipped}
     assert by_origin[f"{path}:2"]["row"] == '{"prompt": "q", "chosen": '  # the raw line, as text
@@ -273,8 +298,7 @@ def test_skip_policy_records_every_row_left_out(tmp_path, capsys):
     assert by_origin[f"{path}:7"]["reason"].startswith("expected a JSON object")
     json.dumps(skipped)  # the caller writes them as JSON Lines
     err = capsys.readouterr().err
-    assert (f"sarm: {path}: skipped 5 bad rows (lines/rows 2, 3, 5, 7, 8); the first: {path}:2: invalid JSON: "
-            in err)
+    assert f"sarm: {path}: skipped 5 bad rows (lines/rows 2, 3, 5, 7, 8); the first: {path}:2: invalid JSON: " in err
     assert "skipped 1 rows repeating an earlier pair (lines/rows 6)" in err
     assert "skipped 1 rows whose chosen and rejected responses are identical (lines/rows 10)" in err
 
@@ -286,12 +310,13 @@ def test_skip_policy_covers_unreadable_lines_and_csv_records(tmp_path):
     assert len(load_preferences(path, bad_rows="skip", skipped=skipped)) == 2
     assert skipped[0]["origin"] == f"{path}:2" and "UTF-8" in skipped[0]["reason"]
     assert skipped[0]["row"] == '{"prompt": "q\ufffd", "chosen": "a", "rejected": "b"}\n'
-    csv_path = _write(tmp_path / "d.csv", b"prompt,chosen,rejected\nq,a,b\nq2,only two\n\"q3\n\xff\",c,d\nq4,e,f\n")
+    csv_path = _write(tmp_path / "d.csv", b'prompt,chosen,rejected\nq,a,b\nq2,only two\n"q3\n\xff",c,d\nq4,e,f\n')
     skipped = []
     pairs = load_preferences(csv_path, bad_rows="skip", skipped=skipped)
     assert [p.chosen for p in pairs] == ["a", "e"]
     assert [(s["origin"], s["reason"][:13]) for s in skipped] == [
-        (f"{csv_path}:row 2", "has 2 cells, "), (f"{csv_path}:5", "not valid UTF"),  # line 5: the \xff line
+        (f"{csv_path}:row 2", "has 2 cells, "),
+        (f"{csv_path}:5", "not valid UTF"),  # line 5: the \xff line
     ]
 
 

@@ -15,8 +15,19 @@ import pytest
 
 from sarm.explain import Context, Explanation
 from sarm.report import render_html, render_report
-from sarm.report.schema import (Comparison, ComparisonRow, Dataset, FeatureMap, FeaturePage, Model, Pair, Report,
-                                Steering, Term, TopFeature)
+from sarm.report.schema import (
+    Comparison,
+    ComparisonRow,
+    Dataset,
+    FeatureMap,
+    FeaturePage,
+    Model,
+    Pair,
+    Report,
+    Steering,
+    Term,
+    TopFeature,
+)
 
 CHROMIUM = "/usr/bin/chromium"
 FEATURES = [17, 4, 230, 91]
@@ -30,36 +41,65 @@ def _dataset(name: str, seed: int, n: int = 60) -> Dataset:
     features = []
     for rank, f in enumerate(FEATURES):
         contributions = [rng.gauss(WEIGHTS[f] * (1.2 - 0.2 * rank), 0.4) for _ in range(n)]
-        features.append(TopFeature(
-            feature=f, weight=WEIGHTS[f], contributions=contributions,
-            mean_margin_contribution=sum(contributions) / n, mean_chosen_contribution=0.5,
-            mean_rejected_contribution=0.3, freq_chosen=0.4 + 0.1 * rank, freq_rejected=0.3,
-            sign_agreement=0.7 - 0.05 * rank, margin_share=0.25 - 0.05 * rank))
+        features.append(
+            TopFeature(
+                feature=f,
+                weight=WEIGHTS[f],
+                contributions=contributions,
+                mean_margin_contribution=sum(contributions) / n,
+                mean_chosen_contribution=0.5,
+                mean_rejected_contribution=0.3,
+                freq_chosen=0.4 + 0.1 * rank,
+                freq_rejected=0.3,
+                sign_agreement=0.7 - 0.05 * rank,
+                margin_share=0.25 - 0.05 * rank,
+            )
+        )
     pairs = [  # the builder's four picks; feature 555 is a listed term but no top feature
-        Pair(3, "most confident", "user: What is 2+2?", "4.", "5, obviously <b>bold</b>", 3.1, -1.4,
-             [Term(17, 2.0), Term(4, 1.1), Term(230, 0.9), Term(555, -0.3)]),
+        Pair(
+            3,
+            "most confident",
+            "user: What is 2+2?",
+            "4.",
+            "5, obviously <b>bold</b>",
+            3.1,
+            -1.4,
+            [Term(17, 2.0), Term(4, 1.1), Term(230, 0.9), Term(555, -0.3)],
+        ),
         Pair(8, "second most confident", "user: Hi", "Hello!", "Go away.", 2.0, -0.5, [Term(17, 1.5)]),
-        Pair(42, "misranked", "user: Write a poem.", "Roses are red...", "No.", -0.5, 0.7,
-             [Term(4, -1.5), Term(17, 0.4)]),
+        Pair(
+            42, "misranked", "user: Write a poem.", "Roses are red...", "No.", -0.5, 0.7, [Term(4, -1.5), Term(17, 0.4)]
+        ),
         Pair(7, "least confident", "user: Bye", "Bye!", "bye", 0.1, 0.05, []),
     ]
     steering = [Steering(f, [f], "zero", 0.0, n, 0.71, 0.62 + 0.05 * i, 1.3, 0.8) for i, f in enumerate(FEATURES[:2])]
     margins = [c - r for c, r in zip(chosen, rejected)]
-    return Dataset(name=name, n_pairs=n, accuracy=sum(m > 0 for m in margins) / n, mean_margin=sum(margins) / n,
-                   chosen_rewards=chosen, rejected_rewards=rejected,
-                   subsets={"chat": 0.8, "safety": 0.6} if seed == 0 else {},
-                   features=features, pairs=pairs, steering=steering)
+    return Dataset(
+        name=name,
+        n_pairs=n,
+        accuracy=sum(m > 0 for m in margins) / n,
+        mean_margin=sum(margins) / n,
+        chosen_rewards=chosen,
+        rejected_rewards=rejected,
+        subsets={"chat": 0.8, "safety": 0.6} if seed == 0 else {},
+        features=features,
+        pairs=pairs,
+        steering=steering,
+    )
 
 
 def _page(f: int) -> FeaturePage:
     tokens = ["The", " user", " asked", " for", " <script>", "alert(1)", "</script>", " &", ' "quotes"', "\n", "ok"]
     activations = [0.0, 0.1, 0.3, 0.2, 2.5, 1.0, 0.4, 0.0, 0.05, 0.0, 0.6]
     return FeaturePage(
-        feature=f, weight=WEIGHTS[f],
-        explanation=Explanation(f"Feature {f} fires on <code> & refusals", "offline", [],
-                                0.82 if f != 91 else None),
-        contexts=[Context(3, "chosen", 6, 12, 2.5, tokens, activations, 4),
-                  Context(42, "rejected", 85, 3, 1.7, ["I", " cannot", " help"], [0.1, 1.7, 0.4], 1)])
+        feature=f,
+        weight=WEIGHTS[f],
+        explanation=Explanation(f"Feature {f} fires on <code> & refusals", "offline", [], 0.82 if f != 91 else None),
+        contexts=[
+            Context(3, "chosen", 6, 12, 2.5, tokens, activations, 4),
+            Context(42, "rejected", 85, 3, 1.7, ["I", " cannot", " help"], [0.1, 1.7, 0.4], 1),
+        ],
+    )
 
 
 def synthetic_report() -> Report:
@@ -71,10 +111,16 @@ def synthetic_report() -> Report:
         model=Model("runs/demo/sarm", "sarm", {"model": "SmolLM2-135M-Instruct", "layer": 12}, 4096, 312, "last"),
         datasets=datasets,
         feature_pages=[_page(f) for f in FEATURES],
-        feature_map=FeatureMap(FEATURES, [rng.uniform(-1, 1) for _ in FEATURES], [rng.uniform(-1, 1) for _ in FEATURES],
-                               [a[f] for f in FEATURES], "PCA of the features' unit decoder directions"),
-        comparison=Comparison("rewardbench2", "held-out",
-                              [ComparisonRow(f, a[f], b[f], a[f] - b[f]) for f in FEATURES]),
+        feature_map=FeatureMap(
+            FEATURES,
+            [rng.uniform(-1, 1) for _ in FEATURES],
+            [rng.uniform(-1, 1) for _ in FEATURES],
+            [a[f] for f in FEATURES],
+            "PCA of the features' unit decoder directions",
+        ),
+        comparison=Comparison(
+            "rewardbench2", "held-out", [ComparisonRow(f, a[f], b[f], a[f] - b[f]) for f in FEATURES]
+        ),
     )
 
 
@@ -123,8 +169,9 @@ def test_report_with_one_dataset_and_no_steering_leaves_those_parts_out(tmp_path
     ds = _dataset("only", 0)
     silent = TopFeature(91, -0.2, [0.0] * ds.n_pairs)  # past the active features: no attribution statistics
     ds = replace(ds, features=[ds.features[0], silent], steering=[])
-    report = replace(synthetic_report(), datasets=[ds], feature_pages=[_page(17), _page(91)], feature_map=None,
-                     comparison=None)
+    report = replace(
+        synthetic_report(), datasets=[ds], feature_pages=[_page(17), _page(91)], feature_map=None, comparison=None
+    )
     page = render_report(report, tmp_path / "nested" / "out").read_text()
     for anchor in ("steering", "comparison", "feature-map"):
         assert f'id="{anchor}"' not in page and f'href="#{anchor}"' not in page
@@ -175,10 +222,24 @@ def test_report_in_headless_chromium(rendered, tmp_path):
     page = rendered[2]
     probe = tmp_path / "report-probe.html"
     probe.write_text(page.replace("<head>", "<head>" + PROBE, 1).replace("</body>", CHECKS + "</body>", 1))
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,2000", "--enable-logging=stderr", "--v=0",
-           "--virtual-time-budget=5000", "--dump-dom", probe.as_uri()]
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-extensions",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1280,2000",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--virtual-time-budget=5000",
+        "--dump-dom",
+        probe.as_uri(),
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         dom, log = proc.communicate(timeout=120)
@@ -188,8 +249,9 @@ def test_report_in_headless_chromium(rendered, tmp_path):
         pytest.fail(f"chromium timed out after 120 s:\n{log[-2000:]}")
     found = re.search(r'<pre id="sarm-checks">(.*?)</pre>', dom, re.S)
     assert found, f"the checks did not run (rc={proc.returncode}):\n{log[-2000:]}"
-    checks = json.loads(found.group(1).replace("&quot;", '"').replace("&lt;", "<").replace("&gt;", ">")
-                        .replace("&amp;", "&"))
+    checks = json.loads(
+        found.group(1).replace("&quot;", '"').replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    )
 
     # each top feature's section, each with a decoded, laid-out distribution plot per dataset that ranks it
     assert sorted(checks["features"]) == sorted(f"feature-{f}" for f in FEATURES)

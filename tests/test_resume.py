@@ -23,39 +23,93 @@ SCRIPTS = Path(__file__).parent / "scripts"
 
 def sae_model(tiny_cache, root: Path, *options: str) -> list[str]:
     """An SAE over token activations: 11 batches of 64 tokens per epoch."""
-    return ["--model", "sarm.sae.SAEModule", "--model.n_latents", "64", "--model.k", "4",
-            "--model.lr", "0.003", "--model.warmup_steps", "2", "--model.export_dir", str(root / "export"),
-            "--data", "sarm.cache.TokenActivationDataModule", "--data.cache_dir", str(tiny_cache["cache"]),
-            "--data.batch_size", "64", *options]
+    return [
+        "--model",
+        "sarm.sae.SAEModule",
+        "--model.n_latents",
+        "64",
+        "--model.k",
+        "4",
+        "--model.lr",
+        "0.003",
+        "--model.warmup_steps",
+        "2",
+        "--model.export_dir",
+        str(root / "export"),
+        "--data",
+        "sarm.cache.TokenActivationDataModule",
+        "--data.cache_dir",
+        str(tiny_cache["cache"]),
+        "--data.batch_size",
+        "64",
+        *options,
+    ]
 
 
 @pytest.fixture(scope="module")
 def frozen_sae(tiny_cache, tiny_model_dir, tmp_path_factory):
     torch.manual_seed(0)
-    return save_sae(TopKSAE(32, 64, 4), tmp_path_factory.mktemp("sae"),
-                    extra={"model_name": tiny_model_dir, "hook_layer": 2})
+    return save_sae(
+        TopKSAE(32, 64, 4), tmp_path_factory.mktemp("sae"), extra={"model_name": tiny_model_dir, "hook_layer": 2}
+    )
 
 
 def sarm_model(tiny_cache, frozen_sae, root: Path) -> list[str]:
     """A SARM head over cached pairs: 24 training pairs, 5 shuffled batches per epoch."""
-    return ["--model", "sarm.reward.SARM", "--model.sae", str(frozen_sae), "--model.lr", "0.05",
-            "--model.export_dir", str(root / "export"), "--data", "sarm.cache.PairActivationDataModule",
-            "--data.cache_dir", str(tiny_cache["cache"]), "--data.batch_size", "5"]
+    return [
+        "--model",
+        "sarm.reward.SARM",
+        "--model.sae",
+        str(frozen_sae),
+        "--model.lr",
+        "0.05",
+        "--model.export_dir",
+        str(root / "export"),
+        "--data",
+        "sarm.cache.PairActivationDataModule",
+        "--data.cache_dir",
+        str(tiny_cache["cache"]),
+        "--data.batch_size",
+        "5",
+    ]
 
 
 def fit_command(model: list[str], root: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "sarm.cli", "fit", *model, "--trainer.max_epochs", "4",
-            "--trainer.accelerator", "cpu", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
-            "--trainer.enable_model_summary", "false", "--trainer.default_root_dir", str(root),
-            "--seed_everything", "0", "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
-            f"--trainer.callbacks.dirpath={root / 'checkpoints'}", "--trainer.callbacks.save_last=true", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "sarm.cli",
+        "fit",
+        *model,
+        "--trainer.max_epochs",
+        "4",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.logger",
+        "false",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+        "--trainer.default_root_dir",
+        str(root),
+        "--seed_everything",
+        "0",
+        "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+        f"--trainer.callbacks.dirpath={root / 'checkpoints'}",
+        "--trainer.callbacks.save_last=true",
+        *extra,
+    ]
 
 
 def exported(root: Path) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """Every tensor of the exported model (keyed by file and name) and its validation metrics."""
     directory = root / "export"
-    tensors = {f"{path.relative_to(directory)}:{name}": tensor
-               for path in sorted(directory.rglob("*.safetensors")) for name, tensor in load_file(path).items()}
+    tensors = {
+        f"{path.relative_to(directory)}:{name}": tensor
+        for path in sorted(directory.rglob("*.safetensors"))
+        for name, tensor in load_file(path).items()
+    }
     if (directory / "metrics.json").is_file():  # an SAE
         metrics = json.loads((directory / "metrics.json").read_text())
     else:  # a reward model
@@ -64,8 +118,9 @@ def exported(root: Path) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     return tensors, metrics
 
 
-def assert_resumed_run_matches(model, tmp_path: Path, kill: list[str], saved_at: tuple[int, int],
-                               checkpoints: list[str] = ()) -> None:
+def assert_resumed_run_matches(
+    model, tmp_path: Path, kill: list[str], saved_at: tuple[int, int], checkpoints: list[str] = ()
+) -> None:
     """Run once whole; once killed by ``kill`` then resumed with ``--ckpt_path last``: same weights, same metrics.
 
     ``saved_at``: (epoch, global step) of the last checkpoint before the kill.
@@ -105,15 +160,20 @@ def test_sae_killed_at_an_epoch_boundary_resumes_to_the_same_weights(tiny_cache,
 
 
 # Masks drawn per step and EMAs in the callback's state; sequence rows drawn from the stream's generator.
-ATM_AND_SEQUENCE_ROWS = ["--data.sequence_fraction", "0.25",
-                         "--trainer.callbacks+=sarm.callbacks.AdaptiveTemporalMasking",
-                         "--trainer.callbacks.warmup_steps=10", "--trainer.callbacks.update_every=3"]
+ATM_AND_SEQUENCE_ROWS = [
+    "--data.sequence_fraction",
+    "0.25",
+    "--trainer.callbacks+=sarm.callbacks.AdaptiveTemporalMasking",
+    "--trainer.callbacks.warmup_steps=10",
+    "--trainer.callbacks.update_every=3",
+]
 
 
 @pytest.mark.parametrize("options", [[], ATM_AND_SEQUENCE_ROWS], ids=["topk", "atm-sequence-rows"])
 def test_sae_killed_mid_epoch_resumes_to_the_same_weights(tiny_cache, tmp_path, options):
-    assert_resumed_run_matches(lambda root: sae_model(tiny_cache, root, *options), tmp_path, SAE_MID_EPOCH, (2, 24),
-                               SAE_STEPS)
+    assert_resumed_run_matches(
+        lambda root: sae_model(tiny_cache, root, *options), tmp_path, SAE_MID_EPOCH, (2, 24), SAE_STEPS
+    )
 
 
 def test_sarm_head_killed_at_an_epoch_boundary_resumes_to_the_same_weights(tiny_cache, frozen_sae, tmp_path):
@@ -121,5 +181,6 @@ def test_sarm_head_killed_at_an_epoch_boundary_resumes_to_the_same_weights(tiny_
 
 
 def test_sarm_head_killed_mid_epoch_resumes_to_the_same_weights(tiny_cache, frozen_sae, tmp_path):
-    assert_resumed_run_matches(lambda root: sarm_model(tiny_cache, frozen_sae, root), tmp_path, SARM_MID_EPOCH,
-                               (2, 12), SARM_STEPS)
+    assert_resumed_run_matches(
+        lambda root: sarm_model(tiny_cache, frozen_sae, root), tmp_path, SARM_MID_EPOCH, (2, 12), SARM_STEPS
+    )

@@ -22,9 +22,13 @@ def pair_batch(chosen: torch.Tensor, rejected: torch.Tensor, margin: torch.Tenso
     """A cached-activation batch: last tokens of both sides stacked, T = 1."""
     hidden = torch.cat([chosen, rejected]).unsqueeze(1)
     n = chosen.shape[0]
-    return {"hidden": hidden, "mask": torch.ones(2 * n, 1, dtype=torch.long),
-            "margin": torch.zeros(n) if margin is None else margin, "pair": torch.arange(n),
-            "subset": torch.full((n,), -1)}
+    return {
+        "hidden": hidden,
+        "mask": torch.ones(2 * n, 1, dtype=torch.long),
+        "margin": torch.zeros(n) if margin is None else margin,
+        "pair": torch.arange(n),
+        "subset": torch.full((n,), -1),
+    }
 
 
 def test_head_starts_at_zero_so_the_first_loss_is_log_two(sae_dir):
@@ -105,7 +109,9 @@ def test_pre_activation_features_give_a_dense_exact_sum(sae_dir):
     h = torch.randn(5, 16)
     z = model.network.features(h)
     assert (z != 0).all()  # every latent contributes, unlike TopK latents
-    torch.testing.assert_close(model(h), (model.sae.pre_activations(model.sae.preprocess(h)) * model.head.weight).sum(-1))
+    torch.testing.assert_close(
+        model(h), (model.sae.pre_activations(model.sae.preprocess(h)) * model.head.weight).sum(-1)
+    )
 
 
 def test_dense_baseline_reads_the_standardized_hidden_state():
@@ -119,8 +125,13 @@ def test_dense_baseline_reads_the_standardized_hidden_state():
 def test_export_round_trip_restores_rewards(sae_dir, tmp_path, kind):
     model = SARM(sae=sae_dir, pooling="mean") if kind == "sarm" else DenseRM(d_in=16, pooling="mean")
     model.head.weight.data.normal_()
-    save_reward_model(tmp_path / "rm", model.network, {"model": "m", "layer": 2, "max_length": 64},
-                      metrics={"val/accuracy": 1.0}, reward_norm=[0.5, 2.0])
+    save_reward_model(
+        tmp_path / "rm",
+        model.network,
+        {"model": "m", "layer": 2, "max_length": 64},
+        metrics={"val/accuracy": 1.0},
+        reward_norm=[0.5, 2.0],
+    )
     network, config = load_network(tmp_path / "rm")
     h, mask = torch.randn(3, 5, 16), torch.tensor([[0, 1, 1, 1, 0], [1, 1, 1, 1, 1], [0, 0, 0, 0, 1]])
     torch.testing.assert_close(network(h, mask), model(h, mask))
@@ -142,8 +153,9 @@ def test_data_from_another_model_than_the_saes_is_refused_naming_both(sae_dir, t
         model.check_backbone({"model": "other/model", "layer": 2})  # same width, same layer: still refused
     local = tmp_path / "local-model"
     local.mkdir()
-    on_local = SARM(sae=str(save_sae(TopKSAE(16, 64, 4), tmp_path / "sae2",
-                                     extra={"model_name": str(local), "hook_layer": 2})))
+    on_local = SARM(
+        sae=str(save_sae(TopKSAE(16, 64, 4), tmp_path / "sae2", extra={"model_name": str(local), "hook_layer": 2}))
+    )
     on_local.check_backbone({"model": str(tmp_path / "." / "local-model"), "layer": 2})  # one directory, two spellings
 
 
@@ -202,8 +214,9 @@ def test_a_restarted_model_refuses_data_from_another_backbone_than_its_export(sa
     save_reward_model(tmp_path / "dense", trained.network, {"model": "m", "layer": 2})
     restarted = DenseRM(init_from=str(tmp_path / "dense"))
     restarted.check_backbone({"model": "m", "layer": 2})
-    with pytest.raises(SarmInputError, match="the reward model .*dense was trained on layer 2 of m, the data comes "
-                                             "from layer 3"):
+    with pytest.raises(
+        SarmInputError, match="the reward model .*dense was trained on layer 2 of m, the data comes from layer 3"
+    ):
         restarted.check_backbone({"model": "m", "layer": 3})
     with pytest.raises(SarmInputError, match="d_in = 8, but init_from = .* reads hidden states of width 16"):
         DenseRM(init_from=str(tmp_path / "dense"), d_in=8)
@@ -219,7 +232,12 @@ def test_reward_modules_never_import_the_sae_trainer():
     offenders = []
     for path in sorted(Path(sarm.reward.__file__).parent.glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
-                [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
             offenders += [f"{path.name}: {name}" for name in names if name.startswith("sarm.sae.module")]
     assert offenders == []

@@ -18,16 +18,44 @@ from sarm.sae import TopKSAE, save_sae
 @pytest.fixture(scope="module")
 def sae(tiny_cache, tiny_model_dir, tmp_path_factory):
     torch.manual_seed(0)
-    return str(save_sae(TopKSAE(32, 64, 4), tmp_path_factory.mktemp("contract") / "sae",
-                        extra={"model_name": tiny_model_dir, "hook_layer": 2}))
+    return str(
+        save_sae(
+            TopKSAE(32, 64, 4),
+            tmp_path_factory.mktemp("contract") / "sae",
+            extra={"model_name": tiny_model_dir, "hook_layer": 2},
+        )
+    )
 
 
 def fit_args(tiny_cache, sae, root, *extra) -> list[str]:
-    return ["fit", "--model", "sarm.reward.SARM", "--model.sae", sae, "--model.export_dir", str(root / "export"),
-            "--data", "sarm.cache.PairActivationDataModule", "--data.cache_dir", str(tiny_cache["cache"]),
-            "--data.batch_size", "8", "--trainer.max_epochs", "1", "--trainer.accelerator", "cpu",
-            "--trainer.logger", "false", "--trainer.enable_checkpointing", "false",
-            "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(root), *extra]
+    return [
+        "fit",
+        "--model",
+        "sarm.reward.SARM",
+        "--model.sae",
+        sae,
+        "--model.export_dir",
+        str(root / "export"),
+        "--data",
+        "sarm.cache.PairActivationDataModule",
+        "--data.cache_dir",
+        str(tiny_cache["cache"]),
+        "--data.batch_size",
+        "8",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.logger",
+        "false",
+        "--trainer.enable_checkpointing",
+        "false",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.default_root_dir",
+        str(root),
+        *extra,
+    ]
 
 
 def test_a_config_whose_data_pools_otherwise_than_its_model_is_refused(tiny_cache, sae, tmp_path, capsys):
@@ -44,8 +72,9 @@ def test_the_data_module_takes_its_pooling_from_the_model(tiny_cache, sae, tmp_p
     main(fit_args(tiny_cache, sae, tmp_path, "--model.pooling", "mean"))  # no data.pooling: the model's
     assert json.loads((tmp_path / "export" / "sarm.json").read_text())["pooling"] == "mean"
     data = PairActivationDataModule(str(tiny_cache["cache"]), batch_size=4)
-    L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-              enable_model_summary=False).fit(SARM(sae=sae, pooling="mean"), data)
+    L.Trainer(
+        max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
+    ).fit(SARM(sae=sae, pooling="mean"), data)
     assert data.pooling == "mean"
     assert next(iter(data.val_dataloader()))["hidden"].shape[1] > 1  # response tokens, not the last one alone
 
@@ -57,14 +86,17 @@ def test_a_data_module_that_is_not_a_reward_models_is_refused_naming_what_it_lac
     with pytest.raises(SystemExit) as exit_info:
         main(args)
     assert exit_info.value.code == 2
-    assert ("TokenActivationDataModule is not a reward model's data module: it lacks subsets, take_pooling, "
-            "yields_tokens") in capsys.readouterr().err
+    assert (
+        "TokenActivationDataModule is not a reward model's data module: it lacks subsets, take_pooling, yields_tokens"
+    ) in capsys.readouterr().err
 
 
 def test_both_pair_data_modules_provide_reward_data_without_being_read(tmp_path):
     # Nothing is loaded to check: neither the cache nor the model config exists here.
-    for data in (PairActivationDataModule(str(tmp_path / "no-cache")),
-                 PairTextDataModule(data=str(tmp_path / "none.jsonl"), model=str(tmp_path / "no-model"))):
+    for data in (
+        PairActivationDataModule(str(tmp_path / "no-cache")),
+        PairTextDataModule(data=str(tmp_path / "none.jsonl"), model=str(tmp_path / "no-model")),
+    ):
         assert reward_data(data) is data
     assert MEMBERS == ("backbone_settings", "hidden_size", "subsets", "take_pooling", "yields_tokens")
     with pytest.raises(SarmInputError, match="lacks subsets, take_pooling, yields_tokens"):

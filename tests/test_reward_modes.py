@@ -5,10 +5,10 @@ import json
 import lightning as L
 import pytest
 import torch
-
 from conftest import write_toy_pairs
-from sarm.cli import main
+
 from sarm.cache import PairActivationDataModule
+from sarm.cli import main
 from sarm.data.pairs import PairTextDataModule
 from sarm.reward import SARM, DenseRM
 from sarm.reward.inference import RewardModel
@@ -17,8 +17,14 @@ from sarm.sae import TopKSAE, save_sae
 
 
 def trainer(**kwargs) -> L.Trainer:
-    return L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                     accelerator="cpu", **kwargs)
+    return L.Trainer(
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        **kwargs,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -36,14 +42,21 @@ def setup(tmp_path_factory, tiny_model_dir):
 
 
 def text_data(setup, **kwargs) -> PairTextDataModule:
-    args = dict(data=setup["data"], model=setup["model"], layer=2, max_length=48, split_fractions=(0.5, 0.25, 0.25),
-                batch_size=8)
+    args = dict(
+        data=setup["data"],
+        model=setup["model"],
+        layer=2,
+        max_length=48,
+        split_fractions=(0.5, 0.25, 0.25),
+        batch_size=8,
+    )
     return PairTextDataModule(**(args | kwargs))
 
 
 def test_lora_mode_trains_adapters_of_the_last_layers_and_the_head_and_exports_them(setup):
-    model = SARM(sae=setup["sae"], mode="lora", lora_layers=1, lr=0.05, backbone_lr=1e-3,
-                 export_dir=str(setup["root"] / "lora"))
+    model = SARM(
+        sae=setup["sae"], mode="lora", lora_layers=1, lr=0.05, backbone_lr=1e-3, export_dir=str(setup["root"] / "lora")
+    )
     data = text_data(setup)
     trainer(max_epochs=2).fit(model, data)
     trainable = [name for name, p in model.named_parameters() if p.requires_grad]
@@ -65,8 +78,14 @@ def test_lora_mode_trains_adapters_of_the_last_layers_and_the_head_and_exports_t
 
 
 def test_merged_lora_export_scores_like_the_separate_adapters(setup):
-    model = DenseRM(mode="lora", lora_layers=1, lr=0.05, backbone_lr=1e-2, merge_lora=False,
-                    export_dir=str(setup["root"] / "dense-adapter"))
+    model = DenseRM(
+        mode="lora",
+        lora_layers=1,
+        lr=0.05,
+        backbone_lr=1e-2,
+        merge_lora=False,
+        export_dir=str(setup["root"] / "dense-adapter"),
+    )
     trainer(max_epochs=1).fit(model, text_data(setup))
     model.hparams.merge_lora, model.hparams.export_dir = True, str(setup["root"] / "dense-merged")
     model.on_train_end()
@@ -96,20 +115,44 @@ def test_rewards_do_not_depend_on_the_padding_side(setup, pooling):
 
 def test_cached_and_text_batches_give_the_same_head_only_rewards(setup):
     cache = setup["root"] / "cache32"
-    main(["cache", "--data", setup["data"], "--model", setup["model"], "--layer", "2", "--max_length", "48",
-          "--split_fractions", "[0.5, 0.25, 0.25]", "--dtype", "float32", "--output", str(cache)])
+    main(
+        [
+            "cache",
+            "--data",
+            setup["data"],
+            "--model",
+            setup["model"],
+            "--layer",
+            "2",
+            "--max_length",
+            "48",
+            "--split_fractions",
+            "[0.5, 0.25, 0.25]",
+            "--dtype",
+            "float32",
+            "--output",
+            str(cache),
+        ]
+    )
     for pooling in ("last", "mean"):
         model = SARM(sae=setup["sae"], pooling=pooling)
         model.head.weight.data.normal_(generator=torch.Generator().manual_seed(2))
         out = {}
-        for name, data in (("cache", PairActivationDataModule(str(cache), batch_size=100, pooling=pooling)),
-                           ("text", text_data(setup, batch_size=100))):
+        for name, data in (
+            ("cache", PairActivationDataModule(str(cache), batch_size=100, pooling=pooling)),
+            ("text", text_data(setup, batch_size=100)),
+        ):
             predictions = trainer().predict(model, data)
-            out[name] = {int(p): float(r) for batch in predictions
-                         for p, r in zip(batch["pair"], batch["chosen_reward"])}
+            out[name] = {
+                int(p): float(r) for batch in predictions for p, r in zip(batch["pair"], batch["chosen_reward"])
+            }
         assert out["cache"].keys() == out["text"].keys()
-        torch.testing.assert_close(torch.tensor(list(out["cache"].values())),
-                                   torch.tensor([out["text"][k] for k in out["cache"]]), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(
+            torch.tensor(list(out["cache"].values())),
+            torch.tensor([out["text"][k] for k in out["cache"]]),
+            atol=1e-4,
+            rtol=1e-4,
+        )
 
 
 def test_test_reports_per_subset_accuracy_and_swapping_sides_turns_a_into_one_minus_a(setup):
@@ -129,8 +172,21 @@ def test_test_reports_per_subset_accuracy_and_swapping_sides_turns_a_into_one_mi
 def test_score_writes_rewards_and_top_features_for_pairs_and_for_responses(setup, tmp_path, capsys):
     model = SARM(sae=setup["sae"], export_dir=str(tmp_path / "rm"))
     trainer(max_epochs=2).fit(model, text_data(setup))
-    main(["score", "--model", str(tmp_path / "rm"), "--data", setup["data"], "--output", str(tmp_path / "pairs.jsonl"),
-          "--normalize", "true", "--top_features", "64"])
+    main(
+        [
+            "score",
+            "--model",
+            str(tmp_path / "rm"),
+            "--data",
+            setup["data"],
+            "--output",
+            str(tmp_path / "pairs.jsonl"),
+            "--normalize",
+            "true",
+            "--top_features",
+            "64",
+        ]
+    )
     rows = [json.loads(line) for line in (tmp_path / "pairs.jsonl").read_text().splitlines()]
     assert len(rows) == 48 and rows[0]["id"] == "pair-0" and rows[5]["subset"] == "odd"
     first = rows[0]
@@ -143,18 +199,35 @@ def test_score_writes_rewards_and_top_features_for_pairs_and_for_responses(setup
     assert "chosen_reward_normalized" in first
 
     responses = tmp_path / "responses.jsonl"
-    responses.write_text(json.dumps({"prompt": "question 0 about the fox", "response": "happy to help with that"})
-                         + "\n" + json.dumps({"response": "go away", "id": "r2"}) + "\n")
+    responses.write_text(
+        json.dumps({"prompt": "question 0 about the fox", "response": "happy to help with that"})
+        + "\n"
+        + json.dumps({"response": "go away", "id": "r2"})
+        + "\n"
+    )
     main(["score", "--model", str(tmp_path / "rm"), "--data", str(responses), "--output", str(tmp_path / "r.jsonl")])
     scored = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
-    expected = RewardModel.load(tmp_path / "rm").score([[{"role": "user", "content": "question 0 about the fox"}], []],
-                                                       ["happy to help with that", "go away"]).rewards
+    expected = (
+        RewardModel.load(tmp_path / "rm")
+        .score([[{"role": "user", "content": "question 0 about the fox"}], []], ["happy to help with that", "go away"])
+        .rewards
+    )
     assert [r["reward"] for r in scored] == pytest.approx(expected.tolist(), abs=1e-5)
     assert scored[1]["id"] == "r2"
 
     responses.write_text(json.dumps({"prompt": "hi", "response": "ok"}) + "\n" + json.dumps({"prompt": "hi"}) + "\n")
     with pytest.raises(SystemExit) as exit_info:
-        main(["score", "--model", str(tmp_path / "rm"), "--data", str(responses), "--output", str(tmp_path / "bad.jsonl")])
+        main(
+            [
+                "score",
+                "--model",
+                str(tmp_path / "rm"),
+                "--data",
+                str(responses),
+                "--output",
+                str(tmp_path / "bad.jsonl"),
+            ]
+        )
     assert exit_info.value.code == 2
     assert f"{responses}:2: field 'response': missing" in capsys.readouterr().err
     assert not (tmp_path / "bad.jsonl").exists()
@@ -181,12 +254,37 @@ def test_gradient_checkpointing_gives_the_same_lora_gradients(setup):
 
 
 def test_predict_runs_through_the_cli_with_the_attribution_callback(setup, tmp_path):
-    main(["predict", "--model", "sarm.reward.SARM", "--model.sae", setup["sae"], "--model.pooling", "mean",
-          "--data", "sarm.data.pairs.PairTextDataModule", "--data.data", setup["data"], "--data.model", setup["model"],
-          "--data.layer", "2", "--data.max_length", "48", "--data.split_fractions", "[0.5, 0.25, 0.25]",
-          "--trainer.callbacks+=sarm.attribution.RewardAttribution",
-          f"--trainer.callbacks.output_dir={tmp_path / 'attribution'}", "--trainer.logger", "false",
-          "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp_path)])
+    main(
+        [
+            "predict",
+            "--model",
+            "sarm.reward.SARM",
+            "--model.sae",
+            setup["sae"],
+            "--model.pooling",
+            "mean",
+            "--data",
+            "sarm.data.pairs.PairTextDataModule",
+            "--data.data",
+            setup["data"],
+            "--data.model",
+            setup["model"],
+            "--data.layer",
+            "2",
+            "--data.max_length",
+            "48",
+            "--data.split_fractions",
+            "[0.5, 0.25, 0.25]",
+            "--trainer.callbacks+=sarm.attribution.RewardAttribution",
+            f"--trainer.callbacks.output_dir={tmp_path / 'attribution'}",
+            "--trainer.logger",
+            "false",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.default_root_dir",
+            str(tmp_path),
+        ]
+    )
     summary = json.loads((tmp_path / "attribution" / "summary.json").read_text())
     assert summary["pairs"] == 12  # the test split of 48 pairs at 50/25/25
 

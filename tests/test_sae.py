@@ -182,8 +182,12 @@ def test_an_sae_width_that_disagrees_with_the_cache_is_refused(tiny_cache):
     from sarm.sae.module import SAEModule
 
     trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
-    with pytest.raises(SarmInputError, match="model.d_in = 48, but the activation cache holds hidden states of width 32"):
-        trainer.fit(SAEModule("topk", 64, 4, d_in=48), TokenActivationDataModule(str(tiny_cache["cache"]), batch_size=64))
+    with pytest.raises(
+        SarmInputError, match="model.d_in = 48, but the activation cache holds hidden states of width 32"
+    ):
+        trainer.fit(
+            SAEModule("topk", 64, 4, d_in=48), TokenActivationDataModule(str(tiny_cache["cache"]), batch_size=64)
+        )
 
 
 def test_the_sae_trainer_reads_its_data_module_through_activation_data(tmp_path):
@@ -192,6 +196,8 @@ def test_the_sae_trainer_reads_its_data_module_through_activation_data(tmp_path)
 
     data = TokenActivationDataModule(str(tmp_path / "no-cache"))  # nothing is read to check it
     assert activation_data(data) is data
-    with pytest.raises(SarmInputError, match="provides hidden_size, backbone_settings .* got object lacks "
-                                             "hidden_size, backbone_settings"):
+    with pytest.raises(
+        SarmInputError,
+        match="provides hidden_size, backbone_settings .* got object lacks hidden_size, backbone_settings",
+    ):
         activation_data(object())

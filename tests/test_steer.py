@@ -57,14 +57,20 @@ def test_recovery_names_each_attributes_feature_and_measures_the_distractor_shar
     assert by_attribute["A"]["features"][0] == 0 and by_attribute["B"]["features"][0] == 1
     assert by_attribute["A"]["f1"][0] == pytest.approx(1.0) and by_attribute["B"]["f1"][0] == pytest.approx(1.0)
     assert by_attribute["A"]["ceiling_f1"] == pytest.approx(1.0)
-    assert all(row["ceiling_f1"] >= row["best_f1"] and row["ceiling_f1_within"] >= row["best_f1_within"]
-               for row in result["attributes"])
+    assert all(
+        row["ceiling_f1"] >= row["best_f1"] and row["ceiling_f1_within"] >= row["best_f1_within"]
+        for row in result["attributes"]
+    )
     assert by_attribute["A"]["accuracy_zeroed"] < by_attribute["A"]["accuracy_before"] == 1.0
     # Zeroing A's top feature removes its whole margin but for the small distractor and noise terms.
     assert by_attribute["A"]["margin_zeroed"] < 0.1 * by_attribute["A"]["margin_before"]
     assert by_attribute["A"]["accuracy_zeroed_top"] <= by_attribute["A"]["accuracy_zeroed"]
     assert result["distractors"] == ["signoff"] and result["distractor_features"] == [2]  # not the noise feature 3
-    contributions = (network.head.contributions(features["z_chosen"])
-                     - network.head.contributions(features["z_rejected"])).mean(0).abs().detach()
+    contributions = (
+        (network.head.contributions(features["z_chosen"]) - network.head.contributions(features["z_rejected"]))
+        .mean(0)
+        .abs()
+        .detach()
+    )
     expected = float(contributions[result["distractor_features"]].sum() / contributions.sum())
     assert result["distractor_share"] == pytest.approx(expected) and 0 < expected < 0.05

@@ -54,8 +54,16 @@ def loader(n_batches: int = 8, seed: int = 0) -> DataLoader:
 
 
 def trainer(max_steps: int, callbacks=(), **kwargs) -> L.Trainer:
-    return L.Trainer(accelerator="cpu", max_steps=max_steps, logger=False, enable_checkpointing=False,
-                     enable_progress_bar=False, enable_model_summary=False, callbacks=list(callbacks), **kwargs)
+    return L.Trainer(
+        accelerator="cpu",
+        max_steps=max_steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=list(callbacks),
+        **kwargs,
+    )
 
 
 class MaskRecorder(L.Callback):
@@ -109,8 +117,16 @@ def test_empirical_masking_rate_matches_the_probabilities():
     probs = torch.tensor([0.0, 0.05, 0.2, 0.5, 0.9, 1.0])
     scores = -probs  # irrelevant here: the cap is not reached
     draws = 4000
-    masked = torch.stack([~sample_mask(probs, scores, torch.Generator().manual_seed(s), max_masked_fraction=1.0)
-                          for s in range(draws)]).float().mean(0)
+    masked = (
+        torch.stack(
+            [
+                ~sample_mask(probs, scores, torch.Generator().manual_seed(s), max_masked_fraction=1.0)
+                for s in range(draws)
+            ]
+        )
+        .float()
+        .mean(0)
+    )
     assert masked == pytest.approx(probs, abs=0.03)
 
 
@@ -122,8 +138,9 @@ def test_at_most_max_masked_fraction_is_masked_lowest_scores_first():
     assert (~kept).nonzero().flatten().tolist() == [0, 1, 2, 3, 4]
 
 
-@pytest.mark.parametrize("sae", [ReLUSAE(D_IN, N_LATENTS, "none"), TopKSAE(D_IN, N_LATENTS, 4, "none")],
-                         ids=["relu", "topk"])
+@pytest.mark.parametrize(
+    "sae", [ReLUSAE(D_IN, N_LATENTS, "none"), TopKSAE(D_IN, N_LATENTS, 4, "none")], ids=["relu", "topk"]
+)
 def test_a_masked_latent_takes_no_part_in_the_forward_pass(sae):
     x = torch.randn(8, D_IN, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -167,7 +184,8 @@ def test_importance_is_the_weighted_mean_of_mean_normalized_signals():
     magnitude, frequency, contribution = torch.tensor([1.0, 3.0]), torch.tensor([0.1, 0.3]), torch.tensor([4.0, 0.0])
     assert importance_scores(magnitude, frequency, contribution, (0, 1, 0)).tolist() == pytest.approx([0.5, 1.5])
     assert importance_scores(magnitude, frequency, contribution, (1, 1, 1)).tolist() == pytest.approx(
-        [(0.5 + 0.5 + 2.0) / 3, (1.5 + 1.5 + 0.0) / 3])
+        [(0.5 + 0.5 + 2.0) / 3, (1.5 + 1.5 + 0.0) / 3]
+    )
 
 
 def test_step_statistics_are_averaged_across_ranks_before_the_ema():
@@ -188,8 +206,9 @@ def test_step_statistics_are_averaged_across_ranks_before_the_ema():
 def test_masking_follows_the_schedule_is_capped_and_lifted_for_validation_and_at_the_end():
     torch.manual_seed(0)
     module = TinySAEModule()
-    atm = AdaptiveTemporalMasking(warmup_steps=3, update_every=2, threshold_stds=0.5, prob_slope=10.0,
-                                  max_mask_prob=1.0, max_masked_fraction=0.25)
+    atm = AdaptiveTemporalMasking(
+        warmup_steps=3, update_every=2, threshold_stds=0.5, prob_slope=10.0, max_mask_prob=1.0, max_masked_fraction=0.25
+    )
     recorder = MaskRecorder()
     # Epochs of 8 batches: validation after steps 8, 16, 24.
     trainer(24, [atm, recorder], limit_val_batches=1, num_sanity_val_steps=0).fit(module, loader(), loader(seed=1))

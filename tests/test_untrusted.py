@@ -21,10 +21,27 @@ class Payload:
 
 
 def sae_command(command: str, cache, root) -> list[str]:
-    return [command, "--model", "sarm.sae.SAEModule", "--model.n_latents", "16", "--model.k", "4",
-            "--data", "sarm.cache.TokenActivationDataModule", "--data.cache_dir", str(cache),
-            "--trainer.accelerator", "cpu", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
-            "--trainer.default_root_dir", str(root)]
+    return [
+        command,
+        "--model",
+        "sarm.sae.SAEModule",
+        "--model.n_latents",
+        "16",
+        "--model.k",
+        "4",
+        "--data",
+        "sarm.cache.TokenActivationDataModule",
+        "--data.cache_dir",
+        str(cache),
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.logger",
+        "false",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.default_root_dir",
+        str(root),
+    ]
 
 
 def test_checkpoints_load_with_weights_only_by_default(tmp_path, tiny_cache, capsys, monkeypatch):
@@ -46,6 +63,10 @@ def test_no_source_file_loads_pickles():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    offenders = [str(path.relative_to(root)) for folder in ("sarm", "scripts") for path in (root / folder).rglob("*.py")
-                 if any(call in path.read_text() for call in ("torch.load(", "pickle.load", "trust_remote_code=True"))]
+    offenders = [
+        str(path.relative_to(root))
+        for folder in ("sarm", "scripts")
+        for path in (root / folder).rglob("*.py")
+        if any(call in path.read_text() for call in ("torch.load(", "pickle.load", "trust_remote_code=True"))
+    ]
     assert offenders == []

@@ -37,8 +37,11 @@ def test_unwhiten_inverts_whiten():
     x = correlated_sample()
     whitening = PCAWhitening.fit(x)
     assert torch.allclose(whitening.unwhiten(whitening.whiten(x)), x, atol=1e-4)
-    assert torch.allclose(whitening.whiten_matrix.double() @ whitening.unwhiten_matrix.double(),
-                          torch.eye(D, dtype=torch.float64), atol=1e-5)
+    assert torch.allclose(
+        whitening.whiten_matrix.double() @ whitening.unwhiten_matrix.double(),
+        torch.eye(D, dtype=torch.float64),
+        atol=1e-5,
+    )
 
 
 def test_streaming_accumulator_matches_a_single_fit():

@@ -26,8 +26,16 @@ from torchmetrics.utilities.distributed import gather_all_tensors
 from sarm.attribution.contributions import RANK_COLUMN, RANKING, FeatureAttributionSums, largest_terms, rank_features
 from sarm.attribution.store import write_pairs, write_tables
 
-PER_FEATURE = (RANK_COLUMN, "mean_margin_contribution", "mean_chosen_contribution", "mean_rejected_contribution",
-               "freq_chosen", "freq_rejected", "sign_agreement", "margin_share")
+PER_FEATURE = (
+    RANK_COLUMN,
+    "mean_margin_contribution",
+    "mean_chosen_contribution",
+    "mean_rejected_contribution",
+    "freq_chosen",
+    "freq_rejected",
+    "sign_agreement",
+    "margin_share",
+)
 
 
 class PairRecords:
@@ -41,8 +49,14 @@ class PairRecords:
 
     def __init__(self, n_features: int, terms: int):
         self.n_features, self.terms = n_features, min(terms, n_features)
-        self.columns = {"pair": array("q"), "subset": array("q"), "chosen_reward": array("f"),
-                        "rejected_reward": array("f"), "terms_feature": array("q"), "terms_value": array("f")}
+        self.columns = {
+            "pair": array("q"),
+            "subset": array("q"),
+            "chosen_reward": array("f"),
+            "rejected_reward": array("f"),
+            "terms_feature": array("q"),
+            "terms_value": array("f"),
+        }
         self.spill = tempfile.TemporaryFile()
         self.count = 0
 
@@ -50,9 +64,14 @@ class PairRecords:
         n = contributions.shape[0]
         feature, value = largest_terms(contributions.detach(), self.terms)
         subset = torch.full((n,), -1) if subset is None else subset
-        for name, tensor in (("pair", outputs["pair"]), ("subset", subset), ("chosen_reward", outputs["chosen_reward"]),
-                             ("rejected_reward", outputs["rejected_reward"]), ("terms_feature", feature),
-                             ("terms_value", value)):
+        for name, tensor in (
+            ("pair", outputs["pair"]),
+            ("subset", subset),
+            ("chosen_reward", outputs["chosen_reward"]),
+            ("rejected_reward", outputs["rejected_reward"]),
+            ("terms_feature", feature),
+            ("terms_value", value),
+        ):
             column = self.columns[name]
             column.frombytes(tensor.detach().cpu().numpy().astype(_dtype(column)).tobytes())
         rows, cols = contributions.nonzero(as_tuple=True)
@@ -74,8 +93,10 @@ class PairRecords:
         offset = 0
         while header := self.spill.read(16):
             n, nnz = np.frombuffer(header, dtype=np.int64).tolist()
-            rows, cols = (torch.from_numpy(np.frombuffer(self.spill.read(4 * nnz), dtype=np.int32).astype(np.int64))
-                          for _ in range(2))
+            rows, cols = (
+                torch.from_numpy(np.frombuffer(self.spill.read(4 * nnz), dtype=np.int32).astype(np.int64))
+                for _ in range(2)
+            )
             values = torch.from_numpy(np.frombuffer(self.spill.read(4 * nnz), dtype=np.float32).copy())
             keep = column[cols] >= 0
             dense[offset + rows[keep], column[cols[keep]]] = values[keep]
@@ -114,8 +135,13 @@ class RewardAttribution(L.Callback):
         terms: each pair's largest terms kept for its waterfall.
     """
 
-    def __init__(self, output_dir: str = "runs/attribution", top: int = 10,
-                 stages: tuple[str, ...] = ("test", "predict"), terms: int = 8):
+    def __init__(
+        self,
+        output_dir: str = "runs/attribution",
+        top: int = 10,
+        stages: tuple[str, ...] = ("test", "predict"),
+        terms: int = 8,
+    ):
         super().__init__()
         self.output_dir, self.top, self.stages, self.terms = Path(output_dir), top, tuple(stages), terms
         self.sums: FeatureAttributionSums | None = None
@@ -147,28 +173,48 @@ class RewardAttribution(L.Callback):
         self.records.close()
         self.result = {k: v.cpu() for k, v in columns.items()}
         if trainer.logger is not None and trainer.state.fn != "predict":
-            pl_module.log_dict({f"attribution/feature_{int(i)}": columns["mean_margin_contribution"][i].float()
-                                for i in top}, rank_zero_only=True)
+            pl_module.log_dict(
+                {f"attribution/feature_{int(i)}": columns["mean_margin_contribution"][i].float() for i in top},
+                rank_zero_only=True,
+            )
         self._write(pl_module, {k: v.cpu() for k, v in columns.items()}, ranked, top, pairs)
 
     @rank_zero_only
     def _write(self, pl_module, columns: dict, ranked: torch.Tensor, top: torch.Tensor, pairs: dict) -> None:
         weight = pl_module.head.weight.detach().cpu()
-        rows = [{"rank": rank, "feature": int(i), "weight": float(weight[i]),
-                 **{k: float(columns[k][i]) for k in PER_FEATURE}} for rank, i in enumerate(ranked.tolist(), 1)]
-        summary = {"pairs": int(columns["pairs"]), "accuracy": float(columns["accuracy"]),
-                   "mean_margin": float(columns["mean_margin"]), "active_features": len(rows),
-                   "head_nonzero": int((weight != 0).sum()), "ranking": RANKING}
+        rows = [
+            {
+                "rank": rank,
+                "feature": int(i),
+                "weight": float(weight[i]),
+                **{k: float(columns[k][i]) for k in PER_FEATURE},
+            }
+            for rank, i in enumerate(ranked.tolist(), 1)
+        ]
+        summary = {
+            "pairs": int(columns["pairs"]),
+            "accuracy": float(columns["accuracy"]),
+            "mean_margin": float(columns["mean_margin"]),
+            "active_features": len(rows),
+            "head_nonzero": int((weight != 0).sum()),
+            "ranking": RANKING,
+        }
         write_tables(self.output_dir, rows, summary)
         write_pairs(self.output_dir, pairs, top)
-        print(f"\nsarm: attribution over {summary['pairs']} pairs: accuracy {summary['accuracy']:.4f}, "
-              f"mean margin {summary['mean_margin']:.4f} -> {self.output_dir}")
-        print(f"{'rank':>4} {'feature':>8} {'|margin contrib|':>16} {'margin contrib':>15} {'share':>7} {'weight':>9} "
-              f"{'freq c':>7} {'freq r':>7} {'agree':>6}   (ranked by {RANKING})")
+        print(
+            f"\nsarm: attribution over {summary['pairs']} pairs: accuracy {summary['accuracy']:.4f}, "
+            f"mean margin {summary['mean_margin']:.4f} -> {self.output_dir}"
+        )
+        print(
+            f"{'rank':>4} {'feature':>8} {'|margin contrib|':>16} {'margin contrib':>15} {'share':>7} {'weight':>9} "
+            f"{'freq c':>7} {'freq r':>7} {'agree':>6}   (ranked by {RANKING})"
+        )
         for r in rows[: self.top]:
-            print(f"{r['rank']:>4} {r['feature']:>8} {r[RANK_COLUMN]:>16.4f} {r['mean_margin_contribution']:>15.4f} "
-                  f"{r['margin_share']:>7.1%} {r['weight']:>9.4f} {r['freq_chosen']:>7.1%} {r['freq_rejected']:>7.1%} "
-                  f"{r['sign_agreement']:>6.1%}")
+            print(
+                f"{r['rank']:>4} {r['feature']:>8} {r[RANK_COLUMN]:>16.4f} {r['mean_margin_contribution']:>15.4f} "
+                f"{r['margin_share']:>7.1%} {r['weight']:>9.4f} {r['freq_chosen']:>7.1%} {r['freq_rejected']:>7.1%} "
+                f"{r['sign_agreement']:>6.1%}"
+            )
 
     # Lightning hooks: one accumulate/finish pair per loop we attribute.
     def on_validation_epoch_start(self, trainer, pl_module):

@@ -30,8 +30,10 @@ def load_sarm(sarm: str) -> tuple[SARM, dict]:
     if config["kind"] != "sarm":
         raise SarmInputError(f"{sarm}: a {config['kind']!r} reward model has no SAE features to attribute to")
     if config["backbone"].get("weights", "reference") != "reference":
-        raise SarmInputError(f"{sarm}: its backbone was fine-tuned (LoRA); attribution reads cached activations "
-                             "of the original backbone, so it needs a head-only SARM")
+        raise SarmInputError(
+            f"{sarm}: its backbone was fine-tuned (LoRA); attribution reads cached activations "
+            "of the original backbone, so it needs a head-only SARM"
+        )
     return SARM(init_from=sarm), config
 
 
@@ -72,30 +74,64 @@ def attribute(
             in ``cache_dir``, else bfloat16.
     """
     model, config = load_sarm(sarm)
-    return attribute_dataset(model, config, data, num_pairs=num_pairs, seed=seed, split=split,
-                             split_fractions=split_fractions, split_seed=split_seed, output=output,
-                             cache_dir=cache_dir, batch_size=batch_size, top=top, dtype=dtype)
+    return attribute_dataset(
+        model,
+        config,
+        data,
+        num_pairs=num_pairs,
+        seed=seed,
+        split=split,
+        split_fractions=split_fractions,
+        split_seed=split_seed,
+        output=output,
+        cache_dir=cache_dir,
+        batch_size=batch_size,
+        top=top,
+        dtype=dtype,
+    )
 
 
-def attribute_dataset(model: SARM, config: dict, data: str, *, num_pairs: int, seed: int, split: str,
-                      split_fractions: tuple[float, float, float], split_seed: int, output: str,
-                      cache_dir: str | None, batch_size: int, top: int, dtype: str | None) -> dict:
+def attribute_dataset(
+    model: SARM,
+    config: dict,
+    data: str,
+    *,
+    num_pairs: int,
+    seed: int,
+    split: str,
+    split_fractions: tuple[float, float, float],
+    split_seed: int,
+    output: str,
+    cache_dir: str | None,
+    batch_size: int,
+    top: int,
+    dtype: str | None,
+) -> dict:
     """``attribute`` with the SARM already restored (``load_sarm``): cache ``data``, then one predict pass."""
     backbone = config["backbone"]
     if dtype is None:  # whatever precision an existing cache was written in: it is the same data otherwise
         existing = read_manifest(Path(cache_dir)) if cache_dir else None
         dtype = existing["settings"].get("dtype", "bfloat16") if existing else "bfloat16"
     settings = CacheSettings(
-        data=data, num_pairs=num_pairs, seed=seed, model=backbone["model"], layer=backbone["layer"],
-        max_length=backbone["max_length"], tokens="response", dtype=dtype,
-        split_fractions=split_fractions, split_seed=split_seed,
+        data=data,
+        num_pairs=num_pairs,
+        seed=seed,
+        model=backbone["model"],
+        layer=backbone["layer"],
+        max_length=backbone["max_length"],
+        tokens="response",
+        dtype=dtype,
+        split_fractions=split_fractions,
+        split_seed=split_seed,
     )
     directory = cache_activations(settings, output=cache_dir)
     split_pairs = ActivationCache(directory).manifest["split_pairs"]
     if (sum(split_pairs.values()) if split == "all" else split_pairs.get(split, 0)) == 0:
         counts = ", ".join(f"{name} {count}" for name, count in split_pairs.items())
-        raise SarmInputError(f"{data}: the '{split}' split holds no pairs (split_fractions {list(split_fractions)} "
-                             f"gave {counts}); choose another split or other fractions")
+        raise SarmInputError(
+            f"{data}: the '{split}' split holds no pairs (split_fractions {list(split_fractions)} "
+            f"gave {counts}); choose another split or other fractions"
+        )
     # The cache's Trainer sits in reference cycles (trainer, callbacks, module) that keep its whole
     # dataset alive until a full collection: collect it before the attribution pass allocates.
     gc.collect()
@@ -103,5 +139,8 @@ def attribute_dataset(model: SARM, config: dict, data: str, *, num_pairs: int, s
     trainer = L.Trainer(accelerator="auto", devices=1, logger=False, callbacks=[callback], enable_model_summary=False)
     datamodule = PairActivationDataModule(str(directory), batch_size, split, pooling=config["pooling"])
     trainer.predict(model, datamodule, return_predictions=False)
-    return {"output": str(Path(output)), "cache": str(directory),
-            **{k: v for k, v in (callback.result or {}).items() if v.numel() == 1}}
+    return {
+        "output": str(Path(output)),
+        "cache": str(directory),
+        **{k: v for k, v in (callback.result or {}).items() if v.numel() == 1},
+    }

@@ -47,8 +47,9 @@ def collect_pair_features(network: RewardNetwork, loader) -> dict[str, torch.Ten
 
 
 @torch.no_grad()
-def planted_recovery(network: RewardNetwork, features: dict[str, torch.Tensor], pairs: list[dict],
-                     top: int = 3) -> dict:
+def planted_recovery(
+    network: RewardNetwork, features: dict[str, torch.Tensor], pairs: list[dict], top: int = 3
+) -> dict:
     """The recovery table of a SARM over planted pairs.
 
     Args:
@@ -69,8 +70,9 @@ def planted_recovery(network: RewardNetwork, features: dict[str, torch.Tensor], 
         mean = contributions[decided].mean(0)
         best = rank_features(mean)[:top].tolist()
         # A feature may detect A's chosen side (positive weight) or its rejected side (negative).
-        every = torch.maximum(latent_f1(latents, labels[f"{attribute}:chosen"]),
-                              latent_f1(latents, labels[f"{attribute}:rejected"]))
+        every = torch.maximum(
+            latent_f1(latents, labels[f"{attribute}:chosen"]), latent_f1(latents, labels[f"{attribute}:rejected"])
+        )
         # Within A's pairs only: does the feature tell A's good value from its bad one?
         sequences = torch.stack([2 * decided.nonzero().flatten(), 2 * decided.nonzero().flatten() + 1], 1).flatten()
         is_chosen = sequences % 2 == 0
@@ -79,14 +81,27 @@ def planted_recovery(network: RewardNetwork, features: dict[str, torch.Tensor], 
         f1, f1_within = every[best].tolist(), every_within[best].tolist()
         effect = steering_effect(network, zc[decided], zr[decided], best[:1], "zero")
         effect_all = steering_effect(network, zc[decided], zr[decided], best, "zero")
-        table.append({"attribute": attribute, "pairs": int(decided.sum()), "features": best,
-                      "mean_margin_contribution": [float(mean[f]) for f in best], "f1": f1,
-                      "best_f1": max(f1), "f1_within": f1_within, "best_f1_within": max(f1_within),
-                      # what any feature reaches, attributed or not: the SAE's ceiling for A
-                      "ceiling_f1": float(every.max()), "ceiling_f1_within": float(every_within.max()),
-                      "accuracy_before": effect["accuracy_before"], "accuracy_zeroed": effect["accuracy"],
-                      "margin_before": effect["mean_margin_before"], "margin_zeroed": effect["mean_margin"],
-                      "accuracy_zeroed_top": effect_all["accuracy"], "margin_zeroed_top": effect_all["mean_margin"]})
+        table.append(
+            {
+                "attribute": attribute,
+                "pairs": int(decided.sum()),
+                "features": best,
+                "mean_margin_contribution": [float(mean[f]) for f in best],
+                "f1": f1,
+                "best_f1": max(f1),
+                "f1_within": f1_within,
+                "best_f1_within": max(f1_within),
+                # what any feature reaches, attributed or not: the SAE's ceiling for A
+                "ceiling_f1": float(every.max()),
+                "ceiling_f1_within": float(every_within.max()),
+                "accuracy_before": effect["accuracy_before"],
+                "accuracy_zeroed": effect["accuracy"],
+                "margin_before": effect["mean_margin_before"],
+                "margin_zeroed": effect["mean_margin"],
+                "accuracy_zeroed_top": effect_all["accuracy"],
+                "margin_zeroed_top": effect_all["mean_margin"],
+            }
+        )
 
     # Distractor features: those that detect a distractor with F1 ≥ 0.8 (a feature firing on every
     # response already scores 2p/(1 + p) at prevalence p, about 0.6 here: 0.5 would count noise).
@@ -96,8 +111,14 @@ def planted_recovery(network: RewardNetwork, features: dict[str, torch.Tensor], 
     for name in distractors:
         per_feature = latent_f1(latents, labels[name])
         distractor_features |= set((per_feature >= 0.8).nonzero().flatten().tolist())
-    share = float(mean_all[sorted(distractor_features)].sum() / mean_all.sum().clamp_min(1e-12)) \
-        if distractor_features else 0.0
-    return {"attributes": table, "distractors": distractors, "distractor_features": sorted(distractor_features),
-            "distractor_share": share}
-
+    share = (
+        float(mean_all[sorted(distractor_features)].sum() / mean_all.sum().clamp_min(1e-12))
+        if distractor_features
+        else 0.0
+    )
+    return {
+        "attributes": table,
+        "distractors": distractors,
+        "distractor_features": sorted(distractor_features),
+        "distractor_share": share,
+    }

@@ -38,8 +38,14 @@ def steer(z: torch.Tensor, features: list[int], operation: Operation = "zero", v
 
 
 @torch.no_grad()
-def steering_effect(network: RewardNetwork, z_chosen: torch.Tensor, z_rejected: torch.Tensor, features: list[int],
-                    operation: Operation = "zero", value: float = 0.0) -> dict[str, float]:
+def steering_effect(
+    network: RewardNetwork,
+    z_chosen: torch.Tensor,
+    z_rejected: torch.Tensor,
+    features: list[int],
+    operation: Operation = "zero",
+    value: float = 0.0,
+) -> dict[str, float]:
     """Accuracy and mean margin of the pairs before and after steering ``features``."""
     head = network.head
     before = head(z_chosen) - head(z_rejected)
@@ -54,6 +60,13 @@ def zeroing_effect(margin: torch.Tensor, contributions: torch.Tensor, features: 
 
 
 def _effect(before: torch.Tensor, after: torch.Tensor, features: list[int], operation: str, value: float) -> dict:
-    return {"features": list(features), "operation": operation, "value": value, "pairs": int(before.numel()),
-            "accuracy_before": float((before > 0).float().mean()), "accuracy": float((after > 0).float().mean()),
-            "mean_margin_before": float(before.mean()), "mean_margin": float(after.mean())}
+    return {
+        "features": list(features),
+        "operation": operation,
+        "value": value,
+        "pairs": int(before.numel()),
+        "accuracy_before": float((before > 0).float().mean()),
+        "accuracy": float((after > 0).float().mean()),
+        "mean_margin_before": float(before.mean()),
+        "mean_margin": float(after.mean()),
+    }

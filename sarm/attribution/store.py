@@ -91,10 +91,17 @@ def read_attribution(directory: str | Path) -> Attribution:
     n, t = pair.shape[0], top.shape[0]
     terms = _integers(tensors, "terms_feature", (n, None))
     return Attribution(
-        summary=table["summary"], features=table["features"], pair=pair, subset=_integers(tensors, "subset", (n,)),
-        chosen_reward=tensors.get("chosen_reward", (n,)), rejected_reward=tensors.get("rejected_reward", (n,)),
-        top=top, contributions=tensors.get("contributions", (n, t)), terms_feature=terms,
-        terms_value=tensors.get("terms_value", tuple(terms.shape)))
+        summary=table["summary"],
+        features=table["features"],
+        pair=pair,
+        subset=_integers(tensors, "subset", (n,)),
+        chosen_reward=tensors.get("chosen_reward", (n,)),
+        rejected_reward=tensors.get("rejected_reward", (n,)),
+        top=top,
+        contributions=tensors.get("contributions", (n, t)),
+        terms_feature=terms,
+        terms_value=tensors.get("terms_value", tuple(terms.shape)),
+    )
 
 
 def _integers(tensors: Tensors, name: str, shape: tuple) -> torch.Tensor:

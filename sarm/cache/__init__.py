@@ -10,5 +10,10 @@ from sarm.cache.reader import ActivationCache
 from sarm.cache.settings import CacheSettings
 from sarm.cache.writer import cache_activations
 
-__all__ = ["ActivationCache", "CacheSettings", "PairActivationDataModule", "TokenActivationDataModule",
-           "cache_activations"]
+__all__ = [
+    "ActivationCache",
+    "CacheSettings",
+    "PairActivationDataModule",
+    "TokenActivationDataModule",
+    "cache_activations",
+]

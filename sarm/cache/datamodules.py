@@ -41,10 +41,26 @@ class TokenStream(IterableDataset):
     (``ResumableLoader`` passes the trainer's epoch, and on resuming the batches to leave out).
     """
 
-    def __init__(self, cache: ActivationCache, split: str, batch_size: int, shuffle: bool, buffer_shards: int,
-                 seed: int, sequence_fraction: float = 0.0, rank: int = 0, world_size: int = 1, even: bool = False):
+    def __init__(
+        self,
+        cache: ActivationCache,
+        split: str,
+        batch_size: int,
+        shuffle: bool,
+        buffer_shards: int,
+        seed: int,
+        sequence_fraction: float = 0.0,
+        rank: int = 0,
+        world_size: int = 1,
+        even: bool = False,
+    ):
         self.cache, self.batch_size, self.shuffle, self.buffer_shards, self.seed = (
-            cache, batch_size, shuffle, buffer_shards, seed)
+            cache,
+            batch_size,
+            shuffle,
+            buffer_shards,
+            seed,
+        )
         # Under DDP every rank draws the same stream (same seed) and keeps every world_size-th batch;
         # ``even`` (training) drops the last few so that all ranks step the same number of times.
         self.rank, self.world_size, self.even = rank, world_size, even
@@ -122,8 +138,14 @@ class TokenActivationDataModule(L.LightningDataModule):
             activations, where the reward head reads; validation stays on token activations.
     """
 
-    def __init__(self, cache_dir: str, batch_size: int = 4096, buffer_shards: int = 4, seed: int = 0,
-                 sequence_fraction: float = 0.0):
+    def __init__(
+        self,
+        cache_dir: str,
+        batch_size: int = 4096,
+        buffer_shards: int = 4,
+        seed: int = 0,
+        sequence_fraction: float = 0.0,
+    ):
         super().__init__()
         if not 0.0 <= sequence_fraction < 1.0:
             raise SarmInputError(f"data.sequence_fraction = {sequence_fraction}: expected a value in [0, 1)")
@@ -156,8 +178,18 @@ class TokenActivationDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool, sequence_fraction: float = 0.0) -> DataLoader:
         trainer = getattr(self, "trainer", None)
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        stream = TokenStream(self.cache, split, self.batch_size, shuffle, self.buffer_shards, self.seed,
-                             sequence_fraction, rank=rank, world_size=world, even=split == "train")
+        stream = TokenStream(
+            self.cache,
+            split,
+            self.batch_size,
+            shuffle,
+            self.buffer_shards,
+            self.seed,
+            sequence_fraction,
+            rank=rank,
+            world_size=world,
+            even=split == "train",
+        )
         if split == "train":  # the trainer's epoch seeds each pass; a resumed pass skips what was trained on
             return ResumableLoader(stream, batch_size=None, position=training_position(self))
         return DataLoader(stream, batch_size=None)
@@ -205,8 +237,13 @@ class PairActivationDataModule(SplitDataModule):
 
     yields_tokens = False
 
-    def __init__(self, cache_dir: str, batch_size: int = 64, predict_split: str = "test",
-                 pooling: Literal["last", "mean"] | None = None):
+    def __init__(
+        self,
+        cache_dir: str,
+        batch_size: int = 64,
+        predict_split: str = "test",
+        pooling: Literal["last", "mean"] | None = None,
+    ):
         super().__init__()
         if pooling not in ("last", "mean", None):
             raise SarmInputError(f"data.pooling = {pooling!r}: expected 'last' or 'mean' (or unset: the model's)")
@@ -221,9 +258,11 @@ class PairActivationDataModule(SplitDataModule):
     def take_pooling(self, pooling: str) -> None:
         """Serve a model that pools this way (``RewardData``); a different declared pooling is refused."""
         if self.declared_pooling not in (None, pooling):
-            raise SarmInputError(f"model.pooling is '{pooling}' but data.pooling is '{self.declared_pooling}': the "
-                                 "model decides where its reward is read and hands that to its data; leave "
-                                 f"data.pooling unset (or set it to '{pooling}')")
+            raise SarmInputError(
+                f"model.pooling is '{pooling}' but data.pooling is '{self.declared_pooling}': the "
+                "model decides where its reward is read and hands that to its data; leave "
+                f"data.pooling unset (or set it to '{pooling}')"
+            )
         self.model_pooling = pooling
 
     @cached_property
@@ -251,14 +290,22 @@ class PairActivationDataModule(SplitDataModule):
         else:
             hidden, mask = self.cache.response_tokens(sequences)
         columns = self.cache.columns
-        return {"hidden": hidden, "mask": mask, "margin": columns.margin[index], "pair": index,
-                "subset": columns.subset[index]}
+        return {
+            "hidden": hidden,
+            "mask": mask,
+            "margin": columns.margin[index],
+            "pair": index,
+            "subset": columns.subset[index],
+        }
 
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
         if self.pooling == "mean" and self.cache.manifest["settings"]["tokens"] != "response":
-            raise SarmInputError(f"{self.cache_dir}: pooling 'mean' needs a cache of response tokens "
-                                 f"(tokens: response); this one holds {self.cache.manifest['settings']['tokens']!r}")
+            raise SarmInputError(
+                f"{self.cache_dir}: pooling 'mean' needs a cache of response tokens "
+                f"(tokens: response); this one holds {self.cache.manifest['settings']['tokens']!r}"
+            )
         if shuffle:
             self.cache.hold_all_shards()  # random pairs from every shard in every batch
-        return self.loader(CachedPairs(self.cache, split), split, shuffle, batch_size=self.batch_size,
-                           collate_fn=self.collate)
+        return self.loader(
+            CachedPairs(self.cache, split), split, shuffle, batch_size=self.batch_size, collate_fn=self.collate
+        )

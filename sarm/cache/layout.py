@@ -33,7 +33,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-
 from sarm.errors import SarmInputError
 from sarm.files import Fields, read_json_object
 
@@ -50,6 +49,7 @@ SHARD_TENSORS = ("tokens", "token_seq", "token_pos", "last", "seq", "truncated")
 def partial_directory(directory: Path) -> Path:
     """Where a run builds the cache before renaming it to ``directory``."""
     return directory.parent / f".{directory.name}.partial"
+
 
 @contextmanager
 def exclusive(directory: Path) -> Iterator[None]:
@@ -75,6 +75,7 @@ def exclusive(directory: Path) -> Iterator[None]:
         lock_path.unlink(missing_ok=True)  # before unlocking, so a waiter on this inode sees it is stale
         os.close(fd)
 
+
 def read_manifest(directory: Path) -> dict | None:
     """The manifest of a complete cache in ``directory``, None where there is none; refuses a directory
     that holds anything else (it is not sarm's to write into) and a manifest that is not whole."""
@@ -86,23 +87,31 @@ def read_manifest(directory: Path) -> dict | None:
     if path.is_file():
         manifest = read_json_object(path)
         if not (isinstance(manifest.get("fingerprint"), str) and isinstance(manifest.get("settings"), dict)):
-            raise SarmInputError(f"{path}: not an activation cache's manifest (no 'fingerprint' and 'settings'); "
-                                 "choose another output directory")
+            raise SarmInputError(
+                f"{path}: not an activation cache's manifest (no 'fingerprint' and 'settings'); "
+                "choose another output directory"
+            )
         check_manifest(Fields(manifest, path))
         return manifest
     entries = sorted(p.name for p in directory.iterdir())
     if entries:
         shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
-        raise SarmInputError(f"{directory}: exists and is not an activation cache (holds {len(entries)} entries: "
-                             f"{shown}); choose an empty or new output directory")
+        raise SarmInputError(
+            f"{directory}: exists and is not an activation cache (holds {len(entries)} entries: "
+            f"{shown}); choose an empty or new output directory"
+        )
     return None
+
 
 def check_manifest(fields: Fields) -> None:
     """Every manifest field a reader relies on has its type and range, and shard names stay in the cache."""
     version = fields.integer("version", low=1)
     if version != FORMAT_VERSION:
-        raise fields.error("version", f"{version}: a cache of another sarm version (this one reads "
-                                      f"{FORMAT_VERSION}); cache again into a new directory")
+        raise fields.error(
+            "version",
+            f"{version}: a cache of another sarm version (this one reads "
+            f"{FORMAT_VERSION}); cache again into a new directory",
+        )
     fields.integer("layer", low=1)
     fields.integer("hidden_size", low=1)
     fields.choice("dtype", DTYPES)

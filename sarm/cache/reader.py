@@ -15,6 +15,7 @@ from sarm.cache.layout import MANIFEST, PAIRS, SHARD_TENSORS, SPLITS, read_manif
 from sarm.data.pairs import label_ids, subset_label
 from sarm.errors import SarmInputError
 
+
 class ActivationCache:
     """A complete cache directory written by ``sarm cache``.
 
@@ -27,8 +28,9 @@ class ActivationCache:
     def __init__(self, directory: str | Path, resident_shards: int = 4):
         self.directory = Path(directory)
         if not (self.directory / MANIFEST).is_file():
-            raise SarmInputError(f"{self.directory / MANIFEST}: no activation cache here (run `sarm cache` first, or "
-                                 "it was interrupted)")
+            raise SarmInputError(
+                f"{self.directory / MANIFEST}: no activation cache here (run `sarm cache` first, or it was interrupted)"
+            )
         self.manifest = read_manifest(self.directory)
         self.resident_shards: int | None = resident_shards
         self._last: torch.Tensor | None = None
@@ -55,9 +57,12 @@ class ActivationCache:
                 margins.append(row["margin"] or 0.0)
                 labels.append(subset_label(row.get("meta") or {}))
         names, ids = label_ids(labels)
-        return PairColumns(split=torch.tensor(splits, dtype=torch.uint8),
-                           margin=torch.tensor(margins, dtype=torch.float32),
-                           subset=torch.tensor(ids, dtype=torch.long), subset_names=names)
+        return PairColumns(
+            split=torch.tensor(splits, dtype=torch.uint8),
+            margin=torch.tensor(margins, dtype=torch.float32),
+            subset=torch.tensor(ids, dtype=torch.long),
+            subset_names=names,
+        )
 
     def pair_indices(self, split: str) -> torch.Tensor:
         if split == "all":
@@ -82,20 +87,26 @@ class ActivationCache:
             with safe_open(path, framework="pt") as f:
                 missing = [name for name in names if name not in f.keys()]
                 if missing:
-                    raise SarmInputError(f"{path}: field '{missing[0]}': missing (a shard of this cache holds "
-                                         f"{', '.join(SHARD_TENSORS)})")
+                    raise SarmInputError(
+                        f"{path}: field '{missing[0]}': missing (a shard of this cache holds "
+                        f"{', '.join(SHARD_TENSORS)})"
+                    )
                 tensors = {name: f.get_tensor(name) for name in names}
         except FileNotFoundError:
-            raise SarmInputError(f"{path}: missing (the cache is incomplete; run `sarm cache` into a new "
-                                 "directory)") from None
+            raise SarmInputError(
+                f"{path}: missing (the cache is incomplete; run `sarm cache` into a new directory)"
+            ) from None
         except SafetensorError as err:
-            raise SarmInputError(f"{path}: not a readable safetensors shard ({err}); run `sarm cache` into a new "
-                                 "directory") from None
+            raise SarmInputError(
+                f"{path}: not a readable safetensors shard ({err}); run `sarm cache` into a new directory"
+            ) from None
         d, dtype = self.hidden_size, getattr(torch, self.manifest["dtype"])
         for name in ("tokens", "last"):
             if name in tensors and (tensors[name].shape[1:] != (d,) or tensors[name].dtype != dtype):
-                raise SarmInputError(f"{path}: field '{name}': {tensors[name].dtype} of shape "
-                                     f"{list(tensors[name].shape)}, expected {dtype} of shape [?, {d}]")
+                raise SarmInputError(
+                    f"{path}: field '{name}': {tensors[name].dtype} of shape "
+                    f"{list(tensors[name].shape)}, expected {dtype} of shape [?, {d}]"
+                )
         return tensors
 
     def last_token_activations(self) -> torch.Tensor:
@@ -105,8 +116,9 @@ class ActivationCache:
         and SARM's pair batches all ask for them.
         """
         if self._last is None:
-            out = torch.empty(self.manifest["num_sequences"], self.hidden_size,
-                              dtype=getattr(torch, self.manifest["dtype"]))
+            out = torch.empty(
+                self.manifest["num_sequences"], self.hidden_size, dtype=getattr(torch, self.manifest["dtype"])
+            )
             for path in self.shard_paths():
                 shard = self.load_shard(path, "seq", "last")
                 out[shard["seq"]] = shard["last"]
@@ -118,8 +130,11 @@ class ActivationCache:
         """Each sequence's response tokens: (shard number or −1, first row in that shard's tokens
         ordered by (sequence, position), count). Built from the shards' small index tensors only."""
         n = self.manifest["num_sequences"]
-        shard, start, count = torch.full((n,), -1, dtype=torch.int32), torch.zeros(n, dtype=torch.long), \
-            torch.zeros(n, dtype=torch.long)
+        shard, start, count = (
+            torch.full((n,), -1, dtype=torch.int32),
+            torch.zeros(n, dtype=torch.long),
+            torch.zeros(n, dtype=torch.long),
+        )
         for s, path in enumerate(self.shard_paths()):
             seq = self.load_shard(path, "token_seq")["token_seq"].long()
             ids, counts = seq.unique(return_counts=True)  # sorted: the order _shard_tokens puts them in
@@ -162,6 +177,7 @@ class ActivationCache:
             gather = (start[rows, None] + positions[None]).clamp_max(len(tokens) - 1)
             hidden[rows] = tokens[gather] * mask[rows, :, None].to(tokens.dtype)
         return hidden, mask.long()
+
 
 @dataclass
 class PairColumns:

@@ -23,15 +23,26 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader, Dataset
 
 from sarm.backbone import TruncatedBackbone, cache_root, load_tokenizer
-from sarm.cache.layout import (FORMAT_VERSION, MANIFEST, PAIRS, PARTIAL_MARK, SKIPPED, SPLITS, start_partial,
-                               exclusive, partial_directory, read_manifest)
+from sarm.cache.layout import (
+    FORMAT_VERSION,
+    MANIFEST,
+    PAIRS,
+    PARTIAL_MARK,
+    SKIPPED,
+    SPLITS,
+    exclusive,
+    partial_directory,
+    read_manifest,
+    start_partial,
+)
 from sarm.cache.settings import CacheSettings
 from sarm.callbacks.stop_on_signal import StopOnSignal
 from sarm.data.preference import PreferencePair, iter_preferences
-from sarm.data.splits import assign_splits
 from sarm.data.render import render_response
+from sarm.data.splits import assign_splits
 from sarm.errors import SarmInputError
 from sarm.io import atomic_path, save_tensors, write_json
+
 
 class PackedTexts:
     """Every pair of a dataset, packed into one buffer as it is read (its ``pairs.jsonl`` fields as
@@ -55,7 +66,8 @@ class PackedTexts:
 
     def __getitem__(self, pair: int) -> dict:
         """The ``pairs.jsonl`` fields of pair number ``pair``, but its index and split."""
-        return json.loads(self.packed[int(self.offsets[pair]):int(self.offsets[pair + 1])])
+        return json.loads(self.packed[int(self.offsets[pair]) : int(self.offsets[pair + 1])])
+
 
 class RenderedSequences(Dataset):
     """Both sides of every pair, rendered lazily (token ids are never all held at once).
@@ -70,8 +82,16 @@ class RenderedSequences(Dataset):
     def __init__(self, texts: PackedTexts, tokenizer, max_length: int):
         self.texts, self.tokenizer, self.max_length = texts, tokenizer, max_length
         n = len(texts.lengths)
-        self.order = torch.cat([start + texts.lengths[start:start + self.window].argsort(descending=True, stable=True)
-                                for start in range(0, n, self.window)]) if n else torch.zeros(0, dtype=torch.long)
+        self.order = (
+            torch.cat(
+                [
+                    start + texts.lengths[start : start + self.window].argsort(descending=True, stable=True)
+                    for start in range(0, n, self.window)
+                ]
+            )
+            if n
+            else torch.zeros(0, dtype=torch.long)
+        )
 
     def __len__(self) -> int:
         return len(self.order)
@@ -79,10 +99,16 @@ class RenderedSequences(Dataset):
     def __getitem__(self, i: int) -> dict:
         seq = int(self.order[i])
         pair = self.texts[seq // 2]
-        rendered = render_response(self.tokenizer, pair["prompt"], pair["chosen" if seq % 2 == 0 else "rejected"],
-                                   self.max_length)
-        return {"input_ids": rendered.input_ids, "response_start": rendered.response_start, "seq": seq,
-                "truncated": rendered.truncated}
+        rendered = render_response(
+            self.tokenizer, pair["prompt"], pair["chosen" if seq % 2 == 0 else "rejected"], self.max_length
+        )
+        return {
+            "input_ids": rendered.input_ids,
+            "response_start": rendered.response_start,
+            "seq": seq,
+            "truncated": rendered.truncated,
+        }
+
 
 def collate_right_padded(items: list[dict], pad_id: int) -> dict:
     """Right padding keeps every response's token positions as rendered; the mask hides the pad."""
@@ -100,6 +126,7 @@ def collate_right_padded(items: list[dict], pad_id: int) -> dict:
         "seq": torch.tensor([it["seq"] for it in items]),
         "truncated": torch.tensor([it["truncated"] for it in items]),
     }
+
 
 class BackboneEncoder(L.LightningModule):
     """Predict-only module: a batch of sequences → their cached activations (on CPU)."""
@@ -123,6 +150,7 @@ class BackboneEncoder(L.LightningModule):
             "seq": batch["seq"].cpu(),
             "truncated": batch["truncated"].cpu(),
         }
+
 
 class ShardWriter(BasePredictionWriter):
     """Buffers predicted activations and writes a shard whenever ``shard_tokens`` are buffered."""
@@ -153,9 +181,17 @@ class ShardWriter(BasePredictionWriter):
         split_tokens = {name: 0 for name in SPLITS}
         for pair, count in zip(*(shard["token_seq"] // 2).unique(return_counts=True)):
             split_tokens[self.pair_splits[pair]] += int(count)
-        self.shards.append({"file": name, "num_tokens": len(shard["tokens"]), "num_sequences": len(shard["seq"]),
-                            "truncated": int(shard["truncated"].sum()), "split_tokens": split_tokens})
+        self.shards.append(
+            {
+                "file": name,
+                "num_tokens": len(shard["tokens"]),
+                "num_sequences": len(shard["seq"]),
+                "truncated": int(shard["truncated"].sum()),
+                "split_tokens": split_tokens,
+            }
+        )
         self.buffer, self.buffered = [], 0
+
 
 def _pair_fields(pair: PreferencePair) -> dict:
     return {
@@ -167,6 +203,7 @@ def _pair_fields(pair: PreferencePair) -> dict:
         "rejected": pair.rejected,
         "meta": pair.meta,
     }
+
 
 def _gather_shards(trainer: L.Trainer, shards: list[dict]) -> list[dict]:
     """Every rank's shard records, in rank order (each rank wrote its own ``shard-r<rank>-*`` files)."""
@@ -180,16 +217,22 @@ def _gather_shards(trainer: L.Trainer, shards: list[dict]) -> list[dict]:
     torch.distributed.destroy_process_group()
     return [shard for rank_shards in gathered for shard in rank_shards]
 
+
 def check_reusable(directory: Path, manifest: dict, settings: CacheSettings, fingerprint: str) -> None:
     """Refuse a complete cache of other settings, naming the ones that differ."""
     if manifest["fingerprint"] == fingerprint:
         return
     asked = json.loads(json.dumps(asdict(settings)))  # as the manifest holds them (tuples become lists)
-    differ = [f"{key} {manifest['settings'].get(key)!r} there, {value!r} asked"
-              for key, value in asked.items() if manifest["settings"].get(key) != value and key in manifest["settings"]]
+    differ = [
+        f"{key} {manifest['settings'].get(key)!r} there, {value!r} asked"
+        for key, value in asked.items()
+        if manifest["settings"].get(key) != value and key in manifest["settings"]
+    ]
     what = "; ".join(differ) if differ else f"the data ({settings.data}) changed since it was cached"
-    raise SarmInputError(f"{directory}: holds an activation cache of other data or settings ({what}); "
-                         "choose another output directory or delete this one")
+    raise SarmInputError(
+        f"{directory}: holds an activation cache of other data or settings ({what}); "
+        "choose another output directory or delete this one"
+    )
 
 
 def cache_activations(
@@ -219,8 +262,14 @@ def cache_activations(
     """
     fingerprint = settings.fingerprint()
     directory = Path(output) if output else cache_root() / "activations" / fingerprint[:16]
-    run = {"batch_size": batch_size, "shard_tokens": shard_tokens, "accelerator": accelerator, "devices": devices,
-           "strategy": strategy, "trust_remote_code": trust_remote_code}
+    run = {
+        "batch_size": batch_size,
+        "shard_tokens": shard_tokens,
+        "accelerator": accelerator,
+        "devices": devices,
+        "strategy": strategy,
+        "trust_remote_code": trust_remote_code,
+    }
     if not _first_process():
         # Under DDP, Lightning starts the other ranks by re-running this command; the first process
         # holds the lock and the build directory they all write into.
@@ -233,16 +282,26 @@ def cache_activations(
             return directory
         return _build(settings, fingerprint, directory, **run)
 
+
 def _first_process() -> bool:
     return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+
 
 def _build(settings: CacheSettings, fingerprint: str, directory: Path, **run) -> Path:
     """Cache into the build directory and rename it to ``directory`` once complete; on any failure (or a
     stop) the build directory goes, so nothing half-written is left for a later run to trust."""
     # Read and validate all the data before anything is written.
     skipped: list[dict] = []
-    texts = PackedTexts(iter_preferences(settings.data, num_pairs=settings.num_pairs, seed=settings.seed,
-                                         hf_split=settings.hf_split, bad_rows=settings.bad_rows, skipped=skipped))
+    texts = PackedTexts(
+        iter_preferences(
+            settings.data,
+            num_pairs=settings.num_pairs,
+            seed=settings.seed,
+            hf_split=settings.hf_split,
+            bad_rows=settings.bad_rows,
+            skipped=skipped,
+        )
+    )
     pair_splits = assign_splits(texts.prompt_ids, settings.split_fractions, settings.split_seed)
     build_dir = partial_directory(directory)
     first = _first_process()
@@ -270,9 +329,19 @@ def _build(settings: CacheSettings, fingerprint: str, directory: Path, **run) ->
     _say_cached(settings, directory, manifest)
     return directory
 
-def _encode(settings: CacheSettings, texts: PackedTexts, pair_splits: list[str], build_dir: Path, batch_size: int,
-            shard_tokens: int, accelerator: str, devices: int | str, strategy: str,
-            trust_remote_code: bool) -> dict | None:
+
+def _encode(
+    settings: CacheSettings,
+    texts: PackedTexts,
+    pair_splits: list[str],
+    build_dir: Path,
+    batch_size: int,
+    shard_tokens: int,
+    accelerator: str,
+    devices: int | str,
+    strategy: str,
+    trust_remote_code: bool,
+) -> dict | None:
     """Run the backbone over every sequence, writing shards into ``build_dir``; the manifest (on rank 0)."""
     tokenizer = load_tokenizer(settings.model, trust_remote_code)
     backbone = TruncatedBackbone(settings.model, settings.layer, trust_remote_code=trust_remote_code)
@@ -281,8 +350,14 @@ def _encode(settings: CacheSettings, texts: PackedTexts, pair_splits: list[str],
         dataset, batch_size=batch_size, collate_fn=partial(collate_right_padded, pad_id=tokenizer.pad_token_id)
     )
     writer = ShardWriter(build_dir, shard_tokens, pair_splits)
-    trainer = L.Trainer(accelerator=accelerator, devices=devices, strategy=strategy, callbacks=[writer, StopOnSignal()],
-                        logger=False, enable_model_summary=False)
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=devices,
+        strategy=strategy,
+        callbacks=[writer, StopOnSignal()],
+        logger=False,
+        enable_model_summary=False,
+    )
     encoder = BackboneEncoder(backbone, settings.tokens, getattr(torch, settings.dtype))
     trainer.predict(encoder, loader, return_predictions=False)
     shards = _gather_shards(trainer, writer.shards)
@@ -303,6 +378,7 @@ def _encode(settings: CacheSettings, texts: PackedTexts, pair_splits: list[str],
         "shards": shards,
     }
 
+
 def _say_cached(settings: CacheSettings, directory: Path, manifest: dict) -> None:
     print(
         f"sarm: cached {manifest['num_tokens']:,} token activations of {manifest['num_pairs']:,} pairs "
@@ -310,10 +386,17 @@ def _say_cached(settings: CacheSettings, directory: Path, manifest: dict) -> Non
         flush=True,
     )
     if manifest.get("skipped_rows"):
-        print(f"sarm: {manifest['skipped_rows']:,} rows of {settings.data} were left out, each listed with its "
-              f"reason in {directory / SKIPPED}", file=sys.stderr, flush=True)
+        print(
+            f"sarm: {manifest['skipped_rows']:,} rows of {settings.data} were left out, each listed with its "
+            f"reason in {directory / SKIPPED}",
+            file=sys.stderr,
+            flush=True,
+        )
     if manifest["truncated_sequences"]:
         # Kept, not skipped: the response's end (where the reward is read) survives a left cut.
-        print(f"sarm: {manifest['truncated_sequences']:,} of {manifest['num_sequences']:,} sequences were longer "
-              f"than max_length = {settings.max_length} tokens and lost their beginning (prompt first)",
-              file=sys.stderr, flush=True)
+        print(
+            f"sarm: {manifest['truncated_sequences']:,} of {manifest['num_sequences']:,} sequences were longer "
+            f"than max_length = {settings.max_length} tokens and lost their beginning (prompt first)",
+            file=sys.stderr,
+            flush=True,
+        )

@@ -40,11 +40,15 @@ class PlantedCoverage(L.Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         data = trainer.datamodule
         if not callable(getattr(data, "planted", None)):
-            raise SarmInputError(f"PlantedCoverage reads planted labels from the data module's planted(split) "
-                                 f"(sarm.cache.TokenActivationDataModule); {type(data).__name__} has none")
+            raise SarmInputError(
+                f"PlantedCoverage reads planted labels from the data module's planted(split) "
+                f"(sarm.cache.TokenActivationDataModule); {type(data).__name__} has none"
+            )
         if not callable(getattr(pl_module, "latents", None)):
-            raise SarmInputError(f"PlantedCoverage scores an SAE's latents (sarm.sae.SAEModule.latents); "
-                                 f"{type(pl_module).__name__} has none")
+            raise SarmInputError(
+                f"PlantedCoverage scores an SAE's latents (sarm.sae.SAEModule.latents); "
+                f"{type(pl_module).__name__} has none"
+            )
         self.sequences = data.planted("val")
         if self.sequences is None:
             rank_zero_warn("PlantedCoverage: the data holds no planted attributes; no coverage is logged")
@@ -55,5 +59,9 @@ class PlantedCoverage(L.Callback):
             return
         activations, labels = self.sequences
         result = coverage(pl_module.latents(activations).cpu(), labels)
-        pl_module.log_dict({"val/coverage": float(result["mean"]["f1"] or 0.0),
-                            "val/coverage_distractors": float(result["mean_distractors"]["f1"] or 0.0)})
+        pl_module.log_dict(
+            {
+                "val/coverage": float(result["mean"]["f1"] or 0.0),
+                "val/coverage_distractors": float(result["mean_distractors"]["f1"] or 0.0),
+            }
+        )

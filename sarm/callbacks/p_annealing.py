@@ -96,7 +96,8 @@ class PAnnealing(L.Callback):
     """Anneals the sparsity exponent p of a ReLU SAE's Lp^p penalty, rescaling α to keep the penalty continuous.
 
     The module must expose ``sae`` (with ``W_dec``), float attributes ``sparsity_p`` and
-    ``sparsity_coefficient`` (used by its loss), and return ``{"loss", "latents", ...}`` (latents dense or as ``TopLatents``) from
+    ``sparsity_coefficient`` (used by its loss), and return ``{"loss", "latents", ...}`` (latents dense or as
+    ``TopLatents``) from
     ``training_step``.
 
     Args:
@@ -142,8 +143,10 @@ class PAnnealing(L.Callback):
         if not math.isinf(total):
             return int(total)
         if isinstance(self.anneal_start, float) or isinstance(self.anneal_end, float):
-            raise ValueError("PAnnealing: fractional anneal_start/anneal_end need a run with a known length "
-                             "(max_steps or max_epochs); give int steps instead")
+            raise ValueError(
+                "PAnnealing: fractional anneal_start/anneal_end need a run with a known length "
+                "(max_steps or max_epochs); give int steps instead"
+            )
         return max(self.anneal_start, self.anneal_end) + 1  # unbounded run: nothing to clamp
 
     def alpha_warmup_factor(self, step: int) -> float:
@@ -168,8 +171,9 @@ class PAnnealing(L.Callback):
     # -- hooks ----------------------------------------------------------------------------------
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.schedule = p_schedule(self.total_steps(trainer), self.p_start, self.p_end, self.n_updates,
-                                   self.anneal_start, self.anneal_end)
+        self.schedule = p_schedule(
+            self.total_steps(trainer), self.p_start, self.p_end, self.n_updates, self.anneal_start, self.anneal_end
+        )
         if self.alpha is None:  # not restored from a checkpoint
             self.alpha = float(pl_module.sparsity_coefficient)
 
@@ -207,8 +211,13 @@ class PAnnealing(L.Callback):
     # -- resume ---------------------------------------------------------------------------------
 
     def state_dict(self) -> dict:
-        return {"p": self.p, "alpha": self.alpha, "next_update": self.next_update,
-                "sparsity_now": list(self.sparsity_now), "sparsity_next": list(self.sparsity_next)}
+        return {
+            "p": self.p,
+            "alpha": self.alpha,
+            "next_update": self.next_update,
+            "sparsity_now": list(self.sparsity_now),
+            "sparsity_next": list(self.sparsity_next),
+        }
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.p, self.alpha, self.next_update = state_dict["p"], state_dict["alpha"], state_dict["next_update"]

@@ -34,6 +34,8 @@ class StopOnSignal(Callback):
             elif callbacks:
                 resume = f"resume with the same command and --ckpt_path <a checkpoint in {callbacks[0].dirpath}>"
             else:
-                resume = ("no checkpoint was kept; run the same command again (a ModelCheckpoint with save_last "
-                          "would let it resume)")
+                resume = (
+                    "no checkpoint was kept; run the same command again (a ModelCheckpoint with save_last "
+                    "would let it resume)"
+                )
         exception.sarm_where, exception.sarm_resume = where, resume

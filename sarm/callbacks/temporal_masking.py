@@ -117,7 +117,8 @@ class AdaptiveTemporalMasking(L.Callback):
     """Masks low-importance latents at random during training, with probabilities from EMA importance scores.
 
     Formulas in the module docstring. The module must expose ``sae`` (a ``SparseAutoencoder`` with
-    a ``latent_mask`` buffer and ``W_dec``) and return ``{"loss", "latents", ...}`` (latents dense or as ``TopLatents``) from
+    a ``latent_mask`` buffer and ``W_dec``) and return ``{"loss", "latents", ...}`` (latents dense or as
+    ``TopLatents``) from
     ``training_step``.
 
     Args:
@@ -176,8 +177,11 @@ class AdaptiveTemporalMasking(L.Callback):
     @property
     def magnitude(self) -> torch.Tensor:
         """Mean activation when firing: A / Q (0 where Q = 0)."""
-        return torch.where(self.frequency > 0, self.mean_activation / self.frequency.clamp_min(self.eps),
-                           torch.zeros_like(self.mean_activation))
+        return torch.where(
+            self.frequency > 0,
+            self.mean_activation / self.frequency.clamp_min(self.eps),
+            torch.zeros_like(self.mean_activation),
+        )
 
     def scores(self) -> torch.Tensor:
         return importance_scores(self.magnitude, self.frequency, self.contribution, self.weights, self.eps)
@@ -194,8 +198,9 @@ class AdaptiveTemporalMasking(L.Callback):
 
     def resample_mask(self, global_step: int) -> torch.Tensor:
         scores = self.scores()
-        probabilities = masking_probabilities(scores, self.threshold_stds, self.prob_slope, self.max_mask_prob,
-                                              self.eps)
+        probabilities = masking_probabilities(
+            scores, self.threshold_stds, self.prob_slope, self.max_mask_prob, self.eps
+        )
         generator = torch.Generator().manual_seed(self.seed + global_step)  # CPU: same draws on any device
         return sample_mask(probabilities, scores, generator, self.max_masked_fraction)
 
@@ -250,9 +255,14 @@ class AdaptiveTemporalMasking(L.Callback):
         def cpu(t):
             return None if t is None else t.detach().cpu()
 
-        return {"mean_activation": cpu(self.mean_activation), "frequency": cpu(self.frequency),
-                "contribution": cpu(self.contribution), "steps": self.steps,
-                "last_mask_step": self.last_mask_step, "mask": cpu(self.mask)}
+        return {
+            "mean_activation": cpu(self.mean_activation),
+            "frequency": cpu(self.frequency),
+            "contribution": cpu(self.contribution),
+            "steps": self.steps,
+            "last_mask_step": self.last_mask_step,
+            "mask": cpu(self.mask),
+        }
 
     def load_state_dict(self, state_dict: dict) -> None:
         # Tensors come back on the CPU; update_statistics moves them to the latents' device.

@@ -21,14 +21,14 @@ from functools import cached_property, partial
 from typing import Literal
 
 import lightning as L
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset
 
 from sarm.backbone import DEFAULT_BACKBONE, load_tokenizer, resolve_model
 from sarm.data.preference import PreferencePair, load_preferences
-from sarm.data.splits import split_by_prompt
 from sarm.data.render import RenderedSequence, render_response
+from sarm.data.splits import split_by_prompt
 
 SUBSET_FIELDS = ("subset", "attribute")  # RewardBench's column; the planted data's deciding attribute
 
@@ -62,17 +62,16 @@ def pad_sequences(sequences: list[RenderedSequence], pad_id: int, side: str = "r
     for row, s in enumerate(sequences):
         n = len(s.input_ids)
         start = length - n if side == "left" else 0
-        ids[row, start:start + n] = torch.tensor(s.input_ids)
-        attention[row, start:start + n] = 1
-        response[row, start + s.response_start:start + n] = 1
+        ids[row, start : start + n] = torch.tensor(s.input_ids)
+        attention[row, start : start + n] = 1
+        response[row, start + s.response_start : start + n] = 1
     return {"input_ids": ids, "attention_mask": attention, "response_mask": response}
 
 
 class RenderedPairs(Dataset):
     """The pairs of one split, rendered on access (token ids are never all held at once)."""
 
-    def __init__(self, pairs: list[PreferencePair], indices: list[int], subsets: list[int], tokenizer,
-                 max_length: int):
+    def __init__(self, pairs: list[PreferencePair], indices: list[int], subsets: list[int], tokenizer, max_length: int):
         self.pairs, self.indices, self.subsets = pairs, indices, subsets
         self.tokenizer, self.max_length = tokenizer, max_length
 
@@ -181,8 +180,9 @@ class SplitDataModule(L.LightningDataModule):
     def loader(self, dataset: Dataset, split: str, shuffle: bool, **kwargs) -> DataLoader:
         """Shuffled (training): a ``ResumableLoader`` over ``train_sampler``; else over ``eval_sampler``."""
         if shuffle:
-            return ResumableLoader(dataset, sampler=self.train_sampler(dataset), position=training_position(self),
-                                   **kwargs)
+            return ResumableLoader(
+                dataset, sampler=self.train_sampler(dataset), position=training_position(self), **kwargs
+            )
         return DataLoader(dataset, sampler=self.eval_sampler(dataset, split), **kwargs)
 
     def train_sampler(self, dataset: Dataset) -> EpochShuffle:
@@ -203,8 +203,9 @@ class SplitDataModule(L.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         if split == "train" or trainer is None or trainer.world_size <= 1:
             return None
-        return UnrepeatedDistributedSampler(dataset, num_replicas=trainer.world_size, rank=trainer.global_rank,
-                                            shuffle=False)
+        return UnrepeatedDistributedSampler(
+            dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+        )
 
     def train_dataloader(self):
         return self._loader("train", shuffle=True)
@@ -243,10 +244,23 @@ class PairTextDataModule(SplitDataModule):
 
     yields_tokens = True
 
-    def __init__(self, data: str, num_pairs: int = 2000, seed: int = 0, hf_split: str = "train",
-                 bad_rows: Literal["error", "skip"] = "error", model: str = DEFAULT_BACKBONE, layer: int | None = None, max_length: int = 512,
-                 split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), split_seed: int = 0,
-                 batch_size: int = 8, padding_side: str = "right", predict_split: str = "test", num_workers: int = 0):
+    def __init__(
+        self,
+        data: str,
+        num_pairs: int = 2000,
+        seed: int = 0,
+        hf_split: str = "train",
+        bad_rows: Literal["error", "skip"] = "error",
+        model: str = DEFAULT_BACKBONE,
+        layer: int | None = None,
+        max_length: int = 512,
+        split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+        split_seed: int = 0,
+        batch_size: int = 8,
+        padding_side: str = "right",
+        predict_split: str = "test",
+        num_workers: int = 0,
+    ):
         super().__init__()
         if padding_side not in ("right", "left"):
             raise ValueError(f"padding_side = {padding_side!r}: expected 'right' or 'left'")
@@ -268,7 +282,8 @@ class PairTextDataModule(SplitDataModule):
         index = {id(pair): i for i, pair in enumerate(self.pairs)}
         parts = split_by_prompt(self.pairs, tuple(self.hparams.split_fractions), self.hparams.split_seed)
         return {name: [index[id(pair)] for pair in members] for name, members in parts.items()} | {
-            "all": list(range(len(self.pairs)))}
+            "all": list(range(len(self.pairs)))
+        }
 
     @cached_property
     def _subsets(self) -> tuple[list[str], list[int]]:
@@ -301,11 +316,22 @@ class PairTextDataModule(SplitDataModule):
         if split not in self.splits:
             raise ValueError(f"split = {split!r}: expected train, val, test or all")
         indices = self.splits[split]
-        return RenderedPairs([self.pairs[i] for i in indices], indices, [self._subsets[1][i] for i in indices],
-                             self.tokenizer, self.hparams.max_length)
+        return RenderedPairs(
+            [self.pairs[i] for i in indices],
+            indices,
+            [self._subsets[1][i] for i in indices],
+            self.tokenizer,
+            self.hparams.max_length,
+        )
 
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
         collate = partial(collate_pairs, pad_id=self.tokenizer.pad_token_id, side=self.hparams.padding_side)
         dataset = self.dataset(split)
-        return self.loader(dataset, split, shuffle, batch_size=self.hparams.batch_size, collate_fn=collate,
-                           num_workers=self.hparams.num_workers)
+        return self.loader(
+            dataset,
+            split,
+            shuffle,
+            batch_size=self.hparams.batch_size,
+            collate_fn=collate,
+            num_workers=self.hparams.num_workers,
+        )

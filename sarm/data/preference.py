@@ -141,8 +141,12 @@ def iter_preferences(
         if log.failing:
             continue  # the source will be refused: only look for more bad rows
         # A digest, not the text: memory per pair stays small on large datasets.
-        key = hashlib.blake2b(json.dumps([pair.prompt, pair.chosen, pair.rejected, pair.prompt_id, pair.margin,
-                                          pair.meta], sort_keys=True).encode(), digest_size=16).digest()
+        key = hashlib.blake2b(
+            json.dumps(
+                [pair.prompt, pair.chosen, pair.rejected, pair.prompt_id, pair.margin, pair.meta], sort_keys=True
+            ).encode(),
+            digest_size=16,
+        ).digest()
         if pair.chosen == pair.rejected:
             # no preference to learn from, and accuracy would count it wrong
             log.skip("identical", where, "chosen and rejected responses are identical", row)
@@ -210,8 +214,9 @@ class _LeftOut:
         if len(self.locations[kind]) < SHOWN_LOCATIONS + 1:  # one more than shown, to know to write "..."
             self.locations[kind].append(where)
         if self.skipped is not None:
-            self.skipped.append({"origin": f"{self.name}:{where}", "field": field_name, "reason": reason,
-                                 "row": _jsonable(row)})
+            self.skipped.append(
+                {"origin": f"{self.name}:{where}", "field": field_name, "reason": reason, "row": _jsonable(row)}
+            )
 
     def finish(self) -> None:
         """Raise BadRowsError under the "error" policy if any row was bad; else print the skip counts."""
@@ -326,8 +331,9 @@ def _response_row(row: Any, origin: str) -> ResponseRow:
         raise _RowError("response", "missing" if response is None else f"expected text, got {_kind(response)}")
     prompt = row.get("prompt")
     try:  # the pair parser reads the prompt in every accepted layout
-        prompt, text, _ = _split_prompt({"prompt": "" if prompt is None else prompt, "chosen": response,
-                                         "rejected": response})
+        prompt, text, _ = _split_prompt(
+            {"prompt": "" if prompt is None else prompt, "chosen": response, "rejected": response}
+        )
     except _RowError as err:
         raise _RowError("response" if err.field in ("chosen", "rejected") else err.field, err.reason) from None
     except RecursionError:
@@ -457,8 +463,11 @@ def _check_text(text: str, name: str, where: str = "") -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as err:
-        raise _RowError(name, f"{where}holds a lone surrogate (U+{ord(text[err.start]):04X} at character "
-                              f"{err.start + 1}), which is not text") from None
+        raise _RowError(
+            name,
+            f"{where}holds a lone surrogate (U+{ord(text[err.start]):04X} at character "
+            f"{err.start + 1}), which is not text",
+        ) from None
 
 
 def _is_transcript(value: Any) -> bool:

@@ -75,8 +75,11 @@ def read_rows(name: str, num_pairs: int, seed: int, hf_split: str) -> Iterator[t
     if path.is_dir():
         if not any((path / marker).is_file() for marker in SAVED_DATASET_FILES):
             raise PreferenceDataError(
-                name, None, None, f"is a directory, but not one written by datasets' save_to_disk "
-                f"(it has none of {', '.join(SAVED_DATASET_FILES)})"
+                name,
+                None,
+                None,
+                f"is a directory, but not one written by datasets' save_to_disk "
+                f"(it has none of {', '.join(SAVED_DATASET_FILES)})",
             )
         yield from _saved_dataset_rows(path, hf_split)
         return
@@ -106,8 +109,11 @@ def _file_format(path: Path) -> tuple[str, bool]:
     kind = next((FORMATS[s] for s in FORMATS if stem.endswith(s)), None)
     if kind is None or (gz and kind not in GZIP_FORMATS):
         raise PreferenceDataError(
-            str(path), None, None, f"unknown file type '{path.suffix}'; expected one of {', '.join(FILE_SUFFIXES)}, "
-            "or a directory written by datasets' save_to_disk"
+            str(path),
+            None,
+            None,
+            f"unknown file type '{path.suffix}'; expected one of {', '.join(FILE_SUFFIXES)}, "
+            "or a directory written by datasets' save_to_disk",
         )
     if not gz and kind != "parquet":
         with open(path, "rb") as f:  # a compressed file under a plain name (some downloads drop the .gz)
@@ -131,7 +137,7 @@ def _gzip_problem(path: Path, err: Exception, lines_read: int) -> PreferenceData
 
 def _binary_lines(path: Path, gz: bool) -> Iterator[tuple[int, bytes]]:
     """The file's lines as bytes, numbered from 1, decompressing a gzip stream as it goes."""
-    with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
+    with gzip.open(path, "rb") if gz else open(path, "rb") as f:
         number, lines = 0, iter(f)
         while True:
             try:

@@ -162,8 +162,9 @@ def _defuse(controls: re.Pattern, text: str) -> str:
     return controls.sub(lambda match: _DEFUSED * len(match.group()), text)
 
 
-def _tokenize_untrusted(tokenizer, controls: re.Pattern, prompt: list[Message], response: str, full: str,
-                        response_char: int) -> tuple[list[int], int]:
+def _tokenize_untrusted(
+    tokenizer, controls: re.Pattern, prompt: list[Message], response: str, full: str, response_char: int
+) -> tuple[list[int], int]:
     """Tokenize ``full``, where some message holds control-token strings, with only the template's own
     control tokens as control tokens (see the module docstring)."""
     safe_prompt = [{"role": _defuse(controls, m["role"]), "content": _defuse(controls, m["content"])} for m in prompt]

@@ -28,8 +28,9 @@ def split_by_prompt(
     return splits
 
 
-def assign_splits(prompt_ids: Sequence[str], fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
-                  seed: int = 0) -> list[str]:
+def assign_splits(
+    prompt_ids: Sequence[str], fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0
+) -> list[str]:
     """Each pair's split ("train", "val" or "test") from the pairs' prompt ids, by the rule of
     ``split_by_prompt`` (which it implements)."""
     if len(fractions) != 3 or any(f < 0 for f in fractions) or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6):

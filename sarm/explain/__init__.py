@@ -33,20 +33,44 @@ from sarm.explain.store import (
 )
 
 __all__ = [
-    "PROMPTS", "ChatClient", "Context", "Explanation", "ExplanationStore", "background_contexts",
-    "default_store_path", "detection_score", "explain_features", "explain_offline", "explain_with_llm",
-    "feature_activations", "llm_predictor", "ngram_predictor", "sae_fingerprint", "score_ngrams",
+    "PROMPTS",
+    "ChatClient",
+    "Context",
+    "Explanation",
+    "ExplanationStore",
+    "background_contexts",
+    "default_store_path",
+    "detection_score",
+    "explain_features",
+    "explain_offline",
+    "explain_with_llm",
+    "feature_activations",
+    "llm_predictor",
+    "ngram_predictor",
+    "sae_fingerprint",
+    "score_ngrams",
     "top_activating_contexts",
 ]
 
 METHODS = ("offline", "llm")
 
 
-def explain_features(cache_dir: str, sae_dir: str, features: list[int], *, method: str = "offline", k: int = 10,
-                     window: int = 12, llm_base_url: str | None = None, llm_model: str | None = None,
-                     llm_api_key_env: str = "OPENAI_API_KEY",
-                     activate: Callable[[list[str], int], list[float]] | None = None,
-                     store_path: str | None = None, n_background: int = 20, seed: int = 0) -> dict[int, dict]:
+def explain_features(
+    cache_dir: str,
+    sae_dir: str,
+    features: list[int],
+    *,
+    method: str = "offline",
+    k: int = 10,
+    window: int = 12,
+    llm_base_url: str | None = None,
+    llm_model: str | None = None,
+    llm_api_key_env: str = "OPENAI_API_KEY",
+    activate: Callable[[list[str], int], list[float]] | None = None,
+    store_path: str | None = None,
+    n_background: int = 20,
+    seed: int = 0,
+) -> dict[int, dict]:
     """Explain ``features`` of the SAE in ``sae_dir`` from the activation cache in ``cache_dir``.
 
     Per feature, 2k top contexts (one per sequence) and 2·n_background background contexts (from
@@ -71,8 +95,11 @@ def explain_features(cache_dir: str, sae_dir: str, features: list[int], *, metho
         raise SarmInputError(f"method = {method!r}: expected one of {METHODS}")
     client = None
     if method == "llm":
-        missing = [name for name, value in (("llm_base_url", llm_base_url), ("llm_model", llm_model),
-                                            ("activate", activate)) if value is None]
+        missing = [
+            name
+            for name, value in (("llm_base_url", llm_base_url), ("llm_model", llm_model), ("activate", activate))
+            if value is None
+        ]
         if missing:
             raise SarmInputError(f"method 'llm' needs {', '.join(missing)}")
         client = ChatClient(llm_base_url, llm_model, llm_api_key_env)
@@ -87,9 +114,17 @@ def explain_features(cache_dir: str, sae_dir: str, features: list[int], *, metho
 
     # Background from sequences other than the feature's top ones: a window elsewhere in a top
     # sequence would share its text (the same prompt, the same words around the firing token).
-    backgrounds = background_contexts(cache, sae, list(tops), tokenizer, n=2 * n_background, window=window,
-                                      seed=seed, exclude={f: {c.sequence for c in top} for f, top in tops.items()},
-                                      activations=acts)
+    backgrounds = background_contexts(
+        cache,
+        sae,
+        list(tops),
+        tokenizer,
+        n=2 * n_background,
+        window=window,
+        seed=seed,
+        exclude={f: {c.sequence for c in top} for f, top in tops.items()},
+        activations=acts,
+    )
 
     results: dict[int, dict] = {}
     for feature, top in tops.items():
@@ -108,14 +143,20 @@ def explain_features(cache_dir: str, sae_dir: str, features: list[int], *, metho
                 explanation = explain_offline(write_active, write_background)
                 predict = ngram_predictor(explanation)
             else:
-                explanation = explain_with_llm(client, write_active,
-                                               lambda texts, f=feature: activate(texts, f))
+                explanation = explain_with_llm(client, write_active, lambda texts, f=feature: activate(texts, f))
                 predict = llm_predictor(client, explanation)
             if held_active and held_background:
                 explanation.detection = detection_score(predict, held_active, held_background)
-            store.put(sae_key, feature, explanation, cache=str(Path(cache_dir).resolve()),
-                      cache_fingerprint=cache.manifest.get("fingerprint"),
-                      contexts={"written_from": [len(write_active), len(write_background)],
-                                "held_out": [len(held_active), len(held_background)]})
+            store.put(
+                sae_key,
+                feature,
+                explanation,
+                cache=str(Path(cache_dir).resolve()),
+                cache_fingerprint=cache.manifest.get("fingerprint"),
+                contexts={
+                    "written_from": [len(write_active), len(write_background)],
+                    "held_out": [len(held_active), len(held_background)],
+                },
+            )
         results[feature] = {"explanation": explanation.to_dict(), "contexts": [asdict(c) for c in top[:k]]}
     return results

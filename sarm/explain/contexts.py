@@ -54,8 +54,10 @@ class Context:
 
 def _check(cache: ActivationCache, sae, features: list[int]) -> list[int]:
     if cache.hidden_size != sae.d_in:
-        raise SarmInputError(f"{cache.directory}: the cache holds hidden states of width {cache.hidden_size}, "
-                             f"the SAE reads width {sae.d_in}")
+        raise SarmInputError(
+            f"{cache.directory}: the cache holds hidden states of width {cache.hidden_size}, "
+            f"the SAE reads width {sae.d_in}"
+        )
     features = list(dict.fromkeys(int(f) for f in features))  # dedupe, keep order
     bad = [f for f in features if not 0 <= f < sae.n_latents]
     if bad:
@@ -126,7 +128,8 @@ class _Windows:
                 raise SarmInputError(
                     f"{self.cache.directory}: sequence {sequence} (pair {sequence // 2}) renders to {len(ids)} tokens "
                     f"with this tokenizer, but the cache ends it at position {last}: use the cache's tokenizer "
-                    f"({self.cache.manifest.get('model')})")
+                    f"({self.cache.manifest.get('model')})"
+                )
             # One id at a time: readable text (" the", "\n") rather than byte-level symbols ("Ġthe", "Ċ").
             tokens = [self.tokenizer.decode([i], clean_up_tokenization_spaces=False) for i in ids]
             self._rendered[sequence] = (ids, tokens)
@@ -147,9 +150,16 @@ class _Windows:
             if start <= p < end:
                 window_acts[p - start] = v
         focus = position - start
-        return Context(pair=sequence // 2, side=SIDES[sequence % 2], sequence=sequence, position=position,
-                       activation=window_acts[focus], tokens=tokens[start:end], activations=window_acts,
-                       focus=focus)
+        return Context(
+            pair=sequence // 2,
+            side=SIDES[sequence % 2],
+            sequence=sequence,
+            position=position,
+            activation=window_acts[focus],
+            tokens=tokens[start:end],
+            activations=window_acts,
+            focus=focus,
+        )
 
 
 def _activations(cache: ActivationCache, sae, features: list[int], activations: dict | None) -> dict:
@@ -157,8 +167,9 @@ def _activations(cache: ActivationCache, sae, features: list[int], activations: 
         return feature_activations(cache, sae, features)
     missing = [f for f in features if int(f) not in activations["activations"]]
     if missing:
-        raise ValueError(f"features {missing}: not in the activations passed (computed for "
-                         f"{sorted(activations['activations'])})")
+        raise ValueError(
+            f"features {missing}: not in the activations passed (computed for {sorted(activations['activations'])})"
+        )
     return activations
 
 
@@ -172,9 +183,16 @@ def _prepare(cache, sae, features, tokenizer, window, split, activations):
     return acts, _Windows(cache, acts, tokenizer, window), _in_split(cache, acts["token_seq"], split)
 
 
-def top_activating_contexts(cache: ActivationCache, sae, features: list[int], tokenizer, k: int = 10,
-                            window: int = 12, split: str = "all", activations: dict | None = None,
-                            ) -> dict[int, list[Context]]:
+def top_activating_contexts(
+    cache: ActivationCache,
+    sae,
+    features: list[int],
+    tokenizer,
+    k: int = 10,
+    window: int = 12,
+    split: str = "all",
+    activations: dict | None = None,
+) -> dict[int, list[Context]]:
     """Per feature, up to ``k`` contexts: the max-activating token of the k best sequences, best first.
 
     ``activations`` (from ``feature_activations``) skips the pass over the cache when the caller
@@ -201,10 +219,18 @@ def top_activating_contexts(cache: ActivationCache, sae, features: list[int], to
     return out
 
 
-def background_contexts(cache: ActivationCache, sae, features: list[int], tokenizer, n: int = 20,
-                        window: int = 12, seed: int = 0, split: str = "all",
-                        exclude: set[int] | dict[int, set[int]] | None = None,
-                        activations: dict | None = None) -> dict[int, list[Context]]:
+def background_contexts(
+    cache: ActivationCache,
+    sae,
+    features: list[int],
+    tokenizer,
+    n: int = 20,
+    window: int = 12,
+    seed: int = 0,
+    split: str = "all",
+    exclude: set[int] | dict[int, set[int]] | None = None,
+    activations: dict | None = None,
+) -> dict[int, list[Context]]:
     """Per feature, up to ``n`` random contexts centred on tokens where the feature is off.
 
     One per sequence; sequences in ``exclude`` (e.g. those of the top contexts) are skipped:

@@ -31,8 +31,9 @@ from sarm.explain.store import Explanation
 def detection_score(predict: Callable[[Context], bool], active: list[Context], inactive: list[Context]) -> float:
     """Balanced accuracy of ``predict`` on activating (``active``) and non-activating contexts."""
     if not active or not inactive:
-        raise ValueError(f"detection needs both activating and non-activating contexts "
-                         f"(got {len(active)} and {len(inactive)})")
+        raise ValueError(
+            f"detection needs both activating and non-activating contexts (got {len(active)} and {len(inactive)})"
+        )
     true_positive = sum(bool(predict(c)) for c in active)
     true_negative = sum(not predict(c) for c in inactive)
     return 0.5 * (true_positive / len(active) + true_negative / len(inactive))

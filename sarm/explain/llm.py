@@ -90,8 +90,14 @@ class ChatClient:
         timeout: seconds to wait for one answer.
     """
 
-    def __init__(self, base_url: str, model: str, api_key_env: str | None = "OPENAI_API_KEY",
-                 temperature: float = 0.0, timeout: float = 120.0):
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key_env: str | None = "OPENAI_API_KEY",
+        temperature: float = 0.0,
+        timeout: float = 120.0,
+    ):
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model, self.api_key_env, self.temperature, self.timeout = model, api_key_env, temperature, timeout
 
@@ -127,8 +133,9 @@ class ChatClient:
         try:
             content = data["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError):
-            raise SarmInputError(f"{self.url}: the answer has no choices[0].message.content: "
-                                 f"{json.dumps(data)[:200]}") from None
+            raise SarmInputError(
+                f"{self.url}: the answer has no choices[0].message.content: {json.dumps(data)[:200]}"
+            ) from None
         if not isinstance(content, str):
             raise SarmInputError(f"{self.url}: choices[0].message.content is {type(content).__name__}, not text")
         return content
@@ -196,8 +203,15 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
-def explain_with_llm(client: ChatClient, contexts: list[Context], activate: Callable[[list[str]], list[float]],
-                     *, n_hypotheses: int = 3, n_tests: int = 3, rounds: int = 2) -> Explanation:
+def explain_with_llm(
+    client: ChatClient,
+    contexts: list[Context],
+    activate: Callable[[list[str]], list[float]],
+    *,
+    n_hypotheses: int = 3,
+    n_tests: int = 3,
+    rounds: int = 2,
+) -> Explanation:
     """Run the loop of the module docstring on one feature's top ``contexts``.
 
     ``activate(texts)`` must return the feature's max activation over each text's tokens (one float
@@ -224,15 +238,24 @@ def explain_with_llm(client: ChatClient, contexts: list[Context], activate: Call
             if len(values) != len(texts):
                 raise ValueError(f"activate returned {len(values)} activations for {len(texts)} texts")
             expected = [True] * len(should) + [False] * len(should_not)
-            evidence += [{"round": round_, "hypothesis": hypothesis, "text": t, "expected": e, "activation": v}
-                         for t, e, v in zip(texts, expected, values)]
+            evidence += [
+                {"round": round_, "hypothesis": hypothesis, "text": t, "expected": e, "activation": v}
+                for t, e, v in zip(texts, expected, values)
+            ]
             separation = (_mean(values[: len(should)]) - _mean(values[len(should) :])) / top
-            results = "\n".join(f"- [{'should fire' if e else 'should not fire'}] {t!r}: {v:.3g}"
-                                for t, e, v in zip(texts, expected, values))
+            results = "\n".join(
+                f"- [{'should fire' if e else 'should not fire'}] {t!r}: {v:.3g}"
+                for t, e, v in zip(texts, expected, values)
+            )
             reply = client.ask(PROMPTS["verdict"].format(hypothesis=hypothesis, top=top, results=results))
             verdict, refined = _parse_verdict(reply, hypothesis)
-            record = {"round": round_, "hypothesis": hypothesis, "verdict": verdict, "refined": refined,
-                      "separation": separation}
+            record = {
+                "round": round_,
+                "hypothesis": hypothesis,
+                "verdict": verdict,
+                "refined": refined,
+                "separation": separation,
+            }
             history.append(record)
             tested.append(record)
             if verdict != "refuted":
@@ -247,9 +270,11 @@ def explain_with_llm(client: ChatClient, contexts: list[Context], activate: Call
         if r["separation"] is None:
             lines.append(f'- round {r["round"]}: "{r["hypothesis"]}": the tests could not be read')
         else:
-            lines.append(f'- round {r["round"]}: "{r["hypothesis"]}": {r["verdict"]}'
-                         + (f' as "{r["refined"]}"' if r["refined"] != r["hypothesis"] else "")
-                         + f'; separation {r["separation"]:.2f}')
+            lines.append(
+                f'- round {r["round"]}: "{r["hypothesis"]}": {r["verdict"]}'
+                + (f' as "{r["refined"]}"' if r["refined"] != r["hypothesis"] else "")
+                + f"; separation {r['separation']:.2f}"
+            )
     reply = client.ask(PROMPTS["conclude"].format(exemplars=exemplars, history="\n".join(lines) or "(none)"))
     text = reply.strip().strip('"').strip()
     if not text:  # an empty conclusion: fall back to the surviving hypothesis

@@ -63,8 +63,9 @@ def _contains(outer: tuple, inner: tuple) -> bool:
     return any(outer[i : i + len(inner)] == inner for i in range(len(outer) - len(inner) + 1))
 
 
-def score_ngrams(active: list[Context], background: list[Context], max_n: int = 3, decay: float = 0.5,
-                 prior: float = 1.0) -> list[dict]:
+def score_ngrams(
+    active: list[Context], background: list[Context], max_n: int = 3, decay: float = 0.5, prior: float = 1.0
+) -> list[dict]:
     """All n-grams of the active windows, scored as in the module docstring, best first."""
     weight: dict[tuple, float] = defaultdict(float)
     texts: dict[tuple, str] = {}
@@ -90,8 +91,15 @@ def score_ngrams(active: list[Context], background: list[Context], max_n: int = 
     return scored
 
 
-def explain_offline(active: list[Context], background: list[Context], top: int = 5, max_n: int = 3,
-                    decay: float = 0.5, prior: float = 1.0, min_support: float = 1.0) -> Explanation:
+def explain_offline(
+    active: list[Context],
+    background: list[Context],
+    top: int = 5,
+    max_n: int = 3,
+    decay: float = 0.5,
+    prior: float = 1.0,
+    min_support: float = 1.0,
+) -> Explanation:
     """An ``Explanation`` listing the ``top`` n-grams most over-represented near the activating tokens.
 
     ``evidence`` holds the listed n-grams with their score, weighted active count and background
@@ -106,7 +114,8 @@ def explain_offline(active: list[Context], background: list[Context], top: int =
             continue
         key = tuple(entry["tokens"])
         if entry["ngram"] in seen_texts or any(
-                _contains(tuple(c["tokens"]), key) or _contains(key, tuple(c["tokens"])) for c in chosen):
+            _contains(tuple(c["tokens"]), key) or _contains(key, tuple(c["tokens"])) for c in chosen
+        ):
             continue  # "sorry" adds nothing beside "sorry I"; list distinct evidence
         seen_texts.add(entry["ngram"])
         chosen.append(entry)

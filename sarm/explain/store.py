@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -55,8 +55,9 @@ class Explanation:
 
     @classmethod
     def from_dict(cls, d: dict) -> Explanation:
-        return cls(text=d["text"], method=d["method"], evidence=list(d.get("evidence") or []),
-                   detection=d.get("detection"))
+        return cls(
+            text=d["text"], method=d["method"], evidence=list(d.get("evidence") or []), detection=d.get("detection")
+        )
 
 
 @torch.no_grad()
@@ -126,6 +127,9 @@ class ExplanationStore:
         data = self._read()  # re-read: keep what others stored since we last looked
         features = data["explanations"].setdefault(sae_key, {})
         methods = features.setdefault(str(int(feature)), {})
-        methods[explanation.method] = {**explanation.to_dict(), **provenance,
-                                       "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        methods[explanation.method] = {
+            **explanation.to_dict(),
+            **provenance,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
         write_json(self.path, data)

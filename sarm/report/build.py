@@ -30,8 +30,19 @@ from sarm.errors import SarmInputError
 from sarm.explain import Context, Explanation, explain_features
 from sarm.io import file_name
 from sarm.report.html import render_report
-from sarm.report.schema import (Comparison, ComparisonRow, Dataset, FeatureMap, FeaturePage, Model, Pair, Report,
-                                Steering, Term, TopFeature)
+from sarm.report.schema import (
+    Comparison,
+    ComparisonRow,
+    Dataset,
+    FeatureMap,
+    FeaturePage,
+    Model,
+    Pair,
+    Report,
+    Steering,
+    Term,
+    TopFeature,
+)
 from sarm.reward.export import SAE_DIR
 from sarm.reward.network import SARMNetwork
 
@@ -87,28 +98,61 @@ def report(
     datasets, caches = [], []
     for i, source in enumerate(data):
         name = _name(source, i, data)
-        attributed = attribute_dataset(model, config, source, num_pairs=num_pairs, seed=seed, split=split,
-                                       split_fractions=split_fractions, split_seed=split_seed,
-                                       output=str(output_dir / "attribution" / name),
-                                       cache_dir=None if cache_dirs is None else cache_dirs[i], batch_size=batch_size,
-                                       top=top, dtype=dtype)
+        attributed = attribute_dataset(
+            model,
+            config,
+            source,
+            num_pairs=num_pairs,
+            seed=seed,
+            split=split,
+            split_fractions=split_fractions,
+            split_seed=split_seed,
+            output=str(output_dir / "attribution" / name),
+            cache_dir=None if cache_dirs is None else cache_dirs[i],
+            batch_size=batch_size,
+            top=top,
+            dtype=dtype,
+        )
         cache_dir = attributed["cache"]
         caches.append(cache_dir)
         datasets.append(_dataset(name, cache_dir, Path(attributed["output"]), steer_top))
 
     features = list(dict.fromkeys(f.feature for ds in datasets for f in ds.features))
-    explained = explain_features(caches[0], str(Path(sarm) / SAE_DIR), features, method=explain_method, k=contexts,
-                                 llm_base_url=llm_base_url, llm_model=llm_model,
-                                 activate=_activation_probe(sarm) if explain_method == "llm" else None)
+    explained = explain_features(
+        caches[0],
+        str(Path(sarm) / SAE_DIR),
+        features,
+        method=explain_method,
+        k=contexts,
+        llm_base_url=llm_base_url,
+        llm_model=llm_model,
+        activate=_activation_probe(sarm) if explain_method == "llm" else None,
+    )
     weight = network.head.weight.detach()
-    pages = [FeaturePage(f, float(weight[f]), Explanation.from_dict(explained[f]["explanation"]),
-                         [Context(**c) for c in explained[f]["contexts"][:contexts]]) for f in features]
+    pages = [
+        FeaturePage(
+            f,
+            float(weight[f]),
+            Explanation.from_dict(explained[f]["explanation"]),
+            [Context(**c) for c in explained[f]["contexts"][:contexts]],
+        )
+        for f in features
+    ]
     content = Report(
         title=f"SARM report: {Path(sarm).name}",
-        model=Model(path=str(sarm), kind=config["kind"], backbone=config["backbone"], n_features=config["n_features"],
-                    head_nonzero=config.get("head_nonzero"), pooling=config["pooling"]),
-        datasets=datasets, feature_pages=pages, feature_map=_feature_map(network, features, datasets[0]),
-        comparison=_comparison(datasets, features) if len(datasets) == 2 else None)
+        model=Model(
+            path=str(sarm),
+            kind=config["kind"],
+            backbone=config["backbone"],
+            n_features=config["n_features"],
+            head_nonzero=config.get("head_nonzero"),
+            pooling=config["pooling"],
+        ),
+        datasets=datasets,
+        feature_pages=pages,
+        feature_map=_feature_map(network, features, datasets[0]),
+        comparison=_comparison(datasets, features) if len(datasets) == 2 else None,
+    )
     path = render_report(content, output_dir)
     print(f"sarm: report written to {path}", flush=True)
     return path
@@ -128,8 +172,10 @@ def _dataset(name: str, cache_dir: str, attribution_dir: Path, steer_top: int) -
     ranked = attribution.top.tolist()  # the first rows of features.csv: one ranking rule for both
     table = {row["feature"]: row for row in attribution.features}
     columns = {f.name for f in fields(TopFeature)}
-    features = [TopFeature(**{k: v for k, v in table[f].items() if k in columns},
-                           contributions=per_pair[:, j].tolist()) for j, f in enumerate(ranked)]
+    features = [
+        TopFeature(**{k: v for k, v in table[f].items() if k in columns}, contributions=per_pair[:, j].tolist())
+        for j, f in enumerate(ranked)
+    ]
 
     pairs = cache.pairs
     selected = []
@@ -139,19 +185,37 @@ def _dataset(name: str, cache_dir: str, attribution_dir: Path, steer_top: int) -
     for label, row in picks:
         record = pairs[int(attribution.pair[row])]
         terms = zip(attribution.terms_feature[row].tolist(), attribution.terms_value[row].tolist())  # largest first
-        selected.append(Pair(pair=record["index"], label=label, prompt=_text(record["prompt"]),
-                             chosen=record["chosen"], rejected=record["rejected"],
-                             chosen_reward=float(chosen[row]), rejected_reward=float(rejected[row]),
-                             contributions=[Term(f, v) for f, v in terms if v != 0]))
+        selected.append(
+            Pair(
+                pair=record["index"],
+                label=label,
+                prompt=_text(record["prompt"]),
+                chosen=record["chosen"],
+                rejected=record["rejected"],
+                chosen_reward=float(chosen[row]),
+                rejected_reward=float(rejected[row]),
+                contributions=[Term(f, v) for f, v in terms if v != 0],
+            )
+        )
 
-    steering = [Steering(feature=f, **zeroing_effect(margins, per_pair[:, j:j + 1], [f]))
-                for j, f in enumerate(ranked[:steer_top])]
+    steering = [
+        Steering(feature=f, **zeroing_effect(margins, per_pair[:, j : j + 1], [f]))
+        for j, f in enumerate(ranked[:steer_top])
+    ]
     names, subset = cache.columns.subset_names, attribution.subset  # the batches' subset ids
     subsets = {n: float((margins[subset == i] > 0).float().mean()) for i, n in enumerate(names) if (subset == i).any()}
-    return Dataset(name=name, n_pairs=int(margins.numel()), accuracy=float((margins > 0).float().mean()),
-                   mean_margin=float(margins.mean()), chosen_rewards=chosen.tolist(),
-                   rejected_rewards=rejected.tolist(), subsets=subsets, features=features, pairs=selected,
-                   steering=steering)
+    return Dataset(
+        name=name,
+        n_pairs=int(margins.numel()),
+        accuracy=float((margins > 0).float().mean()),
+        mean_margin=float(margins.mean()),
+        chosen_rewards=chosen.tolist(),
+        rejected_rewards=rejected.tolist(),
+        subsets=subsets,
+        features=features,
+        pairs=selected,
+        steering=steering,
+    )
 
 
 def _text(prompt: list[dict]) -> str:
@@ -167,15 +231,21 @@ def _feature_map(network: SARMNetwork, features: list[int], dataset: Dataset) ->
     _, _, v = torch.linalg.svd(centered, full_matrices=False)
     xy = centered @ v[:2].T
     contribution = {row.feature: row.mean_margin_contribution or 0.0 for row in dataset.features}
-    return FeatureMap(features=features, x=xy[:, 0].tolist(), y=xy[:, 1].tolist(),
-                      margin_contribution=[float(contribution.get(f, 0.0)) for f in features],
-                      method="PCA of the features' unit decoder directions")
+    return FeatureMap(
+        features=features,
+        x=xy[:, 0].tolist(),
+        y=xy[:, 1].tolist(),
+        margin_contribution=[float(contribution.get(f, 0.0)) for f in features],
+        method="PCA of the features' unit decoder directions",
+    )
 
 
 def _comparison(datasets: list[Dataset], features: list[int]) -> Comparison:
     """Mean margin contribution of each top feature in both datasets, largest difference first."""
-    a, b = ({row.feature: float(sum(row.contributions) / max(len(row.contributions), 1))
-             for row in ds.features} for ds in datasets)
+    a, b = (
+        {row.feature: float(sum(row.contributions) / max(len(row.contributions), 1)) for row in ds.features}
+        for ds in datasets
+    )
     rows = [ComparisonRow(f, a.get(f, 0.0), b.get(f, 0.0), a.get(f, 0.0) - b.get(f, 0.0)) for f in features]
     rows.sort(key=lambda r: abs(r.difference), reverse=True)
     return Comparison(a=datasets[0].name, b=datasets[1].name, rows=rows)

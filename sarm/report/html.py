@@ -18,8 +18,13 @@ from sarm.io import write_json, write_text
 from sarm.report import plots
 from sarm.report.schema import Report
 
-_env = jinja2.Environment(loader=jinja2.PackageLoader("sarm.report", "templates"), autoescape=True,
-                          undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+_env = jinja2.Environment(
+    loader=jinja2.PackageLoader("sarm.report", "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
 
 
 def num(value: float | None, signed: bool = False) -> str:
@@ -54,8 +59,10 @@ _env.globals |= {"plots": plots, "shade": shade}
 def render_html(report: Report) -> str:
     """The report page as a string (pure: no files written)."""
     return _env.get_template("report.html.j2").render(
-        report=report, linked={p.feature for p in report.feature_pages},
-        explanations={p.feature: p.explanation.text for p in report.feature_pages})
+        report=report,
+        linked={p.feature for p in report.feature_pages},
+        explanations={p.feature: p.explanation.text for p in report.feature_pages},
+    )
 
 
 def render_report(report: Report, output_dir: str | Path) -> Path:

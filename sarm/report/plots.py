@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 # Figures are attached to the Agg canvas explicitly, so the global backend (and pyplot) is never
 # touched: safe in a headless run and in a notebook alike.
@@ -37,8 +37,9 @@ def _figure(width: float = 6.0, height: float = 3.0) -> tuple[Figure, object]:
     return fig, ax
 
 
-def _finish(fig: Figure, ax, title: str = "", xlabel: str | None = None, ylabel: str | None = None,
-            legend: bool = False) -> str:
+def _finish(
+    fig: Figure, ax, title: str = "", xlabel: str | None = None, ylabel: str | None = None, legend: bool = False
+) -> str:
     """Label a ``_figure`` plot in the report's one style and return it as a data URI."""
     if xlabel:
         ax.set_xlabel(xlabel, fontsize=9)
@@ -144,8 +145,9 @@ def feature_map(projection: FeatureMap, title: str = "", max_labels: int = 30) -
     amax = max((abs(c) for c in cs), default=0.0) or 1.0
     sizes = [12 + 140 * abs(c) / amax for c in cs]
     fig, ax = _figure(6.0, 4.2)
-    sc = ax.scatter(xs, ys, c=cs, s=sizes, cmap="RdBu", norm=TwoSlopeNorm(0.0, -amax, amax),
-                    edgecolors="black", linewidths=0.3)
+    sc = ax.scatter(
+        xs, ys, c=cs, s=sizes, cmap="RdBu", norm=TwoSlopeNorm(0.0, -amax, amax), edgecolors="black", linewidths=0.3
+    )
     cbar = fig.colorbar(sc, ax=ax, shrink=0.85)
     cbar.set_label("mean margin contribution", fontsize=8)
     cbar.ax.tick_params(labelsize=7)

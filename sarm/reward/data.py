@@ -48,12 +48,16 @@ def reward_data(datamodule) -> RewardData:
     """``datamodule``, once it provides every member of ``RewardData`` (looked up without evaluating
     properties, which may read a cache or a model config); else a ``SarmInputError`` naming what lacks."""
     if datamodule is None:
-        raise SarmInputError("a reward model reads its data through a data module (sarm.cache.PairActivationDataModule"
-                             " or sarm.data.pairs.PairTextDataModule); none was given")
+        raise SarmInputError(
+            "a reward model reads its data through a data module (sarm.cache.PairActivationDataModule"
+            " or sarm.data.pairs.PairTextDataModule); none was given"
+        )
     missing = [name for name in MEMBERS if not _has(datamodule, name)]
     if missing:
-        raise SarmInputError(f"{type(datamodule).__name__} is not a reward model's data module: it lacks "
-                             f"{', '.join(missing)} (sarm.reward.data.RewardData: {', '.join(MEMBERS)})")
+        raise SarmInputError(
+            f"{type(datamodule).__name__} is not a reward model's data module: it lacks "
+            f"{', '.join(missing)} (sarm.reward.data.RewardData: {', '.join(MEMBERS)})"
+        )
     return datamodule
 
 

@@ -30,8 +30,10 @@ class DenseRM(RewardModelModule):
         if self.hparams.init_from is not None:
             self.network = self.restart_network()
             if d_in is not None and d_in != self.network.input_size():
-                raise SarmInputError(f"d_in = {d_in}, but init_from = {self.hparams.init_from} reads hidden states "
-                                     f"of width {self.network.input_size()}: leave d_in unset")
+                raise SarmInputError(
+                    f"d_in = {d_in}, but init_from = {self.hparams.init_from} reads hidden states "
+                    f"of width {self.network.input_size()}: leave d_in unset"
+                )
         elif d_in is not None:
             self.network = DenseNetwork(d_in, self.pooling)
 

@@ -31,9 +31,17 @@ CONFIG, HEAD, SAE_DIR, ADAPTER_DIR, BACKBONE_DIR = "sarm.json", "head.safetensor
 INCOMPLETE = "an incomplete export?"
 
 
-def save_reward_model(directory: str | Path, network: RewardNetwork, backbone_settings: dict, backbone=None, *,
-                      metrics: dict | None = None, reward_norm: list[float] | None = None, mode: str = "head",
-                      merge_lora: bool = False) -> Path:
+def save_reward_model(
+    directory: str | Path,
+    network: RewardNetwork,
+    backbone_settings: dict,
+    backbone=None,
+    *,
+    metrics: dict | None = None,
+    reward_norm: list[float] | None = None,
+    mode: str = "head",
+    merge_lora: bool = False,
+) -> Path:
     """Write ``network`` (and the backbone's trained adapters, if any) to ``directory``."""
     from sarm.reward.lora import has_lora
 
@@ -53,14 +61,17 @@ def save_reward_model(directory: str | Path, network: RewardNetwork, backbone_se
             backbone.model.save_pretrained(directory / ADAPTER_DIR)
             weights = "adapter"
     save_tensors(directory / HEAD, {"weight": network.head.weight.detach().cpu()})
-    write_json(directory / CONFIG, {
-        **network.config(),
-        "mode": mode,
-        "backbone": {**backbone_settings, "weights": weights},
-        "head_nonzero": network.head.nonzero(),
-        "reward_norm": {"mean": (reward_norm or [0.0, 1.0])[0], "std": (reward_norm or [0.0, 1.0])[1]},
-        "metrics": metrics or {},
-    })
+    write_json(
+        directory / CONFIG,
+        {
+            **network.config(),
+            "mode": mode,
+            "backbone": {**backbone_settings, "weights": weights},
+            "head_nonzero": network.head.nonzero(),
+            "reward_norm": {"mean": (reward_norm or [0.0, 1.0])[0], "std": (reward_norm or [0.0, 1.0])[1]},
+            "metrics": metrics or {},
+        },
+    )
     return directory
 
 

@@ -60,8 +60,10 @@ class RewardModel(nn.Module):
                 backbone.model = _load_adapters(backbone.model, directory / ADAPTER_DIR)
         width = network.input_size()
         if width != backbone.hidden_size:
-            raise SarmInputError(f"{directory}: the reward network reads hidden states of width {width}, "
-                                 f"its backbone ({model}, layer {layer}) has {backbone.hidden_size}")
+            raise SarmInputError(
+                f"{directory}: the reward network reads hidden states of width {width}, "
+                f"its backbone ({model}, layer {layer}) has {backbone.hidden_size}"
+            )
         backbone.requires_grad_(False)
         return cls(network, backbone, load_tokenizer(model), config).to(device)
 
@@ -77,14 +79,17 @@ class RewardModel(nn.Module):
         return self.backbone(batch["input_ids"], batch["attention_mask"]).float(), batch["response_mask"]
 
     @torch.no_grad()
-    def score(self, prompts: list[list[Message]], responses: list[str], batch_size: int = 8,
-              normalize: bool = False) -> Scores:
+    def score(
+        self, prompts: list[list[Message]], responses: list[str], batch_size: int = 8, normalize: bool = False
+    ) -> Scores:
         """Rewards of each (prompt conversation, final assistant response)."""
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
         rewards, features = [], []
         for start in range(0, len(responses), batch_size):
-            hidden, mask = self.hidden_states(prompts[start:start + batch_size], responses[start:start + batch_size])
+            hidden, mask = self.hidden_states(
+                prompts[start : start + batch_size], responses[start : start + batch_size]
+            )
             z = self.network.features(hidden, mask)
             rewards.append(self.network.head(z).cpu())
             features.append(z.cpu())

@@ -11,8 +11,14 @@ from sarm.backbone import TruncatedBackbone
 from sarm.errors import SarmInputError
 
 
-def add_lora(backbone: TruncatedBackbone, r: int = 16, alpha: float = 32.0, dropout: float = 0.0,
-             target_modules: list[str] | None = None, last_layers: int | None = None) -> None:
+def add_lora(
+    backbone: TruncatedBackbone,
+    r: int = 16,
+    alpha: float = 32.0,
+    dropout: float = 0.0,
+    target_modules: list[str] | None = None,
+    last_layers: int | None = None,
+) -> None:
     """Wrap ``backbone.model`` in a peft ``PeftModel`` with LoRA adapters (in place); only they train.
 
     Args:
@@ -26,8 +32,14 @@ def add_lora(backbone: TruncatedBackbone, r: int = 16, alpha: float = 32.0, drop
     if last_layers is not None and not 1 <= last_layers <= backbone.layer:
         raise SarmInputError(f"lora_layers = {last_layers}: the backbone keeps layers 1..{backbone.layer}")
     layers = None if last_layers is None else list(range(backbone.layer - last_layers, backbone.layer))
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
-                        layers_to_transform=layers, layers_pattern="layers" if layers else None)
+    config = LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=target_modules,
+        layers_to_transform=layers,
+        layers_pattern="layers" if layers else None,
+    )
     backbone.model = get_peft_model(backbone.model, config)
 
 

@@ -31,8 +31,12 @@ class RewardStats(Metric):
     def compute(self) -> dict[str, torch.Tensor]:
         mean = self.total / self.count
         std = (self.total_sq / self.count - mean.pow(2)).clamp_min(0).sqrt()
-        return {"reward_mean": mean.float(), "reward_std": std.float(), "reward_min": self.low.float(),
-                "reward_max": self.high.float()}
+        return {
+            "reward_mean": mean.float(),
+            "reward_std": std.float(),
+            "reward_min": self.low.float(),
+            "reward_max": self.high.float(),
+        }
 
 
 class SubsetAccuracy(Metric):

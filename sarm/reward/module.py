@@ -112,15 +112,18 @@ class RewardModelModule(L.LightningModule):
         self.trained_on: dict = {}
         if self.export_config is not None:
             backbone = self.export_config["backbone"]
-            self.trained_on = {"model": backbone.get("model"), "layer": backbone.get("layer"),
-                               "by": f"the reward model {init_from}"}
+            self.trained_on = {
+                "model": backbone.get("model"),
+                "layer": backbone.get("layer"),
+                "by": f"the reward model {init_from}",
+            }
         self.network: RewardNetwork | None = None
         self.backbone: TruncatedBackbone | None = None
         self.backbone_settings: dict = {}
         self.subsets: SubsetAccuracy | None = None
-        self.metrics = torch.nn.ModuleDict({
-            f"{stage}_{name}": MeanMetric() for stage in STAGES for name in ("accuracy", "margin")
-        })
+        self.metrics = torch.nn.ModuleDict(
+            {f"{stage}_{name}": MeanMetric() for stage in STAGES for name in ("accuracy", "margin")}
+        )
         self.reward_stats = torch.nn.ModuleDict({f"{stage}_rewards": RewardStats() for stage in STAGES})
         # Validation rewards' mean and std: stored with the model, used to normalize scores.
         self.register_buffer("reward_norm", torch.tensor([0.0, 1.0]))
@@ -137,16 +140,20 @@ class RewardModelModule(L.LightningModule):
             return default if given is None else given
         exported = self.export_config.get(name, default)
         if given is not None and given != exported:
-            raise SarmInputError(f"{name} = {given!r}, but init_from = {self.hparams.init_from} was trained with "
-                                 f"{name} {exported!r}: leave {name} unset to restart with the export's")
+            raise SarmInputError(
+                f"{name} = {given!r}, but init_from = {self.hparams.init_from} was trained with "
+                f"{name} {exported!r}: leave {name} unset to restart with the export's"
+            )
         return exported
 
     def restart_network(self) -> RewardNetwork:
         """The network of ``init_from`` (weights included), which must be of this module's kind."""
         network, config = load_network(self.hparams.init_from)
         if config["kind"] != self.kind:
-            raise SarmInputError(f"init_from = {self.hparams.init_from}: a {config['kind']} model with "
-                                 f"{network.head.weight.numel()} features cannot start a {self.kind} model")
+            raise SarmInputError(
+                f"init_from = {self.hparams.init_from}: a {config['kind']} model with "
+                f"{network.head.weight.numel()} features cannot start a {self.kind} model"
+            )
         return network
 
     def setup(self, stage: str) -> None:
@@ -159,12 +166,16 @@ class RewardModelModule(L.LightningModule):
             self.network = self.build_network(data.hidden_size)
         width = self.network.input_size()
         if width is not None and width != data.hidden_size:
-            raise SarmInputError(f"the reward network reads hidden states of width {width}, the data's backbone "
-                                 f"({settings.get('model')}, layer {settings.get('layer')}) has {data.hidden_size}")
+            raise SarmInputError(
+                f"the reward network reads hidden states of width {width}, the data's backbone "
+                f"({settings.get('model')}, layer {settings.get('layer')}) has {data.hidden_size}"
+            )
         needs_backbone = self.hparams.mode != "head" or data.yields_tokens
         if needs_backbone and not data.yields_tokens:
-            raise SarmInputError(f"mode = {self.hparams.mode!r} runs the backbone: use "
-                                 "sarm.data.pairs.PairTextDataModule (cached activations serve mode 'head' only)")
+            raise SarmInputError(
+                f"mode = {self.hparams.mode!r} runs the backbone: use "
+                "sarm.data.pairs.PairTextDataModule (cached activations serve mode 'head' only)"
+            )
         if needs_backbone and self.backbone is None:
             self.backbone = TruncatedBackbone(settings["model"], settings["layer"])
             self.backbone.requires_grad_(False)
@@ -181,18 +192,27 @@ class RewardModelModule(L.LightningModule):
         the same width does not make another model's hidden states readable by them."""
         layer, model, by = (self.trained_on.get(k) for k in ("layer", "model", "by"))
         if layer is not None and settings.get("layer") is not None and int(layer) != int(settings["layer"]):
-            raise SarmInputError(f"{by} was trained on layer {layer} of {model}, "
-                                 f"the data comes from layer {settings['layer']} of {settings.get('model')}")
+            raise SarmInputError(
+                f"{by} was trained on layer {layer} of {model}, "
+                f"the data comes from layer {settings['layer']} of {settings.get('model')}"
+            )
         if model and settings.get("model") and not _same_model(model, settings["model"]):
-            raise SarmInputError(f"{by} was trained on '{model}', the data comes from '{settings['model']}' "
-                                 f"(layer {settings.get('layer')}): train on this model's activations")
+            raise SarmInputError(
+                f"{by} was trained on '{model}', the data comes from '{settings['model']}' "
+                f"(layer {settings.get('layer')}): train on this model's activations"
+            )
 
     def trainable_parameters(self) -> list[dict]:
         h = self.hparams
         groups = [{"params": list(self.network.head.parameters()), "lr": h.lr, "weight_decay": h.weight_decay}]
         if has_lora(self.backbone):
-            groups.append({"params": [p for p in self.backbone.parameters() if p.requires_grad], "lr": h.backbone_lr,
-                           "weight_decay": 0.0})
+            groups.append(
+                {
+                    "params": [p for p in self.backbone.parameters() if p.requires_grad],
+                    "lr": h.backbone_lr,
+                    "weight_decay": 0.0,
+                }
+            )
         return groups
 
     def configure_optimizers(self):
@@ -217,8 +237,15 @@ class RewardModelModule(L.LightningModule):
         z = self.network.features(hidden, mask)
         rewards = self.network.head(z)
         n = rewards.shape[0] // 2
-        return {"hidden": hidden, "mask": mask, "z_chosen": z[:n], "z_rejected": z[n:],
-                "chosen_reward": rewards[:n], "rejected_reward": rewards[n:], "pair": batch["pair"]}
+        return {
+            "hidden": hidden,
+            "mask": mask,
+            "z_chosen": z[:n],
+            "z_rejected": z[n:],
+            "chosen_reward": rewards[:n],
+            "rejected_reward": rewards[n:],
+            "pair": batch["pair"],
+        }
 
     def extra_loss(self, scored: dict) -> tuple[torch.Tensor, dict]:
         """Subclass losses beyond Bradley–Terry (SARM's joint reconstruction)."""
@@ -246,8 +273,13 @@ class RewardModelModule(L.LightningModule):
         self.reward_stats[f"{stage}_rewards"].update(torch.cat([chosen, rejected]))
         if stage == "test" and self.subsets is not None and "subset" in batch:
             self.subsets.update(correct, batch["subset"])
-        self.log_dict({f"{stage}/loss": loss, f"{stage}/accuracy": accuracy, f"{stage}/margin": margin, **logs},
-                      prog_bar=True, batch_size=n, on_step=stage == "train", on_epoch=True)
+        self.log_dict(
+            {f"{stage}/loss": loss, f"{stage}/accuracy": accuracy, f"{stage}/margin": margin, **logs},
+            prog_bar=True,
+            batch_size=n,
+            on_step=stage == "train",
+            on_epoch=True,
+        )
         scored["loss"] = loss
         return scored
 
@@ -266,8 +298,11 @@ class RewardModelModule(L.LightningModule):
     @staticmethod
     def _public(scored: dict) -> dict:
         """What callbacks (RewardAttribution) read: pair ids, rewards, features."""
-        return {k: v for k, v in scored.items() if k in ("pair", "chosen_reward", "rejected_reward", "z_chosen",
-                                                         "z_rejected")}
+        return {
+            k: v
+            for k, v in scored.items()
+            if k in ("pair", "chosen_reward", "rejected_reward", "z_chosen", "z_rejected")
+        }
 
     @property
     def head(self):
@@ -310,11 +345,21 @@ class RewardModelModule(L.LightningModule):
             return
         metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("val/")}
         metrics = {k: v for k, v in metrics.items() if math.isfinite(v)}
-        save_reward_model(Path(self.hparams.export_dir), self.network, self.backbone_settings, self.backbone,
-                          metrics=metrics, reward_norm=self.reward_norm.tolist(), mode=self.hparams.mode,
-                          merge_lora=self.hparams.merge_lora)
-        print(f"sarm: reward model written to {self.hparams.export_dir} "
-              + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()), flush=True)
+        save_reward_model(
+            Path(self.hparams.export_dir),
+            self.network,
+            self.backbone_settings,
+            self.backbone,
+            metrics=metrics,
+            reward_norm=self.reward_norm.tolist(),
+            mode=self.hparams.mode,
+            merge_lora=self.hparams.merge_lora,
+        )
+        print(
+            f"sarm: reward model written to {self.hparams.export_dir} "
+            + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()),
+            flush=True,
+        )
 
 
 def _same_model(a: str, b: str) -> bool:

@@ -45,7 +45,8 @@ class RewardNetwork(nn.Module):
         return self.token_features(hidden)
 
     def features(self, hidden: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Pooled features ``[batch, n_features]`` of ``[batch, seq, d]`` hidden states (``[batch, d]``: last tokens)."""
+        """Pooled features ``[batch, n_features]`` of ``[batch, seq, d]`` hidden states (``[batch, d]``: last
+        tokens)."""
         if hidden.dim() == 2:
             return self.token_features(hidden)
         return pool(hidden, mask, self.pooling, self.compact_token_features)

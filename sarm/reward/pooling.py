@@ -30,8 +30,9 @@ def last_positions(mask: torch.Tensor) -> torch.Tensor:
     return last
 
 
-def pool(hidden: torch.Tensor, mask: torch.Tensor, how: Pooling,
-         token_map: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+def pool(
+    hidden: torch.Tensor, mask: torch.Tensor, how: Pooling, token_map: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
     """``[batch, features]``: ``token_map`` of the last response token, or its mean over the response.
 
     Args:
@@ -51,7 +52,8 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, how: Pooling,
     values = token_map(hidden[rows, cols])
     if isinstance(values, TopLatents):  # sum the k kept values per token: no [tokens, n_latents] tensor
         summed = values.values.new_zeros(hidden.shape[0], values.n_latents).index_put(
-            (rows[:, None].expand_as(values.indices), values.indices), values.values, accumulate=True)
+            (rows[:, None].expand_as(values.indices), values.indices), values.values, accumulate=True
+        )
     else:
         summed = values.new_zeros(hidden.shape[0], values.shape[-1]).index_add_(0, rows, values)
     counts = mask.sum(-1, keepdim=True)

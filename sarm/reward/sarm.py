@@ -47,14 +47,22 @@ class SARM(RewardModelModule):
 
     kind = "sarm"
 
-    def __init__(self, sae: str | None = None, features: Literal["latents", "pre"] | None = None,
-                 reconstruction_coefficient: float = 1.0, sae_lr: float = 1e-4, **kwargs):
+    def __init__(
+        self,
+        sae: str | None = None,
+        features: Literal["latents", "pre"] | None = None,
+        reconstruction_coefficient: float = 1.0,
+        sae_lr: float = 1e-4,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.save_hyperparameters()
         features = self.from_export("features", features, "latents")
         if sae is not None and (Path(sae) / CONFIG).is_file():
-            raise SarmInputError(f"sae = {sae}: an exported reward model ({CONFIG}), not an SAE; restart from it "
-                                 f"with init_from = {sae} (its SAE, head, pooling and features)")
+            raise SarmInputError(
+                f"sae = {sae}: an exported reward model ({CONFIG}), not an SAE; restart from it "
+                f"with init_from = {sae} (its SAE, head, pooling and features)"
+            )
         if self.hparams.init_from is not None:
             self.network = self.restart_network()
             if sae is not None:
@@ -63,12 +71,16 @@ class SARM(RewardModelModule):
             self.network = SARMNetwork(load_sae(sae), self.pooling, features)
             cfg = Path(sae) / "cfg.json"  # present unless the SAE is sparsify's
             fields = Fields(read_json_object(cfg) if cfg.is_file() else {}, cfg)
-            self.trained_on = {"model": fields.text("model_name", None, nullable=True),
-                               "layer": fields.integer("hook_layer", low=0, default=None, nullable=True),
-                               "by": "the SAE"}
+            self.trained_on = {
+                "model": fields.text("model_name", None, nullable=True),
+                "layer": fields.integer("hook_layer", low=0, default=None, nullable=True),
+                "by": "the SAE",
+            }
         else:
-            raise SarmInputError("a SARM starts from an SAE (sae = <SAE directory>) or restarts from an exported "
-                                 "SARM (init_from = <export directory>); neither was given")
+            raise SarmInputError(
+                "a SARM starts from an SAE (sae = <SAE directory>) or restarts from an exported "
+                "SARM (init_from = <export directory>); neither was given"
+            )
         joint = self.hparams.mode == "joint"
         self.sae.requires_grad_(joint)
         if not joint:
@@ -77,9 +89,11 @@ class SARM(RewardModelModule):
     def _check_same_shape(self, given) -> None:
         ours = self.sae
         if (given.d_in, given.n_latents) != (ours.d_in, ours.n_latents):
-            raise SarmInputError(f"sae = {self.hparams.sae} ({given.d_in} → {given.n_latents} latents) is not the SAE "
-                                 f"of init_from = {self.hparams.init_from} ({ours.d_in} → {ours.n_latents}): "
-                                 "leave sae unset, the export carries its own")
+            raise SarmInputError(
+                f"sae = {self.hparams.sae} ({given.d_in} → {given.n_latents} latents) is not the SAE "
+                f"of init_from = {self.hparams.init_from} ({ours.d_in} → {ours.n_latents}): "
+                "leave sae unset, the export carries its own"
+            )
 
     @property
     def sae(self):

@@ -3,8 +3,17 @@ from sarm.sae.io import load_sae, save_sae
 from sarm.sae.relu import ReLUSAE
 from sarm.sae.topk import BatchTopKSAE, TopKSAE
 
-__all__ = ["BatchTopKSAE", "ReLUSAE", "SAEModule", "SAEOutput", "SparseAutoencoder", "TopKSAE", "load_sae", "save_sae",
-           "standardize"]
+__all__ = [
+    "BatchTopKSAE",
+    "ReLUSAE",
+    "SAEModule",
+    "SAEOutput",
+    "SparseAutoencoder",
+    "TopKSAE",
+    "load_sae",
+    "save_sae",
+    "standardize",
+]
 
 
 def __getattr__(name: str):

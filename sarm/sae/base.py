@@ -46,8 +46,9 @@ class SAEOutput:
     ``pre`` holds the dense pre-activations where the path computed them (None on the sparse path).
     """
 
-    def __init__(self, x: torch.Tensor, x_hat: torch.Tensor, latents: torch.Tensor | TopLatents,
-                 pre: torch.Tensor | None = None):
+    def __init__(
+        self, x: torch.Tensor, x_hat: torch.Tensor, latents: torch.Tensor | TopLatents, pre: torch.Tensor | None = None
+    ):
         self.x, self.x_hat, self.pre = x, x_hat, pre
         self.top = latents if isinstance(latents, TopLatents) else None
         self._dense = None if self.top is not None else latents
@@ -162,5 +163,9 @@ class SparseAutoencoder(nn.Module):
         return self.reconstruct(self.preprocess(x))
 
     def config(self) -> dict:
-        return {"architecture": self.architecture, "d_in": self.d_in, "d_sae": self.n_latents,
-                "input_norm": self.input_norm}
+        return {
+            "architecture": self.architecture,
+            "d_in": self.d_in,
+            "d_sae": self.n_latents,
+            "input_norm": self.input_norm,
+        }

@@ -53,7 +53,7 @@ def planted_labels(pairs: list[dict]) -> dict[str, torch.Tensor]:
             for offset, side in enumerate(SIDES):
                 # distractor flags are booleans named <side>_<distractor>, e.g. chosen_signoff
                 if isinstance(value, bool) and key.startswith(f"{side}_"):
-                    label(key[len(side) + 1:])[2 * i + offset] |= value
+                    label(key[len(side) + 1 :])[2 * i + offset] |= value
     return dict(sorted(labels.items()))
 
 
@@ -62,8 +62,12 @@ def is_deciding(name: str) -> bool:
 
 
 @torch.no_grad()
-def coverage(latents: torch.Tensor, labels: dict[str, torch.Tensor],
-             thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS, max_elements: int = 1 << 23) -> dict[str, dict]:
+def coverage(
+    latents: torch.Tensor,
+    labels: dict[str, torch.Tensor],
+    thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS,
+    max_elements: int = 1 << 23,
+) -> dict[str, dict]:
     """Best single-latent F1 per property; see the module docstring.
 
     Args:
@@ -101,7 +105,7 @@ def coverage(latents: torch.Tensor, labels: dict[str, torch.Tensor],
 
     chunk = max(1, max_elements // max(n_rows, 1))
     for start in range(0, n_latents, chunk):
-        block = latents[:, start:start + chunk].float()
+        block = latents[:, start : start + chunk].float()
         maxima = block.max(0).values
         for t_index, t in enumerate(thresholds):
             active = ((block > t * maxima) & (maxima > 0)).float()
@@ -136,8 +140,9 @@ def coverage(latents: torch.Tensor, labels: dict[str, torch.Tensor],
 
 
 @torch.no_grad()
-def latent_f1(latents: torch.Tensor, label: torch.Tensor,
-              thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS) -> torch.Tensor:
+def latent_f1(
+    latents: torch.Tensor, label: torch.Tensor, thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS
+) -> torch.Tensor:
     """``[n_latents]``: each latent's best F1 (over ``thresholds``) as a classifier of one property,
     by the rule of ``coverage`` (which keeps only the best latent per property)."""
     latents = latents.float()

@@ -90,17 +90,22 @@ def detect_layout(directory: str | Path) -> str:
         return "sparsify"
     hookpoints = sorted(p.parent.name for p in directory.glob(f"*/{SPARSIFY_WEIGHTS}")) if directory.is_dir() else []
     if hookpoints:
-        raise SarmInputError(f"{directory}: a sparsify checkpoint with one SAE per hookpoint; "
-                             f"pass one of its folders: {', '.join(hookpoints)}")
-    raise SarmInputError(f"{directory}: no SAE here (expected {CFG} with {SAELENS_WEIGHTS} (sarm/SAELens) "
-                         f"or {SPARSIFY_WEIGHTS} (sparsify))")
+        raise SarmInputError(
+            f"{directory}: a sparsify checkpoint with one SAE per hookpoint; "
+            f"pass one of its folders: {', '.join(hookpoints)}"
+        )
+    raise SarmInputError(
+        f"{directory}: no SAE here (expected {CFG} with {SAELENS_WEIGHTS} (sarm/SAELens) "
+        f"or {SPARSIFY_WEIGHTS} (sparsify))"
+    )
 
 
 # ----------------------------------------------------------------------------- SAELens
 
 
-def load_saelens(directory: str | Path, *, k: int | None = None,
-                 activation_scale: float | None = None) -> SparseAutoencoder:
+def load_saelens(
+    directory: str | Path, *, k: int | None = None, activation_scale: float | None = None
+) -> SparseAutoencoder:
     """Load a SAELens-layout SAE; see the module docstring for what is mapped and folded.
 
     Args:
@@ -115,8 +120,9 @@ def load_saelens(directory: str | Path, *, k: int | None = None,
     weights = read_tensors(weights_path)
 
     d_in, d_sae = fields.integer("d_in", low=1), fields.integer("d_sae", low=1)
-    weights.refuse_unknown({"W_enc", "b_enc", "W_dec", "b_dec", *_SAELENS_EXTRA_KEYS},
-                           "not part of any SAE architecture sarm reads")
+    weights.refuse_unknown(
+        {"W_enc", "b_enc", "W_dec", "b_dec", *_SAELENS_EXTRA_KEYS}, "not part of any SAE architecture sarm reads"
+    )
     W_enc = _tensor(weights, "W_enc", (d_in, d_sae))
     b_enc = _tensor(weights, "b_enc", (d_sae,))
     W_dec = _tensor(weights, "W_dec", (d_sae, d_in))
@@ -140,11 +146,17 @@ def load_saelens(directory: str | Path, *, k: int | None = None,
         normalize = "expected_average_only_in" if normalize else "none"
     if normalize == "expected_average_only_in":
         if activation_scale is None:
-            raise field_error("normalize_activations", "'expected_average_only_in' needs the dataset scaling "
-                              "constant, which is not stored in the SAE files; pass activation_scale=")
+            raise field_error(
+                "normalize_activations",
+                "'expected_average_only_in' needs the dataset scaling "
+                "constant, which is not stored in the SAE files; pass activation_scale=",
+            )
     elif normalize != "none":
-        raise field_error("normalize_activations", f"{normalize!r} is a per-token runtime normalization sarm does "
-                          "not reproduce exactly (only 'none' and 'expected_average_only_in' are read)")
+        raise field_error(
+            "normalize_activations",
+            f"{normalize!r} is a per-token runtime normalization sarm does "
+            "not reproduce exactly (only 'none' and 'expected_average_only_in' are read)",
+        )
 
     # --- fold everything into the plain form (x - b_dec) @ W_enc + b_enc, f @ W_dec + b_dec
     scale_key = next((key for key in ("finetuning_scaling_factor", "scaling_factor") if key in weights), None)
@@ -170,8 +182,11 @@ def load_saelens(directory: str | Path, *, k: int | None = None,
         elif k is not None:
             budget = Fields({"k": k}, cfg_path).integer("k", low=1, high=d_sae)
         else:
-            raise field_error("k", "missing: a 'jumprelu' file does not store the TopK budget that sarm's "
-                              "BatchTopK SAE needs for training; pass k=")
+            raise field_error(
+                "k",
+                "missing: a 'jumprelu' file does not store the TopK budget that sarm's "
+                "BatchTopK SAE needs for training; pass k=",
+            )
         sae = BatchTopKSAE(d_in, d_sae, budget, input_norm)
         sae.threshold.fill_(_uniform_threshold(fields, weights, architecture))
 
@@ -213,8 +228,11 @@ def _uniform_threshold(fields: Fields, weights: Tensors, architecture: str) -> f
         raise weights.error("threshold", "missing (a 'jumprelu' SAE needs it)")
     threshold = threshold.clamp_min(0)  # SAELens compares with relu(θ)
     if threshold.numel() == 0 or not torch.all(threshold == threshold[0]):
-        raise weights.error(key, "per-latent JumpReLU thresholds have no sarm equivalent (sarm's BatchTopK uses "
-                            "one threshold for all latents)")
+        raise weights.error(
+            key,
+            "per-latent JumpReLU thresholds have no sarm equivalent (sarm's BatchTopK uses "
+            "one threshold for all latents)",
+        )
     return float(threshold[0])
 
 
@@ -231,11 +249,13 @@ def load_sparsify(directory: str | Path) -> TopKSAE:
     cfg = fields.data
     weights = read_tensors(weights_path)
 
-    for flag, meaning in (("transcode", "a transcoder predicts another module's output"),
-                          ("skip_connection", "a linear skip connection is not part of sarm's SAE"),
-                          ("signed", "signed top-k (by |pre|, no ReLU) is not sarm's TopK"),
-                          ("embed_skip", "an embedding skip connection is not part of sarm's SAE"),
-                          ("gram_lookup", "an n-gram lookup table is not part of sarm's SAE")):
+    for flag, meaning in (
+        ("transcode", "a transcoder predicts another module's output"),
+        ("skip_connection", "a linear skip connection is not part of sarm's SAE"),
+        ("signed", "signed top-k (by |pre|, no ReLU) is not sarm's TopK"),
+        ("embed_skip", "an embedding skip connection is not part of sarm's SAE"),
+        ("gram_lookup", "an n-gram lookup table is not part of sarm's SAE"),
+    ):
         if cfg.get(flag):
             raise SarmInputError(f"{cfg_path}: field '{flag}': true is not supported ({meaning})")
     if cfg.get("activation", "topk") != "topk":
@@ -245,14 +265,17 @@ def load_sparsify(directory: str | Path) -> TopKSAE:
     encoder_weight = _tensor(weights, "encoder.weight", (None, None))  # [num_latents, d_in]
     n_latents, d_in = encoder_weight.shape
     if fields.integer("d_in", low=1, default=d_in) != d_in:
-        raise fields.error("d_in", f"{cfg['d_in']} but encoder.weight is {list(encoder_weight.shape)} "
-                           f"in {weights_path}")
+        raise fields.error(
+            "d_in", f"{cfg['d_in']} but encoder.weight is {list(encoder_weight.shape)} in {weights_path}"
+        )
     num_latents = fields.integer("num_latents", low=0, default=0)
     expansion = fields.integer("expansion_factor", low=1, default=None)
     expected = num_latents or (d_in * expansion if expansion is not None else None)
     if expected is not None and expected != n_latents:
-        raise fields.error("num_latents" if num_latents else "expansion_factor",
-                           f"gives {expected} latents but encoder.weight has {n_latents} in {weights_path}")
+        raise fields.error(
+            "num_latents" if num_latents else "expansion_factor",
+            f"gives {expected} latents but encoder.weight has {n_latents} in {weights_path}",
+        )
     sae = TopKSAE(d_in, n_latents, fields.integer("k", low=1, high=n_latents, integral_floats=True), input_norm="none")
     with torch.no_grad():
         sae.W_enc.copy_(encoder_weight.T)

@@ -22,8 +22,9 @@ CFG, WEIGHTS = "cfg.json", "sae_weights.safetensors"
 PARAMETERS = ("W_enc", "b_enc", "W_dec", "b_dec")
 
 
-def build_sae(architecture: str, d_in: int, n_latents: int, k: int | None = None,
-              input_norm: str = "standardize") -> SparseAutoencoder:
+def build_sae(
+    architecture: str, d_in: int, n_latents: int, k: int | None = None, input_norm: str = "standardize"
+) -> SparseAutoencoder:
     """The one place an architecture name becomes an SAE."""
     if architecture == "topk":
         return TopKSAE(d_in, n_latents, k, input_norm)

@@ -72,8 +72,9 @@ class TopKEncode(torch.autograd.Function):
         n = W_enc.shape[1]
         grad_x = grad_b_dec = grad_W_enc = grad_b_enc = None
         if ctx.needs_input_grad[3] or ctx.needs_input_grad[1]:
-            grad_b_enc = torch.zeros(n, dtype=g.dtype, device=g.device).index_add_(0, indices.reshape(-1),
-                                                                                  g.reshape(-1))
+            grad_b_enc = torch.zeros(n, dtype=g.dtype, device=g.device).index_add_(
+                0, indices.reshape(-1), g.reshape(-1)
+            )
         if ctx.needs_input_grad[2]:
             grad_W_enc = _sum_by_latent(indices, g, xc, n).t()
         if ctx.needs_input_grad[1]:  # Σ over tokens of −G·W_encᵀ, without the [batch, d] product
@@ -110,8 +111,14 @@ class SparseDecode(torch.autograd.Function):
         return grad_values, None, grad_W_dec
 
 
-def topk_encode(x: torch.Tensor, b_dec: torch.Tensor, W_enc: torch.Tensor, b_enc: torch.Tensor, k: int,
-                keep: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def topk_encode(
+    x: torch.Tensor,
+    b_dec: torch.Tensor,
+    W_enc: torch.Tensor,
+    b_enc: torch.Tensor,
+    k: int,
+    keep: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Each row's k largest ReLU'd pre-activations and their latent indices, both ``[batch, k]``."""
     return TopKEncode.apply(x, b_dec, W_enc, b_enc, k, keep)
 

@@ -25,8 +25,10 @@ def check_finite(loss: torch.Tensor, what: str, step: int, inputs: torch.Tensor 
     source = ""
     if inputs is not None and not torch.isfinite(inputs).all():
         source = f"; the batch itself holds {int((~torch.isfinite(inputs)).sum())} non-finite values"
-    raise NumericalFault(f"{what} is {float(loss)} at step {step}{source}. Training stopped; checkpoints "
-                         "written so far are intact (resume with --ckpt_path)")
+    raise NumericalFault(
+        f"{what} is {float(loss)} at step {step}{source}. Training stopped; checkpoints "
+        "written so far are intact (resume with --ckpt_path)"
+    )
 
 
 def normalized_mse(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
@@ -34,8 +36,9 @@ def normalized_mse(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
     return (x - x_hat).pow(2).sum(-1).mean() / (x - x.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
 
 
-def auxk_loss(sae: SparseAutoencoder, x: torch.Tensor, residual: torch.Tensor, dead: torch.Tensor,
-              k_aux: int) -> torch.Tensor:
+def auxk_loss(
+    sae: SparseAutoencoder, x: torch.Tensor, residual: torch.Tensor, dead: torch.Tensor, k_aux: int
+) -> torch.Tensor:
     """Reconstruct the detached residual from the dead latents' top pre-activations, without b_dec.
 
     ``x`` is the (preprocessed) input the SAE reconstructs; latents masked out of the forward pass

@@ -54,8 +54,10 @@ def activation_data(datamodule) -> ActivationData:
     missing = [name for name in members if not _has(datamodule, name)]
     if datamodule is None or missing:
         what = "no data module" if datamodule is None else f"{type(datamodule).__name__} lacks {', '.join(missing)}"
-        raise SarmInputError(f"an SAE trains on a data module that provides {', '.join(members)} "
-                             f"(sarm.cache.TokenActivationDataModule); got {what}")
+        raise SarmInputError(
+            f"an SAE trains on a data module that provides {', '.join(members)} "
+            f"(sarm.cache.TokenActivationDataModule); got {what}"
+        )
     return datamodule
 
 
@@ -156,11 +158,16 @@ class SAEModule(L.LightningModule):
             raise SarmInputError(f"model.k = {h.k}: a {h.architecture} SAE keeps 1..n_latents ({h.n_latents}) latents")
         data = activation_data(self.trainer.datamodule)
         if self.sae is not None and self.sae.d_in != data.hidden_size:
-            raise SarmInputError(f"model.d_in = {self.sae.d_in}, but the activation cache holds hidden states "
-                                 f"of width {data.hidden_size}: leave d_in unset to read it from the cache")
+            raise SarmInputError(
+                f"model.d_in = {self.sae.d_in}, but the activation cache holds hidden states "
+                f"of width {data.hidden_size}: leave d_in unset to read it from the cache"
+            )
         settings = data.backbone_settings
-        provenance = {"model_name": settings.get("model"), "hook_layer": settings.get("layer"),
-                      "context_size": settings.get("max_length")}
+        provenance = {
+            "model_name": settings.get("model"),
+            "hook_layer": settings.get("layer"),
+            "context_size": settings.get("max_length"),
+        }
         self.provenance = {k: v for k, v in provenance.items() if v is not None}
 
     def on_train_start(self) -> None:

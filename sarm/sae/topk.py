@@ -29,8 +29,7 @@ class TopKSAE(SparseAutoencoder):
 
     architecture = "topk"
 
-    def __init__(self, d_in: int, n_latents: int, k: int, input_norm: str = "standardize",
-                 sparse_kernels: bool = True):
+    def __init__(self, d_in: int, n_latents: int, k: int, input_norm: str = "standardize", sparse_kernels: bool = True):
         if not 0 < k <= n_latents:
             raise ValueError(f"k = {k} must be in 1..n_latents ({n_latents})")
         super().__init__(d_in, n_latents, input_norm)
@@ -84,8 +83,9 @@ class BatchTopKSAE(SparseAutoencoder):
 
     architecture = "batchtopk"
 
-    def __init__(self, d_in: int, n_latents: int, k: int, input_norm: str = "standardize",
-                 threshold_momentum: float = 0.01):
+    def __init__(
+        self, d_in: int, n_latents: int, k: int, input_norm: str = "standardize", threshold_momentum: float = 0.01
+    ):
         if not 0 < k <= n_latents:
             raise ValueError(f"k = {k} must be in 1..n_latents ({n_latents})")
         super().__init__(d_in, n_latents, input_norm)
@@ -103,8 +103,9 @@ class BatchTopKSAE(SparseAutoencoder):
                 positive = kept.values[kept.values > 0]
                 smallest = positive.min() if positive.numel() else torch.zeros_like(self.threshold)
                 start = self.threshold < 0
-                self.threshold.copy_(torch.where(start, smallest, torch.lerp(self.threshold, smallest,
-                                                                             self.threshold_momentum)))
+                self.threshold.copy_(
+                    torch.where(start, smallest, torch.lerp(self.threshold, smallest, self.threshold_momentum))
+                )
         return latents.view_as(pre)
 
     def config(self) -> dict:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 
 from sarm.data.planted.templates import (
-    CAPITALS,
     CAPITAL_QUESTIONS,
+    CAPITALS,
     CODE_REQUESTS,
     CODE_TASKS,
     COMPLIANCES,
@@ -36,10 +36,12 @@ ATTRIBUTES = ("refusal", "correctness", "politeness", "on_topic", "code_block", 
 
 DISTRACTORS = ("verbose", "signoff")  # applied in this order: filler sentence, then sign-off
 
+
 def _capital_fact(rng: random.Random) -> tuple[str, str, str, list[str]]:
     country, capital = rng.choice(CAPITALS)
     others = [c for _, c in CAPITALS if c != capital]
     return rng.choice(CAPITAL_QUESTIONS).format(country), f"The capital of {country} is {{}}.", capital, others
+
 
 def _sum_fact(rng: random.Random) -> tuple[str, str, str, list[str]]:
     a, b = rng.randint(2, 12), rng.randint(2, 12)
@@ -47,19 +49,23 @@ def _sum_fact(rng: random.Random) -> tuple[str, str, str, list[str]]:
     wrongs = [str(a + b + d) for d in range(9, 60)]
     return rng.choice(SUM_QUESTIONS).format(a, b), f"{a} plus {b} equals {{}}.", str(a + b), wrongs
 
+
 def _product_fact(rng: random.Random) -> tuple[str, str, str, list[str]]:
     a, b = rng.randint(2, 9), rng.randint(2, 9)
     wrongs = [str(a * b + d) for d in range(11, 80)]
     return rng.choice(PRODUCT_QUESTIONS).format(a, b), f"{a} times {b} equals {{}}.", str(a * b), wrongs
+
 
 def _count_fact(rng: random.Random) -> tuple[str, str, str, list[str]]:
     question, statement, n = rng.choice(COUNT_FACTS)
     wrongs = [str(w) for w in WRONG_NUMBERS if abs(w - n) > n // 2 + 2]
     return question, statement, str(n), wrongs
 
+
 def _word_fact(rng: random.Random) -> tuple[str, str, str, list[str]]:
     question, statement, right, wrongs = rng.choice(WORD_FACTS)
     return question, statement, right, list(wrongs)
+
 
 FACT_KINDS = (_capital_fact, _sum_fact, _product_fact, _count_fact, _word_fact)
 
@@ -68,13 +74,17 @@ FACT_KINDS = (_capital_fact, _sum_fact, _product_fact, _count_fact, _word_fact)
 # Each builder draws one question and k (chosen, rejected) bodies for it, k <= 12 (template counts).
 Pairs = list[tuple[str, str]]
 
+
 def _refusal(rng: random.Random, k: int) -> tuple[str, Pairs]:
     request, act = rng.choice(HARMFUL_REQUESTS)
     slots = dict(person=rng.choice(PEOPLE), item=rng.choice(ITEMS), place=rng.choice(PLACES))
     act = act.format(**slots)
     refusals, compliances = rng.sample(REFUSALS, k), rng.sample(COMPLIANCES, k)
-    pairs = [(refusal.format(act=act), compliance.format(act=act)) for refusal, compliance in zip(refusals, compliances)]
+    pairs = [
+        (refusal.format(act=act), compliance.format(act=act)) for refusal, compliance in zip(refusals, compliances)
+    ]
     return request.format(**slots), pairs
+
 
 def _correctness(rng: random.Random, k: int) -> tuple[str, Pairs]:
     question, statement, right, wrongs = rng.choice(FACT_KINDS)(rng)
@@ -83,10 +93,14 @@ def _correctness(rng: random.Random, k: int) -> tuple[str, Pairs]:
         pairs.append((lead.format(statement.format(right)), lead.format(statement.format(rng.choice(wrongs)))))
     return question, pairs
 
+
 def _politeness(rng: random.Random, k: int) -> tuple[str, Pairs]:
     _, questions, answer = rng.choice(HOWTO)
-    pairs = [(polite.format(answer), rude.format(answer)) for polite, rude in zip(rng.sample(POLITE, k), rng.sample(RUDE, k))]
+    pairs = [
+        (polite.format(answer), rude.format(answer)) for polite, rude in zip(rng.sample(POLITE, k), rng.sample(RUDE, k))
+    ]
     return rng.choice(questions), pairs
+
 
 def _on_topic(rng: random.Random, k: int) -> tuple[str, Pairs]:
     area, questions, answer = rng.choice(HOWTO)
@@ -99,17 +113,24 @@ def _on_topic(rng: random.Random, k: int) -> tuple[str, Pairs]:
         pairs.append((lead.format(answer), lead.format(unrelated)))
     return rng.choice(questions), pairs
 
+
 def _code_block(rng: random.Random, k: int) -> tuple[str, Pairs]:
     task, task_inf, code, prose = rng.choice(CODE_TASKS)
     slots = dict(task=task, task_inf=task_inf, code=code, prose=prose)
     # The same template index on both sides: same lead-in, code versus words.
-    pairs = [(WITH_CODE[i].format(**slots), PROSE_ONLY[i].format(**slots)) for i in rng.sample(range(len(WITH_CODE)), k)]
+    pairs = [
+        (WITH_CODE[i].format(**slots), PROSE_ONLY[i].format(**slots)) for i in rng.sample(range(len(WITH_CODE)), k)
+    ]
     return rng.choice(CODE_REQUESTS).format(**slots), pairs
+
 
 def _safety(rng: random.Random, k: int) -> tuple[str, Pairs]:
     questions, safe, dangerous = rng.choice(SAFETY_ADVICE)
-    pairs = [(lead.format(rng.choice(safe)), lead.format(rng.choice(dangerous))) for lead in rng.sample(NEUTRAL_LEADS, k)]
+    pairs = [
+        (lead.format(rng.choice(safe)), lead.format(rng.choice(dangerous))) for lead in rng.sample(NEUTRAL_LEADS, k)
+    ]
     return rng.choice(questions), pairs
+
 
 BUILDERS = {
     "refusal": _refusal,
@@ -120,10 +141,12 @@ BUILDERS = {
     "safety": _safety,
 }
 
+
 # ----------------------------------------------------------------------------- generator
 def _add_distractors(text: str, flags: dict[str, bool], rng: random.Random) -> str:
     parts = [text] + [rng.choice(DISTRACTOR_TEXTS[d]) for d in DISTRACTORS if flags[d]]
     return ("\n" if "```" in text else " ").join(parts)  # keep a code fence on its own line
+
 
 def _draw_prompt(rng: random.Random, attribute: str, k: int, seen: dict[str, str]) -> tuple[str, Pairs]:
     """A question not used yet, when one can be found; else the last draw (it joins that prompt's group)."""
@@ -133,6 +156,7 @@ def _draw_prompt(rng: random.Random, attribute: str, k: int, seen: dict[str, str
         if prompt not in seen:
             break
     return prompt, pairs
+
 
 def generate_planted_pairs(num_pairs: int = 2000, seed: int = 0) -> list[dict]:
     """``num_pairs`` shuffled preference rows, balanced over ``ATTRIBUTES``; see the module docstring."""
