@@ -14,6 +14,7 @@ from pathlib import Path
 
 import jinja2
 
+from sarm.attribution.contributions import RANKING
 from sarm.io import write_json, write_text
 from sarm.report import plots
 from sarm.report.schema import Report
@@ -53,7 +54,7 @@ def shade(activation: float, peak: float) -> float:
 
 
 _env.filters |= {"num": num, "pct": pct, "sign": sign}
-_env.globals |= {"plots": plots, "shade": shade}
+_env.globals |= {"plots": plots, "shade": shade, "ranking": RANKING}
 
 
 def render_html(report: Report) -> str:
