@@ -198,6 +198,6 @@ def test_the_sae_trainer_reads_its_data_module_through_activation_data(tmp_path)
     assert activation_data(data) is data
     with pytest.raises(
         SarmInputError,
-        match="provides hidden_size, backbone_settings .* got object lacks hidden_size, backbone_settings",
+        match="provides backbone_settings, hidden_size .* got object lacks backbone_settings, hidden_size",
     ):
         activation_data(object())

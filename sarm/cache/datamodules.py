@@ -22,10 +22,28 @@ from sarm.errors import SarmInputError
 from sarm.sae.coverage import planted_labels
 
 
-def cache_backbone_settings(cache: ActivationCache) -> dict:
-    """Where a cache's activations came from: ``model``, ``layer`` and ``max_length`` of its manifest."""
-    manifest = cache.manifest
-    return {"model": manifest["model"], "layer": manifest["layer"], "max_length": manifest["settings"]["max_length"]}
+class CacheBacked:
+    """What both cache DataModules hand their model: the cache at ``cache_dir``, its width and provenance."""
+
+    cache_dir: str
+
+    @cached_property
+    def cache(self) -> ActivationCache:
+        return ActivationCache(self.cache_dir)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.cache.hidden_size
+
+    @property
+    def backbone_settings(self) -> dict:
+        """Where a cache's activations came from: ``model``, ``layer`` and ``max_length`` of its manifest."""
+        manifest = self.cache.manifest
+        return {
+            "model": manifest["model"],
+            "layer": manifest["layer"],
+            "max_length": manifest["settings"]["max_length"],
+        }
 
 
 class TokenStream(IterableDataset):
@@ -126,7 +144,7 @@ class TokenStream(IterableDataset):
             yield leftover
 
 
-class TokenActivationDataModule(L.LightningDataModule):
+class TokenActivationDataModule(CacheBacked, L.LightningDataModule):
     """Token activations from an activation cache, for SAE training.
 
     Args:
@@ -151,18 +169,6 @@ class TokenActivationDataModule(L.LightningDataModule):
             raise SarmInputError(f"data.sequence_fraction = {sequence_fraction}: expected a value in [0, 1)")
         self.cache_dir, self.batch_size, self.buffer_shards, self.seed = cache_dir, batch_size, buffer_shards, seed
         self.sequence_fraction = sequence_fraction
-
-    @cached_property
-    def cache(self) -> ActivationCache:
-        return ActivationCache(self.cache_dir)
-
-    @property
-    def hidden_size(self) -> int:
-        return self.cache.hidden_size
-
-    @property
-    def backbone_settings(self) -> dict:
-        return cache_backbone_settings(self.cache)
 
     def planted(self, split: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | None:
         """The sequences of ``split`` as (last-token activations ``[N, d]``, planted-attribute labels
@@ -217,7 +223,7 @@ class CachedPairs(Dataset):
         return int(self.indices[i])
 
 
-class PairActivationDataModule(SplitDataModule):
+class PairActivationDataModule(CacheBacked, SplitDataModule):
     """Cached activations of chosen/rejected pairs, for reward models whose backbone is frozen.
 
     Batches have the layout of ``sarm.data.pairs`` with hidden states in place of token ids: both
@@ -264,18 +270,6 @@ class PairActivationDataModule(SplitDataModule):
                 f"data.pooling unset (or set it to '{pooling}')"
             )
         self.model_pooling = pooling
-
-    @cached_property
-    def cache(self) -> ActivationCache:
-        return ActivationCache(self.cache_dir)
-
-    @property
-    def hidden_size(self) -> int:
-        return self.cache.hidden_size
-
-    @property
-    def backbone_settings(self) -> dict:
-        return cache_backbone_settings(self.cache)
 
     @property
     def subsets(self) -> list[str]:

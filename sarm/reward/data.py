@@ -12,9 +12,9 @@ other pooling is refused instead of training a head on one and exporting the oth
 
 from __future__ import annotations
 
-import inspect
 from typing import Protocol
 
+from sarm.contract import missing_members, protocol_members
 from sarm.errors import SarmInputError
 from sarm.reward.pooling import Pooling
 
@@ -41,7 +41,7 @@ class RewardData(Protocol):
         """Serve a model that pools this way (``last`` or ``mean``); refuse if the data was declared otherwise."""
 
 
-MEMBERS = tuple(sorted({*RewardData.__annotations__, *(n for n in vars(RewardData) if not n.startswith("_"))}))
+MEMBERS = protocol_members(RewardData)
 
 
 def reward_data(datamodule) -> RewardData:
@@ -52,18 +52,10 @@ def reward_data(datamodule) -> RewardData:
             "a reward model reads its data through a data module (sarm.cache.PairActivationDataModule"
             " or sarm.data.pairs.PairTextDataModule); none was given"
         )
-    missing = [name for name in MEMBERS if not _has(datamodule, name)]
+    missing = missing_members(datamodule, RewardData)
     if missing:
         raise SarmInputError(
             f"{type(datamodule).__name__} is not a reward model's data module: it lacks "
             f"{', '.join(missing)} (sarm.reward.data.RewardData: {', '.join(MEMBERS)})"
         )
     return datamodule
-
-
-def _has(obj, name: str) -> bool:
-    try:
-        inspect.getattr_static(obj, name)
-    except AttributeError:
-        return False
-    return True

@@ -15,7 +15,6 @@ activations came from (``backbone_settings``: model, layer, max_length), written
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import math
 from pathlib import Path
@@ -25,6 +24,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
+from sarm.contract import missing_members, protocol_members
 from sarm.errors import SarmInputError
 from sarm.io import write_json
 from sarm.sae.base import SAEOutput, SparseAutoencoder
@@ -50,8 +50,8 @@ class ActivationData(Protocol):
 def activation_data(datamodule) -> ActivationData:
     """``datamodule``, once it is known to provide every member of ``ActivationData`` (checked on its class
     and instance without evaluating them: a property may read a cache)."""
-    members = [name for name in vars(ActivationData) if not name.startswith("_")]
-    missing = [name for name in members if not _has(datamodule, name)]
+    members = protocol_members(ActivationData)
+    missing = missing_members(datamodule, ActivationData)
     if datamodule is None or missing:
         what = "no data module" if datamodule is None else f"{type(datamodule).__name__} lacks {', '.join(missing)}"
         raise SarmInputError(
@@ -59,14 +59,6 @@ def activation_data(datamodule) -> ActivationData:
             f"(sarm.cache.TokenActivationDataModule); got {what}"
         )
     return datamodule
-
-
-def _has(obj, name: str) -> bool:
-    try:
-        inspect.getattr_static(obj, name)
-    except AttributeError:
-        return False
-    return True
 
 
 def geometric_median(x: torch.Tensor, iterations: int = 50, eps: float = 1e-6) -> torch.Tensor:
