@@ -1,0 +1,148 @@
+"""A converged, full-batch Bradley–Terry fit of a linear reward head on pooled features.
+
+A head-only reward model is logistic regression on pair differences. With d_p = z_p^chosen − z_p^rejected:
+
+    L(w) = (1/P) Σ_p −log σ(w · d_p − margin_p) + (λ/2) ‖w‖²          (λ = ``l2``)
+    ∇L   = −(1/P) Σ_p σ(−(w · d_p − margin_p)) d_p + λ w
+
+It is convex, so a full-batch quasi-Newton method (L-BFGS, strong-Wolfe line search) reaches its minimum in
+seconds on [P × n_features]; converged means ‖∇L‖_∞ ≤ ``tol`` on the fitted coordinates, and ``Fit`` reports
+the gradient norm either way. This is the reference the minibatch trainers (``sarm.reward.module``) are checked
+against: a trainer whose accuracy sits below the converged fit's on the same split and pooling is under-fit.
+
+``support``: a fixed-support refit. Only w[support] is fitted; every other weight is exactly 0 (not small:
+the head's ``nonzero`` counts it out). With λ = 0 on separable data the loss has no minimum (‖w‖ → ∞) and
+the gradient only tends to 0; ``converged`` then says whether it got below ``tol`` within ``max_iter``.
+
+Pooled features come from the reward networks themselves (``pooled_features``: the cache data module's batches
+through ``RewardNetwork.features``), so the fit reads exactly what the trained head reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from sarm.reward.network import RewardNetwork
+
+
+@dataclass
+class Fit:
+    """A fitted head: ``weight`` [n_features] (float32, exact zeros off the support) and how the fit ended."""
+
+    weight: torch.Tensor
+    loss: float  # L(w) at the end, penalty included
+    grad_norm: float  # ‖∇L‖_∞ over the fitted coordinates at the end
+    converged: bool  # grad_norm ≤ tol
+    iterations: int  # L-BFGS iterations (function evaluations are more)
+
+
+def bt_objective(
+    weight: torch.Tensor, diff: torch.Tensor, l2: float = 0.0, margin: torch.Tensor | None = None
+) -> torch.Tensor:
+    """L(w) of the module docstring: mean −log σ(w · d − margin) + (λ/2)‖w‖²."""
+    logits = diff @ weight
+    if margin is not None:
+        logits = logits - margin
+    return -F.logsigmoid(logits).mean() + 0.5 * l2 * weight.pow(2).sum()
+
+
+def fit_head(
+    diff: torch.Tensor,
+    l2: float = 0.0,
+    support: torch.Tensor | None = None,
+    margin: torch.Tensor | None = None,
+    init: torch.Tensor | None = None,
+    tol: float = 1e-6,
+    max_iter: int = 2000,
+) -> Fit:
+    """Minimize L(w) over w[support] (all features by default), the rest held at exactly 0.
+
+    Args:
+        diff: ``[P, n]`` pair differences d_p = z^chosen − z^rejected (train split).
+        l2: λ, the L2 penalty (0: unpenalized).
+        support: feature indices to fit (a long tensor or a bool mask ``[n]``); None: all.
+        margin: ``[P]`` optional per-pair margin (TRL's convention, as ``bradley_terry_loss``).
+        init: starting weights ``[n]`` (default 0); its values off the support are ignored.
+        tol: converged when ‖∇L‖_∞ ≤ tol.
+        max_iter: L-BFGS iterations at most.
+    """
+    n = diff.shape[-1]
+    index = torch.arange(n) if support is None else _as_index(support, n)
+    # float64: the last digits of the gradient are what "converged" is judged by.
+    x = diff[:, index].double()
+    m = None if margin is None else margin.double()
+    start = torch.zeros(len(index), dtype=torch.float64) if init is None else init[index].double().clone()
+    w = start.requires_grad_(True)
+    optimizer = torch.optim.LBFGS(
+        [w],
+        lr=1.0,
+        max_iter=max_iter,
+        tolerance_grad=tol,
+        tolerance_change=1e-15,  # stop on the gradient, not on a stalled loss
+        history_size=20,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure():
+        optimizer.zero_grad()
+        loss = bt_objective(w, x, l2, m)
+        loss.backward()
+        return loss
+
+    if len(index):
+        optimizer.step(closure)
+    loss = closure().detach()
+    grad_norm = float(w.grad.abs().max()) if len(index) else 0.0
+    state = optimizer.state[optimizer._params[0]]
+    weight = torch.zeros(n, dtype=torch.float32)
+    weight[index] = w.detach().float()
+    return Fit(weight, float(loss), grad_norm, grad_norm <= tol, int(state.get("n_iter", 0)))
+
+
+def _as_index(support: torch.Tensor, n: int) -> torch.Tensor:
+    support = torch.as_tensor(support)
+    if support.dtype == torch.bool:
+        if support.shape != (n,):
+            raise ValueError(f"support mask of shape {tuple(support.shape)}, expected ({n},)")
+        return support.nonzero().flatten()
+    index = support.long().flatten()
+    if len(index) and (index.min() < 0 or index.max() >= n):
+        raise ValueError(f"support indices outside [0, {n})")
+    if len(index.unique()) != len(index):
+        raise ValueError("support indices repeat")
+    return index
+
+
+def pair_accuracy(diff: torch.Tensor, weight: torch.Tensor) -> float:
+    """Share of pairs with w · d > 0 (a tie counts as wrong, as in the trainer's ``chosen > rejected``)."""
+    return float(((diff.double() @ weight.double()) > 0).double().mean())
+
+
+@torch.no_grad()
+def pooled_features(
+    network: RewardNetwork, data, split: str, batch_size: int = 64
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(z_chosen, z_rejected, margin)`` of every pair of ``split``, ``[P, n]``, ``[P, n]``, ``[P]``.
+
+    Args:
+        network: a SARM or dense network; its pooling (and SAE) make the features, as in training.
+        data: a ``sarm.cache.PairActivationDataModule``; it is handed the network's pooling (``take_pooling``).
+        split: train, val or test.
+    """
+    from sarm.cache.datamodules import CachedPairs
+
+    data.take_pooling(network.pooling)
+    network = network.eval()
+    loader = DataLoader(CachedPairs(data.cache, split), batch_size=batch_size, collate_fn=data.collate)
+    chosen, rejected, margins = [], [], []
+    for batch in loader:
+        z = network.features(batch["hidden"].float(), batch["mask"])
+        half = z.shape[0] // 2
+        chosen.append(z[:half])
+        rejected.append(z[half:])
+        margins.append(batch["margin"].float())
+    return torch.cat(chosen), torch.cat(rejected), torch.cat(margins)
