@@ -93,9 +93,10 @@ def fit_head(
         loss.backward()
         return loss
 
-    if len(index):
-        optimizer.step(closure)
-    loss = closure().detach()
+    with torch.enable_grad():  # also under a caller's no_grad (a Lightning hook)
+        if len(index):
+            optimizer.step(closure)
+        loss = closure().detach()
     grad_norm = float(w.grad.abs().max()) if len(index) else 0.0
     state = optimizer.state[optimizer._params[0]]
     weight = torch.zeros(n, dtype=torch.float32)
@@ -146,3 +147,44 @@ def pooled_features(
         rejected.append(z[half:])
         margins.append(batch["margin"].float())
     return torch.cat(chosen), torch.cat(rejected), torch.cat(margins)
+
+
+def budget_head(
+    diff: torch.Tensor,
+    max_features: int,
+    l2: float = 1e-3,
+    margin: torch.Tensor | None = None,
+    tol: float = 1e-6,
+    max_iter: int = 2000,
+) -> Fit:
+    """A head with at most ``max_features`` non-zero weights: a hard budget reached by backward elimination.
+
+        S_0 = all features, w_0 = the converged L2 fit (λ = ``l2``)
+        S_{k+1} = the first max(m, |S_k| / 2) of S_k by the one ranking rule (``rank_features`` of the train
+                  split's mean contributions m_i = mean_p w_{k,i} d_{p,i}), w_{k+1} = the L2 fit on S_{k+1}
+        until |S_k| = m; then an unpenalized refit on S_k (the relaxed step: no shrinkage left on the kept weights).
+
+    Why this and not a plain L1 penalty or a one-shot top-m: halving refits between cuts, so a feature whose
+    weight only mattered to cancel another one's is dropped with it, and the weights the last cut ranks by are
+    those of the features that remain. Measured on the hh cache (RewardBench 2 safety, 939 train / 204 val /
+    200 test pairs, 2,048 SAE features, m = 50; test accuracy, val in brackets): top 50 of the trained head,
+    refit: 0.855 (0.887); the same with λ = 1e-3: 0.900 (0.907); top 50 of the converged λ = 1e-3 fit, refit:
+    0.880 (0.907); relaxed lasso (L1 path by proximal gradient to 50 features, refit): 0.880 (0.907), with
+    λ = 1e-3 in the refit 0.915 (0.931), 20 s; this elimination: 0.920 (0.941), 0.2 s. The converged dense fit
+    on the same split: 0.920 (λ = 1e-3 chosen on val).
+
+    The ranking (and every fit) reads ``diff``, the train split only.
+    """
+    from sarm.attribution.contributions import rank_features
+
+    if max_features < 1:
+        raise ValueError(f"max_features = {max_features}: expected at least 1")
+    n = diff.shape[-1]
+    support = torch.arange(n)
+    weight = fit_head(diff, l2=l2, margin=margin, tol=tol, max_iter=max_iter).weight
+    while len(support) > max_features:
+        keep = max(max_features, len(support) // 2)
+        mean_contribution = (diff[:, support].double() * weight[support].double()).mean(0)
+        support = support[rank_features(mean_contribution)[:keep]]
+        weight = fit_head(diff, l2=l2, support=support, margin=margin, init=weight, tol=tol, max_iter=max_iter).weight
+    return fit_head(diff, l2=0.0, support=support, margin=margin, init=weight, tol=tol, max_iter=max_iter)

@@ -41,6 +41,11 @@ class SARM(RewardModelModule):
             ``init_from``'s features, else ``latents``.
         reconstruction_coefficient: weight λ of the SAE's reconstruction loss in ``joint`` mode.
         sae_lr: learning rate of the SAE in ``joint`` mode.
+        max_features: a few-feature head: at the end of training the head is replaced by one with at most this
+            many non-zero weights, fitted to convergence on the train split (``sarm.reward.fit.budget_head``:
+            backward elimination by the one ranking rule, then an unpenalized refit), and exported like any head.
+            Head mode on cached activations only (the refit reads the train split's pooled features).
+        budget_l2: the L2 penalty of the elimination's fits (``budget_head``'s ``l2``).
         **kwargs: the shared arguments of ``RewardModelModule`` (mode, pooling, lr, LoRA, init_from,
             export_dir, ...).
     """
@@ -53,6 +58,8 @@ class SARM(RewardModelModule):
         features: Literal["latents", "pre"] | None = None,
         reconstruction_coefficient: float = 1.0,
         sae_lr: float = 1e-4,
+        max_features: int | None = None,
+        budget_l2: float = 1e-3,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -80,6 +87,10 @@ class SARM(RewardModelModule):
             raise SarmInputError(
                 "a SARM starts from an SAE (sae = <SAE directory>) or restarts from an exported "
                 "SARM (init_from = <export directory>); neither was given"
+            )
+        if max_features is not None and (max_features < 1 or self.hparams.mode != "head"):
+            raise SarmInputError(
+                f"max_features = {max_features} (mode {self.hparams.mode!r}): expected a count >= 1, in mode 'head'"
             )
         joint = self.hparams.mode == "joint"
         self.sae.requires_grad_(joint)
@@ -127,6 +138,39 @@ class SARM(RewardModelModule):
     def on_before_optimizer_step(self, optimizer) -> None:
         if self.hparams.mode == "joint":
             self.sae.remove_parallel_decoder_grad()
+
+    def on_train_end(self) -> None:
+        if self.hparams.max_features is not None:
+            self.fit_budget_head()
+        super().on_train_end()  # exports the head, the budget head when there is one
+
+    def fit_budget_head(self) -> None:
+        """Replace the trained head by ``budget_head`` on the train split; its validation reward mean and std
+        become the export's ``reward_norm`` and its validation accuracy the ``val/accuracy`` exported with it."""
+        from sarm.reward.fit import budget_head, pair_accuracy, pooled_features
+
+        data = self.trainer.datamodule
+        if data.yields_tokens:
+            raise SarmInputError("max_features refits on cached activations: use sarm.cache.PairActivationDataModule")
+        network = self.network.cpu()  # full-batch fit on the CPU; the module goes back to its device below
+        device, was_training = self.device, self.training
+        chosen, rejected, margin = pooled_features(network, data, "train")
+        fit = budget_head(chosen - rejected, self.hparams.max_features, self.hparams.budget_l2, margin)
+        network.head.weight.data.copy_(fit.weight)
+        chosen, rejected, _ = pooled_features(network, data, "val")
+        rewards = torch.cat([chosen, rejected]) @ fit.weight
+        std = float(rewards.std()) if len(rewards) > 1 else 1.0
+        self.reward_norm.copy_(torch.tensor([float(rewards.mean()) if len(rewards) else 0.0, std if std > 0 else 1.0]))
+        val_accuracy = pair_accuracy(chosen - rejected, fit.weight)
+        self.trainer.callback_metrics["val/accuracy"] = torch.tensor(val_accuracy)
+        self.train(was_training)
+        self.to(device)
+        print(
+            f"sarm: head refit on {network.head.nonzero()} features (max_features {self.hparams.max_features}): "
+            f"val accuracy {val_accuracy:.4f}, gradient norm {fit.grad_norm:.1e} "
+            f"({'converged' if fit.converged else 'NOT converged'})",
+            flush=True,
+        )
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
         """The step, then (joint mode) unit decoder rows, before any callback's ``on_train_batch_end``: a
