@@ -40,26 +40,13 @@ def write_toy_pairs(path, n: int = 48):
 @pytest.fixture(scope="session")
 def tiny_cache(tmp_path_factory, tiny_model_dir):
     """An activation cache of 48 toy pairs through the tiny model, written by `sarm cache`."""
+    from commands import cache_args
+
     from sarm.cli import main
 
     root = tmp_path_factory.mktemp("tiny-cache")
     data = write_toy_pairs(root / "pairs.jsonl")
-    args = [
-        "--data",
-        str(data),
-        "--model",
-        tiny_model_dir,
-        "--layer",
-        "2",
-        "--max_length",
-        "48",
-        "--split_fractions",
-        "[0.5, 0.25, 0.25]",
-        "--batch_size",
-        "8",
-        "--shard_tokens",
-        "300",
-    ]
+    args = cache_args(data, tiny_model_dir, split_fractions=[0.5, 0.25, 0.25], batch_size=8, shard_tokens=300)
     main(["cache", *args, "--output", str(root / "cache")])
     return {"cache": root / "cache", "data": data, "cache_args": args}
 

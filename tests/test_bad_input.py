@@ -14,6 +14,7 @@ import gzip
 import json
 
 import pytest
+from commands import cache_pairs
 
 from sarm.cli import main
 
@@ -139,21 +140,7 @@ ERRORS = [
 @pytest.fixture()
 def cache_command(tiny_model_dir, tmp_path):
     def run(data) -> list[str]:
-        return [
-            "cache",
-            "--data",
-            str(data),
-            "--model",
-            tiny_model_dir,
-            "--layer",
-            "2",
-            "--max_length",
-            "48",
-            "--split_fractions",
-            "[0.5, 0.25, 0.25]",
-            "--output",
-            str(tmp_path / "cache"),
-        ]
+        return cache_pairs(data, tiny_model_dir, tmp_path / "cache", split_fractions=[0.5, 0.25, 0.25])
 
     return run
 

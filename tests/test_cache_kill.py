@@ -4,38 +4,18 @@ as an uninterrupted one."""
 import json
 import signal
 import subprocess
-import sys
 import time
 
 import torch
+from commands import SARM_CLI, cache_pairs
 from conftest import run_command, write_toy_pairs
 from safetensors.torch import load_file
 
 
 def cache_command(data, model, output):
     return [
-        sys.executable,
-        "-m",
-        "sarm.cli",
-        "cache",
-        "--data",
-        str(data),
-        "--model",
-        model,
-        "--layer",
-        "2",
-        "--max_length",
-        "48",
-        "--batch_size",
-        "2",
-        "--shard_tokens",
-        "20",
-        "--dtype",
-        "float32",
-        "--accelerator",
-        "cpu",
-        "--output",
-        str(output),
+        *SARM_CLI,
+        *cache_pairs(data, model, output, batch_size=2, shard_tokens=20, dtype="float32", accelerator="cpu"),
     ]
 
 

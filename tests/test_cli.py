@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from commands import cache_pairs
 
 from sarm.cache import CacheSettings
 from sarm.cli import COMMANDS, main
@@ -123,23 +124,7 @@ def test_recovery_runs_from_a_config_on_planted_data(tmp_path, tiny_model_dir, c
     from sarm.reward.network import SARMNetwork
     from sarm.sae.topk import TopKSAE
 
-    main(
-        [
-            "cache",
-            "--data",
-            "builtin:planted",
-            "--num_pairs",
-            "60",
-            "--model",
-            tiny_model_dir,
-            "--layer",
-            "2",
-            "--max_length",
-            "96",
-            "--output",
-            str(tmp_path / "cache"),
-        ]
-    )
+    main(cache_pairs("builtin:planted", tiny_model_dir, tmp_path / "cache", max_length=96, num_pairs=60))
     torch.manual_seed(0)
     network = SARMNetwork(TopKSAE(d_in=32, n_latents=64, k=8), pooling="mean")
     torch.nn.init.normal_(network.head.weight)

@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 import torch
+from commands import fit_sae
 from safetensors.torch import load_file, save_file
 
 from sarm.cli import main
@@ -91,37 +92,7 @@ def test_a_corrupt_cache_is_one_named_line_and_exit_2(case, tiny_cache, tmp_path
     shutil.copytree(tiny_cache["cache"], cache)
     edit(cache)
     with pytest.raises(SystemExit) as exit_info:
-        main(
-            [
-                "fit",
-                "--model",
-                "sarm.sae.SAEModule",
-                "--model.n_latents",
-                "64",
-                "--model.k",
-                "4",
-                "--model.export_dir",
-                str(tmp_path / "sae"),
-                "--data",
-                "sarm.cache.TokenActivationDataModule",
-                "--data.cache_dir",
-                str(cache),
-                "--data.batch_size",
-                "64",
-                "--trainer.max_epochs",
-                "1",
-                "--trainer.accelerator",
-                "cpu",
-                "--trainer.logger",
-                "false",
-                "--trainer.enable_checkpointing",
-                "false",
-                "--trainer.enable_progress_bar",
-                "false",
-                "--trainer.default_root_dir",
-                str(tmp_path),
-            ]
-        )
+        main(fit_sae(cache, tmp_path, epochs=1))
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("sarm: error:")]

@@ -1,9 +1,9 @@
 """`sarm cache` on 2 CPU processes (DDP, gloo): one manifest, every token once, the same activations."""
 
 import json
-import sys
 
 import torch
+from commands import SARM_CLI
 from conftest import run_command
 from safetensors.torch import load_file
 
@@ -26,9 +26,7 @@ def test_two_ranks_write_one_cache_without_duplicates_or_gaps(tiny_model_dir, ti
     args = [*tiny_cache["cache_args"], "--dtype", "float32", "--accelerator", "cpu", "--shard_tokens", "200"]
     for devices in (1, 2):
         extra = ["--devices", "2", "--strategy", "ddp"] if devices == 2 else []
-        run_command(
-            [sys.executable, "-m", "sarm.cli", "cache", *args, *extra, "--output", str(tmp_path / f"cache-{devices}")]
-        )
+        run_command([*SARM_CLI, "cache", *args, *extra, "--output", str(tmp_path / f"cache-{devices}")])
     one, two = read_cache(tmp_path / "cache-1"), read_cache(tmp_path / "cache-2")
     assert {s["file"].split("-")[1] for s in two[0]["shards"]} == {"r0", "r1"}  # both ranks wrote shards
     assert two[0]["num_tokens"] == one[0]["num_tokens"] == len(two[1])

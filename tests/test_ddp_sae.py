@@ -1,9 +1,9 @@
 """SAE training on 2 CPU processes (DDP, gloo) matches 1 process with the same global batch."""
 
 import json
-import sys
 
 import pytest
+from commands import SARM_CLI, fit_sae
 from conftest import run_command
 
 
@@ -11,45 +11,19 @@ def fit(tiny_cache, output, devices: int, batch_size: int):
     extra = ["--trainer.devices", "2", "--trainer.strategy", "ddp"] if devices == 2 else []
     run_command(
         [
-            sys.executable,
-            "-m",
-            "sarm.cli",
-            "fit",
-            "--model",
-            "sarm.sae.SAEModule",
-            "--model.n_latents",
-            "64",
-            "--model.k",
-            "4",
-            "--model.lr",
-            "0.003",
-            "--model.warmup_steps",
-            "2",
-            "--model.export_dir",
-            str(output),
-            "--data",
-            "sarm.cache.TokenActivationDataModule",
-            "--data.cache_dir",
-            str(tiny_cache["cache"]),
-            "--data.batch_size",
-            str(batch_size),
-            "--data.buffer_shards",
-            "100",
-            "--trainer.max_epochs",
-            "4",
-            "--trainer.accelerator",
-            "cpu",
-            "--trainer.logger",
-            "false",
-            "--trainer.enable_checkpointing",
-            "false",
-            "--trainer.enable_progress_bar",
-            "false",
-            "--trainer.default_root_dir",
-            str(output.parent),
-            "--seed_everything",
-            "0",
-            *extra,
+            *SARM_CLI,
+            *fit_sae(
+                tiny_cache["cache"],
+                output.parent,
+                *extra,
+                epochs=4,
+                export=output,
+                model__lr=0.003,
+                model__warmup_steps=2,
+                data__batch_size=batch_size,
+                data__buffer_shards=100,
+                seed_everything=0,
+            ),
         ]
     )
     return json.loads((output / "metrics.json").read_text())

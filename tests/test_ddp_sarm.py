@@ -1,10 +1,10 @@
 """SARM head training on 2 CPU processes (DDP, gloo) reaches what 1 process reaches."""
 
 import json
-import sys
 
 import pytest
 import torch
+from commands import SARM_CLI, fit_sarm
 from conftest import run_command
 
 from sarm.sae import TopKSAE, save_sae
@@ -19,39 +19,17 @@ def test_two_processes_train_the_sarm_head_like_one(tiny_cache, tiny_model_dir, 
         extra = ["--trainer.devices", "2", "--trainer.strategy", "ddp"] if devices == 2 else []
         run_command(
             [
-                sys.executable,
-                "-m",
-                "sarm.cli",
-                "fit",
-                "--model",
-                "sarm.reward.SARM",
-                "--model.sae",
-                str(sae),
-                "--model.lr",
-                "0.05",
-                "--model.export_dir",
-                str(out / "export"),
-                "--data",
-                "sarm.cache.PairActivationDataModule",
-                "--data.cache_dir",
-                str(tiny_cache["cache"]),
-                "--data.batch_size",
-                str(batch),
-                "--trainer.max_epochs",
-                "5",
-                "--trainer.accelerator",
-                "cpu",
-                "--trainer.logger",
-                "false",
-                "--trainer.enable_checkpointing",
-                "false",
-                "--trainer.enable_progress_bar",
-                "false",
-                "--trainer.default_root_dir",
-                str(out),
-                "--seed_everything",
-                "0",
-                *extra,
+                *SARM_CLI,
+                *fit_sarm(
+                    tiny_cache["cache"],
+                    sae,
+                    out,
+                    *extra,
+                    epochs=5,
+                    export=out / "export",
+                    data__batch_size=batch,
+                    seed_everything=0,
+                ),
             ]
         )
         metrics[devices] = json.loads((out / "export" / "sarm.json").read_text())["metrics"]

@@ -475,6 +475,8 @@ CLI_CASES = [
 @pytest.mark.parametrize("name", CLI_CASES)
 def test_generated_cases_through_sarm_cache(tmp_path, capsys, tiny_model_dir, name):
     """`sarm cache` on a few generated cases: a cache, or exit 2 with one named error and no traceback."""
+    from commands import cache_pairs
+
     from sarm.cli import main
 
     cases = {c.name: c for c in CORPUS}
@@ -482,21 +484,7 @@ def test_generated_cases_through_sarm_cache(tmp_path, capsys, tiny_model_dir, na
     case = cases[name]
     path = tmp_path / case.filename
     path.write_bytes(case.data)
-    args = [
-        "cache",
-        "--data",
-        str(path),
-        "--model",
-        tiny_model_dir,
-        "--layer",
-        "2",
-        "--max_length",
-        "48",
-        "--split_fractions",
-        "[0.5, 0.25, 0.25]",
-        "--output",
-        str(tmp_path / "cache"),
-    ]
+    args = cache_pairs(path, tiny_model_dir, tmp_path / "cache", split_fractions=[0.5, 0.25, 0.25])
     try:
         main(args)
     except SystemExit as exit_:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 import torch
+from commands import SARM_CLI, flags
 from conftest import run_command
 from safetensors.torch import load_file
 
@@ -103,19 +103,7 @@ def test_a_read_only_location_is_one_line_and_exit_1(tiny_cache, tmp_path, capsy
 def cache_command(tiny_cache, output, layer: int) -> list[str]:
     args = list(tiny_cache["cache_args"])
     args[args.index("--layer") + 1] = str(layer)
-    return [
-        sys.executable,
-        "-m",
-        "sarm.cli",
-        "cache",
-        *args,
-        "--dtype",
-        "float32",
-        "--accelerator",
-        "cpu",
-        "--output",
-        str(output),
-    ]
+    return [*SARM_CLI, "cache", *args, *flags({"dtype": "float32", "accelerator": "cpu"}), "--output", str(output)]
 
 
 def read_cache(directory):

@@ -2,11 +2,11 @@
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from commands import QUIET_CPU, SARM_CLI, attribute, cache_pairs, fit_sae, fit_sarm, flags
 from safetensors.torch import load_file
 
 from sarm.cache import ActivationCache
@@ -18,81 +18,9 @@ def run(tmp_path_factory, tiny_cache):
     """Runs the pipeline once; the tests below check what it wrote."""
     root = tmp_path_factory.mktemp("pipeline")
     cache, data = tiny_cache["cache"], tiny_cache["data"]
-    trainer = [
-        "--trainer.accelerator",
-        "cpu",
-        "--trainer.logger",
-        "false",
-        "--trainer.enable_checkpointing",
-        "false",
-        "--trainer.enable_progress_bar",
-        "false",
-    ]
-    main(
-        [
-            "fit",
-            "--model",
-            "sarm.sae.SAEModule",
-            "--model.n_latents",
-            "64",
-            "--model.k",
-            "4",
-            "--model.export_dir",
-            str(root / "sae"),
-            "--data",
-            "sarm.cache.TokenActivationDataModule",
-            "--data.cache_dir",
-            str(cache),
-            "--data.batch_size",
-            "64",
-            "--trainer.max_epochs",
-            "3",
-            "--trainer.default_root_dir",
-            str(root),
-            *trainer,
-        ]
-    )
-    main(
-        [
-            "fit",
-            "--model",
-            "sarm.reward.SARM",
-            "--model.sae",
-            str(root / "sae"),
-            "--model.lr",
-            "0.05",
-            "--model.export_dir",
-            str(root / "sarm"),
-            "--data",
-            "sarm.cache.PairActivationDataModule",
-            "--data.cache_dir",
-            str(cache),
-            "--data.batch_size",
-            "8",
-            "--trainer.max_epochs",
-            "20",
-            "--trainer.default_root_dir",
-            str(root),
-            *trainer,
-        ]
-    )
-    main(
-        [
-            "attribute",
-            "--sarm",
-            str(root / "sarm"),
-            "--data",
-            str(data),
-            "--cache_dir",
-            str(cache),
-            "--split",
-            "test",
-            "--split_fractions",
-            "[0.5, 0.25, 0.25]",
-            "--output",
-            str(root / "attribution"),
-        ]
-    )
+    main(fit_sae(cache, root, epochs=3))
+    main(fit_sarm(cache, root / "sae", root, epochs=20))
+    main(attribute(root / "sarm", data, cache, root / "attribution"))
     return {"root": root, **tiny_cache}
 
 
@@ -152,27 +80,16 @@ def test_sarm_learns_the_toy_preference(run):
 
 def test_sarm_test_restarts_the_exported_model_through_init_from(run, capsys):
     """The README's `sarm test ... --model.init_args.init_from <export>`: the trained head, not a fresh one."""
-    main(
-        [
-            "test",
-            "--model",
-            "sarm.reward.SARM",
-            "--model.init_from",
-            str(run["root"] / "sarm"),
-            "--data",
-            "sarm.cache.PairActivationDataModule",
-            "--data.cache_dir",
-            str(run["cache"]),
-            "--trainer.accelerator",
-            "cpu",
-            "--trainer.logger",
-            "false",
-            "--trainer.enable_progress_bar",
-            "false",
-            "--trainer.default_root_dir",
-            str(run["root"]),
-        ]
-    )
+    options = {
+        "model": "sarm.reward.SARM",
+        "model.init_from": run["root"] / "sarm",
+        "data": "sarm.cache.PairActivationDataModule",
+        "data.cache_dir": run["cache"],
+        **QUIET_CPU,
+        "trainer.enable_checkpointing": None,  # Lightning's default
+        "trainer.default_root_dir": run["root"],
+    }
+    main(["test", *flags(options)])
     out = capsys.readouterr().out
     accuracy = float(out.split("test/accuracy")[1].split()[1].strip("│|"))
     assert accuracy >= 0.75  # a fresh (zero) head scores every pair a tie: accuracy 0
@@ -192,7 +109,7 @@ def test_attribution_sums_to_the_rewards(run):
 
 def test_print_config_prints_the_full_config(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "sarm.cli", "fit", "--config", "configs/demo/sarm.yaml", "--print_config"],
+        [*SARM_CLI, "fit", "--config", "configs/demo/sarm.yaml", "--print_config"],
         capture_output=True,
         text=True,
         cwd=Path(__file__).parents[1],
@@ -203,7 +120,7 @@ def test_print_config_prints_the_full_config(tmp_path):
 
 
 def test_help_lists_every_subcommand():
-    out = subprocess.run([sys.executable, "-m", "sarm.cli", "--help"], capture_output=True, text=True)
+    out = subprocess.run([*SARM_CLI, "--help"], capture_output=True, text=True)
     for command in ("fit", "validate", "test", "predict", "cache", "attribute"):
         assert command in out.stdout
 
@@ -212,18 +129,7 @@ def test_missing_field_fails_without_traceback(tmp_path, tiny_model_dir):
     data = tmp_path / "bad.jsonl"
     data.write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n' * 2 + '{"prompt": "a", "chosen": "b"}\n')
     out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "sarm.cli",
-            "cache",
-            "--data",
-            str(data),
-            "--model",
-            tiny_model_dir,
-            "--output",
-            str(tmp_path / "cache"),
-        ],
+        [*SARM_CLI, *cache_pairs(data, tiny_model_dir, tmp_path / "cache", layer=None, max_length=None)],
         capture_output=True,
         text=True,
     )
@@ -234,53 +140,9 @@ def test_missing_field_fails_without_traceback(tmp_path, tiny_model_dir):
 
 
 def test_sae_on_planted_data_reports_attribute_coverage(tmp_path, tiny_model_dir):
-    main(
-        [
-            "cache",
-            "--data",
-            "builtin:planted",
-            "--num_pairs",
-            "60",
-            "--model",
-            tiny_model_dir,
-            "--layer",
-            "2",
-            "--max_length",
-            "96",
-            "--output",
-            str(tmp_path / "cache"),
-        ]
-    )
-    main(
-        [
-            "fit",
-            "--model",
-            "sarm.sae.SAEModule",
-            "--model.n_latents",
-            "64",
-            "--model.k",
-            "4",
-            "--model.export_dir",
-            str(tmp_path / "sae"),
-            "--data",
-            "sarm.cache.TokenActivationDataModule",
-            "--data.cache_dir",
-            str(tmp_path / "cache"),
-            "--data.batch_size",
-            "64",
-            "--trainer.max_epochs",
-            "1",
-            "--trainer.logger",
-            "false",
-            "--trainer.enable_checkpointing",
-            "false",
-            "--trainer.enable_progress_bar",
-            "false",
-            "--trainer.default_root_dir",
-            str(tmp_path),
-            "--trainer.callbacks+=sarm.callbacks.coverage.PlantedCoverage",
-        ]
-    )
+    main(cache_pairs("builtin:planted", tiny_model_dir, tmp_path / "cache", max_length=96, num_pairs=60))
+    coverage = "--trainer.callbacks+=sarm.callbacks.coverage.PlantedCoverage"
+    main(fit_sae(tmp_path / "cache", tmp_path, coverage, epochs=1, trainer__accelerator=None))
     metrics = json.loads((tmp_path / "sae" / "metrics.json").read_text())
     assert 0 < metrics["val/coverage"] <= 1 and 0 < metrics["val/coverage_distractors"] <= 1
     assert 0 < metrics["val/cosine"] <= 1 and metrics["val/relative_bias"] > 0
@@ -289,23 +151,7 @@ def test_sae_on_planted_data_reports_attribute_coverage(tmp_path, tiny_model_dir
 def test_attribution_reuses_a_float32_cache_and_gives_the_same_top_features(run, tmp_path):
     f32 = tmp_path / "f32"
     main(["cache", *run["cache_args"], "--dtype", "float32", "--output", str(f32)])
-    main(
-        [
-            "attribute",
-            "--sarm",
-            str(run["root"] / "sarm"),
-            "--data",
-            str(run["data"]),
-            "--cache_dir",
-            str(f32),
-            "--split",
-            "test",
-            "--split_fractions",
-            "[0.5, 0.25, 0.25]",
-            "--output",
-            str(tmp_path / "attribution"),
-        ]
-    )
+    main(attribute(run["root"] / "sarm", run["data"], f32, tmp_path / "attribution"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["attribution", "f32"]  # no second cache was written
     ours = json.loads((tmp_path / "attribution" / "features.json").read_text())["features"]
     bf16 = json.loads((run["root"] / "attribution" / "features.json").read_text())["features"]
@@ -315,21 +161,13 @@ def test_attribution_reuses_a_float32_cache_and_gives_the_same_top_features(run,
 def test_attribution_over_an_empty_split_is_refused_naming_the_split_counts(run, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(
-            [
-                "attribute",
-                "--sarm",
-                str(run["root"] / "sarm"),
-                "--data",
-                str(run["data"]),
-                "--cache_dir",
-                str(tmp_path / "cache"),
-                "--split",
-                "test",
-                "--split_fractions",
-                "[1, 0, 0]",
-                "--output",
-                str(tmp_path / "attribution"),
-            ]
+            attribute(
+                run["root"] / "sarm",
+                run["data"],
+                tmp_path / "cache",
+                tmp_path / "attribution",
+                split_fractions=[1, 0, 0],
+            )
         )
     assert exit_info.value.code == 2
     assert (
@@ -341,7 +179,7 @@ def test_attribution_over_an_empty_split_is_refused_naming_the_split_counts(run,
 
 def test_cache_without_data_is_refused_rather_than_caching_the_builtin_set(tiny_model_dir, tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "sarm.cli", "cache", "--model", tiny_model_dir, "--output", str(tmp_path / "cache")],
+        [*SARM_CLI, "cache", "--model", tiny_model_dir, "--output", str(tmp_path / "cache")],
         capture_output=True,
         text=True,
     )

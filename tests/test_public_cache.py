@@ -8,6 +8,7 @@ import gzip
 import json
 
 import pytest
+from commands import cache_pairs, fit_sae, fit_sarm
 
 from sarm.cli import main
 
@@ -61,19 +62,7 @@ def hh(tmp_path_factory):
 def test_every_bad_row_is_named_in_one_run_and_nothing_is_written(hh, tiny_model_dir, tmp_path, capsys):
     root, odd = hh
     with pytest.raises(SystemExit) as exit_info:
-        main(
-            [
-                "cache",
-                "--data",
-                str(root / "train.jsonl.gz"),
-                "--model",
-                tiny_model_dir,
-                "--layer",
-                "2",
-                "--output",
-                str(tmp_path / "cache"),
-            ]
-        )
+        main(cache_pairs(root / "train.jsonl.gz", tiny_model_dir, tmp_path / "cache", max_length=None))
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     bad_lines = sorted(odd["diverging"] + odd["missing"])
@@ -87,23 +76,14 @@ def test_skipped_rows_are_counted_listed_and_the_rest_trains_a_sarm(hh, tiny_mod
     root, odd = hh
     cache = tmp_path / "cache"
     main(
-        [
-            "cache",
-            "--data",
-            str(root / "train.jsonl.gz"),
-            "--model",
+        cache_pairs(
+            root / "train.jsonl.gz",
             tiny_model_dir,
-            "--layer",
-            "2",
-            "--max_length",
-            "64",
-            "--bad_rows",
-            "skip",
-            "--split_fractions",
-            "[0.6, 0.2, 0.2]",
-            "--output",
-            str(cache),
-        ]
+            cache,
+            max_length=64,
+            bad_rows="skip",
+            split_fractions=[0.6, 0.2, 0.2],
+        )
     )
     manifest = json.loads((cache / "manifest.json").read_text())
     skipped = [json.loads(line) for line in (cache / "skipped_rows.jsonl").read_text().splitlines()]
@@ -115,62 +95,8 @@ def test_skipped_rows_are_counted_listed_and_the_rest_trains_a_sarm(hh, tiny_mod
     pairs = [json.loads(line) for line in (cache / "pairs.jsonl").read_text().splitlines()]
     assert sum(pair["rejected"] == "" for pair in pairs) == len(odd["empty"])  # kept, as responses
 
-    trainer = [
-        "--trainer.accelerator",
-        "cpu",
-        "--trainer.logger",
-        "false",
-        "--trainer.enable_checkpointing",
-        "false",
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.default_root_dir",
-        str(tmp_path),
-    ]
-    main(
-        [
-            "fit",
-            "--model",
-            "sarm.sae.SAEModule",
-            "--model.n_latents",
-            "64",
-            "--model.k",
-            "4",
-            "--model.export_dir",
-            str(tmp_path / "sae"),
-            "--data",
-            "sarm.cache.TokenActivationDataModule",
-            "--data.cache_dir",
-            str(cache),
-            "--data.batch_size",
-            "64",
-            "--trainer.max_epochs",
-            "2",
-            *trainer,
-        ]
-    )
-    main(
-        [
-            "fit",
-            "--model",
-            "sarm.reward.SARM",
-            "--model.sae",
-            str(tmp_path / "sae"),
-            "--model.lr",
-            "0.05",
-            "--model.export_dir",
-            str(tmp_path / "sarm"),
-            "--data",
-            "sarm.cache.PairActivationDataModule",
-            "--data.cache_dir",
-            str(cache),
-            "--data.batch_size",
-            "8",
-            "--trainer.max_epochs",
-            "5",
-            *trainer,
-        ]
-    )
+    main(fit_sae(cache, tmp_path, epochs=2))
+    main(fit_sarm(cache, tmp_path / "sae", tmp_path, epochs=5))
     metrics = json.loads((tmp_path / "sarm" / "sarm.json").read_text())["metrics"]
     assert metrics["val/accuracy"] > 0.5  # polite vs rude is learnable even by a tiny random backbone
 

@@ -8,11 +8,11 @@ of an epoch (step checkpoints: the resumed run must skip the batches it already 
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from commands import SARM_CLI, fit_sae, fit_sarm, model_checkpoint
 from conftest import run_command
 from safetensors.torch import load_file
 
@@ -21,29 +21,22 @@ from sarm.sae import TopKSAE, save_sae
 SCRIPTS = Path(__file__).parent / "scripts"
 
 
-def sae_model(tiny_cache, root: Path, *options: str) -> list[str]:
+# Both kinds of run: 4 epochs, seeded, no model summary, checkpoints by the ModelCheckpoint fit_command adds.
+RUN = {"trainer.enable_checkpointing": None, "trainer.enable_model_summary": False, "seed_everything": 0}
+
+
+def sae_fit(tiny_cache, root: Path, *options: str) -> list[str]:
     """An SAE over token activations: 11 batches of 64 tokens per epoch."""
-    return [
-        "--model",
-        "sarm.sae.SAEModule",
-        "--model.n_latents",
-        "64",
-        "--model.k",
-        "4",
-        "--model.lr",
-        "0.003",
-        "--model.warmup_steps",
-        "2",
-        "--model.export_dir",
-        str(root / "export"),
-        "--data",
-        "sarm.cache.TokenActivationDataModule",
-        "--data.cache_dir",
-        str(tiny_cache["cache"]),
-        "--data.batch_size",
-        "64",
+    return fit_sae(
+        tiny_cache["cache"],
+        root,
         *options,
-    ]
+        epochs=4,
+        export=root / "export",
+        model__lr=0.003,
+        model__warmup_steps=2,
+        **RUN,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -54,52 +47,13 @@ def frozen_sae(tiny_cache, tiny_model_dir, tmp_path_factory):
     )
 
 
-def sarm_model(tiny_cache, frozen_sae, root: Path) -> list[str]:
+def sarm_fit(tiny_cache, frozen_sae, root: Path) -> list[str]:
     """A SARM head over cached pairs: 24 training pairs, 5 shuffled batches per epoch."""
-    return [
-        "--model",
-        "sarm.reward.SARM",
-        "--model.sae",
-        str(frozen_sae),
-        "--model.lr",
-        "0.05",
-        "--model.export_dir",
-        str(root / "export"),
-        "--data",
-        "sarm.cache.PairActivationDataModule",
-        "--data.cache_dir",
-        str(tiny_cache["cache"]),
-        "--data.batch_size",
-        "5",
-    ]
+    return fit_sarm(tiny_cache["cache"], frozen_sae, root, epochs=4, export=root / "export", data__batch_size=5, **RUN)
 
 
-def fit_command(model: list[str], root: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "sarm.cli",
-        "fit",
-        *model,
-        "--trainer.max_epochs",
-        "4",
-        "--trainer.accelerator",
-        "cpu",
-        "--trainer.logger",
-        "false",
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.enable_model_summary",
-        "false",
-        "--trainer.default_root_dir",
-        str(root),
-        "--seed_everything",
-        "0",
-        "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
-        f"--trainer.callbacks.dirpath={root / 'checkpoints'}",
-        "--trainer.callbacks.save_last=true",
-        *extra,
-    ]
+def fit_command(fit: list[str], root: Path, *extra: str) -> list[str]:
+    return [*SARM_CLI, *fit, *model_checkpoint(root / "checkpoints"), *extra]
 
 
 def exported(root: Path) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
@@ -156,7 +110,7 @@ SARM_MID_EPOCH = ["--trainer.callbacks+=killer.KillAtStep", "--trainer.callbacks
 
 
 def test_sae_killed_at_an_epoch_boundary_resumes_to_the_same_weights(tiny_cache, tmp_path):
-    assert_resumed_run_matches(lambda root: sae_model(tiny_cache, root), tmp_path, AT_EPOCH_2, (1, 22))
+    assert_resumed_run_matches(lambda root: sae_fit(tiny_cache, root), tmp_path, AT_EPOCH_2, (1, 22))
 
 
 # Masks drawn per step and EMAs in the callback's state; sequence rows drawn from the stream's generator.
@@ -172,15 +126,15 @@ ATM_AND_SEQUENCE_ROWS = [
 @pytest.mark.parametrize("options", [[], ATM_AND_SEQUENCE_ROWS], ids=["topk", "atm-sequence-rows"])
 def test_sae_killed_mid_epoch_resumes_to_the_same_weights(tiny_cache, tmp_path, options):
     assert_resumed_run_matches(
-        lambda root: sae_model(tiny_cache, root, *options), tmp_path, SAE_MID_EPOCH, (2, 24), SAE_STEPS
+        lambda root: sae_fit(tiny_cache, root, *options), tmp_path, SAE_MID_EPOCH, (2, 24), SAE_STEPS
     )
 
 
 def test_sarm_head_killed_at_an_epoch_boundary_resumes_to_the_same_weights(tiny_cache, frozen_sae, tmp_path):
-    assert_resumed_run_matches(lambda root: sarm_model(tiny_cache, frozen_sae, root), tmp_path, AT_EPOCH_2, (1, 10))
+    assert_resumed_run_matches(lambda root: sarm_fit(tiny_cache, frozen_sae, root), tmp_path, AT_EPOCH_2, (1, 10))
 
 
 def test_sarm_head_killed_mid_epoch_resumes_to_the_same_weights(tiny_cache, frozen_sae, tmp_path):
     assert_resumed_run_matches(
-        lambda root: sarm_model(tiny_cache, frozen_sae, root), tmp_path, SARM_MID_EPOCH, (2, 12), SARM_STEPS
+        lambda root: sarm_fit(tiny_cache, frozen_sae, root), tmp_path, SARM_MID_EPOCH, (2, 12), SARM_STEPS
     )

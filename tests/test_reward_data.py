@@ -5,6 +5,7 @@ import json
 import lightning as L
 import pytest
 import torch
+from commands import fit_sarm
 
 from sarm.cache import PairActivationDataModule, TokenActivationDataModule
 from sarm.cli import main
@@ -27,35 +28,11 @@ def sae(tiny_cache, tiny_model_dir, tmp_path_factory):
     )
 
 
-def fit_args(tiny_cache, sae, root, *extra) -> list[str]:
-    return [
-        "fit",
-        "--model",
-        "sarm.reward.SARM",
-        "--model.sae",
-        sae,
-        "--model.export_dir",
-        str(root / "export"),
-        "--data",
-        "sarm.cache.PairActivationDataModule",
-        "--data.cache_dir",
-        str(tiny_cache["cache"]),
-        "--data.batch_size",
-        "8",
-        "--trainer.max_epochs",
-        "1",
-        "--trainer.accelerator",
-        "cpu",
-        "--trainer.logger",
-        "false",
-        "--trainer.enable_checkpointing",
-        "false",
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.default_root_dir",
-        str(root),
-        *extra,
-    ]
+def fit_args(tiny_cache, sae, root, *extra, **overrides) -> list[str]:
+    """One epoch of a SARM head at its default learning rate."""
+    return fit_sarm(
+        tiny_cache["cache"], sae, root, *extra, epochs=1, export=root / "export", model__lr=None, **overrides
+    )
 
 
 def test_a_config_whose_data_pools_otherwise_than_its_model_is_refused(tiny_cache, sae, tmp_path, capsys):
@@ -80,9 +57,7 @@ def test_the_data_module_takes_its_pooling_from_the_model(tiny_cache, sae, tmp_p
 
 
 def test_a_data_module_that_is_not_a_reward_models_is_refused_naming_what_it_lacks(tiny_cache, sae, tmp_path, capsys):
-    args = fit_args(tiny_cache, sae, tmp_path)
-    args[args.index("sarm.cache.PairActivationDataModule")] = "sarm.cache.TokenActivationDataModule"
-    args.remove("--data.batch_size"), args.remove("8")
+    args = fit_args(tiny_cache, sae, tmp_path, data="sarm.cache.TokenActivationDataModule", data__batch_size=None)
     with pytest.raises(SystemExit) as exit_info:
         main(args)
     assert exit_info.value.code == 2

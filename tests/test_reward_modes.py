@@ -5,6 +5,7 @@ import json
 import lightning as L
 import pytest
 import torch
+from commands import cache_pairs
 from conftest import write_toy_pairs
 
 from sarm.cache import PairActivationDataModule
@@ -115,25 +116,7 @@ def test_rewards_do_not_depend_on_the_padding_side(setup, pooling):
 
 def test_cached_and_text_batches_give_the_same_head_only_rewards(setup):
     cache = setup["root"] / "cache32"
-    main(
-        [
-            "cache",
-            "--data",
-            setup["data"],
-            "--model",
-            setup["model"],
-            "--layer",
-            "2",
-            "--max_length",
-            "48",
-            "--split_fractions",
-            "[0.5, 0.25, 0.25]",
-            "--dtype",
-            "float32",
-            "--output",
-            str(cache),
-        ]
-    )
+    main(cache_pairs(setup["data"], setup["model"], cache, split_fractions=[0.5, 0.25, 0.25], dtype="float32"))
     for pooling in ("last", "mean"):
         model = SARM(sae=setup["sae"], pooling=pooling)
         model.head.weight.data.normal_(generator=torch.Generator().manual_seed(2))

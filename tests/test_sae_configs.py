@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from commands import fit_sae
 
 from sarm.cache import ActivationCache
 from sarm.cache.datamodules import TokenStream
@@ -26,36 +27,7 @@ VARIANTS = [(p, []) for p in RECIPES] + [
 def test_recipe_trains_and_its_export_reads_raw_activations(config, extra, tiny_cache, tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     export = tmp_path / "export"
-    main(
-        [
-            "fit",
-            "--config",
-            str(config.relative_to(ROOT)),
-            *extra,
-            "--data.cache_dir",
-            str(tiny_cache["cache"]),
-            "--data.batch_size",
-            "64",
-            "--model.n_latents",
-            "64",
-            "--model.k",
-            "4",
-            "--model.export_dir",
-            str(export),
-            "--trainer.max_epochs",
-            "3",
-            "--trainer.default_root_dir",
-            str(tmp_path),
-            "--trainer.logger",
-            "false",
-            "--trainer.enable_checkpointing",
-            "false",
-            "--trainer.enable_progress_bar",
-            "false",
-            "--trainer.accelerator",
-            "cpu",
-        ]
-    )
+    main(fit_sae(tiny_cache["cache"], tmp_path, *extra, epochs=3, export=export, config=config.relative_to(ROOT)))
     if "--model.scale_activations" in extra:
         assert json.loads((export / "cfg.json").read_text())["input_norm"] == "none"
     metrics = json.loads((export / "metrics.json").read_text())

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
+from commands import SARM_CLI, cache_pairs, fit_sae, model_checkpoint
 from conftest import write_toy_pairs
 
 
@@ -33,47 +33,26 @@ def last_error(err: str) -> str:
     return lines[0]
 
 
-def fit_sae(tiny_cache, root) -> list[str]:
+def endless_fit(tiny_cache, root) -> list[str]:
+    """`sarm fit` of an SAE that would train for ever, checkpointing every step."""
+    checkpoints = model_checkpoint(root / "checkpoints", every_n_train_steps=1)
     return [
-        sys.executable,
-        "-m",
-        "sarm.cli",
-        "fit",
-        "--model",
-        "sarm.sae.SAEModule",
-        "--model.n_latents",
-        "64",
-        "--model.k",
-        "4",
-        "--model.export_dir",
-        str(root / "sae"),
-        "--data",
-        "sarm.cache.TokenActivationDataModule",
-        "--data.cache_dir",
-        str(tiny_cache["cache"]),
-        "--data.batch_size",
-        "16",
-        "--trainer.max_epochs",
-        "100000",
-        "--trainer.accelerator",
-        "cpu",
-        "--trainer.logger",
-        "false",
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.default_root_dir",
-        str(root),
-        "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
-        f"--trainer.callbacks.dirpath={root / 'checkpoints'}",
-        "--trainer.callbacks.save_last=true",
-        "--trainer.callbacks.every_n_train_steps=1",
+        *SARM_CLI,
+        *fit_sae(
+            tiny_cache["cache"],
+            root,
+            *checkpoints,
+            epochs=100000,
+            data__batch_size=16,
+            trainer__enable_checkpointing=None,  # Lightning's default: on
+        ),
     ]
 
 
 @pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_stopped_fit_exits_with_the_signal_says_where_and_writes_no_export(tiny_cache, tmp_path, signum, status):
     process = subprocess.Popen(
-        fit_sae(tiny_cache, tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        endless_fit(tiny_cache, tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
     wait_for(lambda: (tmp_path / "checkpoints" / "last.ckpt").is_file(), process)
     code, err = stop(process, signum)
@@ -90,26 +69,8 @@ def test_a_stopped_cache_stops_within_a_batch_and_leaves_nothing(tiny_model_dir,
     output, building = tmp_path / "cache", tmp_path / ".cache.partial"
     process = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "sarm.cli",
-            "cache",
-            "--data",
-            str(data),
-            "--model",
-            tiny_model_dir,
-            "--layer",
-            "2",
-            "--max_length",
-            "48",
-            "--batch_size",
-            "2",
-            "--shard_tokens",
-            "20",
-            "--accelerator",
-            "cpu",
-            "--output",
-            str(output),
+            *SARM_CLI,
+            *cache_pairs(data, tiny_model_dir, output, batch_size=2, shard_tokens=20, accelerator="cpu"),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

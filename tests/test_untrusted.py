@@ -6,6 +6,7 @@ import os
 
 import pytest
 import torch
+from commands import QUIET_CPU, flags
 
 from sarm.cli import main
 
@@ -21,27 +22,17 @@ class Payload:
 
 
 def sae_command(command: str, cache, root) -> list[str]:
-    return [
-        command,
-        "--model",
-        "sarm.sae.SAEModule",
-        "--model.n_latents",
-        "16",
-        "--model.k",
-        "4",
-        "--data",
-        "sarm.cache.TokenActivationDataModule",
-        "--data.cache_dir",
-        str(cache),
-        "--trainer.accelerator",
-        "cpu",
-        "--trainer.logger",
-        "false",
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.default_root_dir",
-        str(root),
-    ]
+    options = {
+        "model": "sarm.sae.SAEModule",
+        "model.n_latents": 16,
+        "model.k": 4,
+        "data": "sarm.cache.TokenActivationDataModule",
+        "data.cache_dir": cache,
+        **QUIET_CPU,
+        "trainer.enable_checkpointing": None,  # Lightning's default
+        "trainer.default_root_dir": root,
+    }
+    return [command, *flags(options)]
 
 
 def test_checkpoints_load_with_weights_only_by_default(tmp_path, tiny_cache, capsys, monkeypatch):
