@@ -70,5 +70,9 @@ def test_a_sarm_with_max_features_exports_the_budget_head_of_its_train_split(tin
     assert torch.allclose(network.head.weight, expected, atol=1e-5)
     chosen, rejected, _ = pooled_features(network, PairActivationDataModule(str(tiny_cache["cache"])), "val")
     rewards = torch.cat([chosen, rejected]) @ expected
-    norm = json.loads((tmp_path / "rm" / "sarm.json").read_text())["reward_norm"]
-    assert norm["mean"] == pytest.approx(float(rewards.mean()), abs=1e-5)
+    exported = json.loads((tmp_path / "rm" / "sarm.json").read_text())
+    assert exported["reward_norm"]["mean"] == pytest.approx(float(rewards.mean()), abs=1e-5)
+    # Its val metrics are the refit head's: none of the replaced head's (val/loss, val/margin) is left.
+    assert set(exported["metrics"]) == {"val/accuracy", "val/reward_mean", "val/reward_std"}
+    accuracy = float(((chosen - rejected) @ expected > 0).float().mean())
+    assert exported["metrics"]["val/accuracy"] == pytest.approx(accuracy)

@@ -146,7 +146,7 @@ class SARM(RewardModelModule):
 
     def fit_budget_head(self) -> None:
         """Replace the trained head by ``budget_head`` on the train split; its validation reward mean and std
-        become the export's ``reward_norm`` and its validation accuracy the ``val/accuracy`` exported with it."""
+        become the export's ``reward_norm`` and, with its validation accuracy, the export's ``val/`` metrics."""
         from sarm.reward.fit import budget_head, pair_accuracy, pooled_features
 
         data = self.trainer.datamodule
@@ -162,7 +162,17 @@ class SARM(RewardModelModule):
         std = float(rewards.std()) if len(rewards) > 1 else 1.0
         self.reward_norm.copy_(torch.tensor([float(rewards.mean()) if len(rewards) else 0.0, std if std > 0 else 1.0]))
         val_accuracy = pair_accuracy(chosen - rejected, fit.weight)
-        self.trainer.callback_metrics["val/accuracy"] = torch.tensor(val_accuracy)
+        # The trainer's val metrics describe the head just replaced: the export carries the refit head's only.
+        metrics = self.trainer.callback_metrics
+        for stale in [k for k in metrics if k.startswith("val/")]:
+            del metrics[stale]
+        metrics.update(
+            {
+                "val/accuracy": torch.tensor(val_accuracy),
+                "val/reward_mean": self.reward_norm[0].clone(),
+                "val/reward_std": self.reward_norm[1].clone(),
+            }
+        )
         self.train(was_training)
         self.to(device)
         print(
