@@ -22,7 +22,8 @@ import math
 import sys
 from pathlib import Path
 
-from sarm.data.preference import is_response_data, load_preferences, load_responses
+from sarm.data.preference import load_preferences
+from sarm.data.responses import is_response_data, load_responses
 from sarm.io import atomic_path, json_text
 from sarm.reward.inference import RewardModel
 

@@ -44,8 +44,9 @@ import torch
 from jsonargparse import CLI
 
 from sarm.backbone import load_tokenizer, resolve_model, truncate_config
-from sarm.data.preference import PreferencePair, load_preferences
+from sarm.data.preference import load_preferences
 from sarm.data.render import RenderedSequence, render_pair
+from sarm.data.rows import PreferencePair
 from sarm.data.splits import split_by_prompt
 
 

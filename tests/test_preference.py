@@ -9,7 +9,8 @@ from collections import Counter
 import pytest
 
 from sarm.cache.settings import data_fingerprint
-from sarm.data.preference import SKIP_HINT, PreferencePair, load_preferences
+from sarm.data.preference import SKIP_HINT, load_preferences
+from sarm.data.rows import PreferencePair
 from sarm.data.splits import split_by_prompt
 from sarm.errors import PreferenceDataError, SarmInputError
 

@@ -6,8 +6,8 @@ import copy
 
 import pytest
 
-from sarm.data.preference import PreferencePair
 from sarm.data.render import render_pair, render_response
+from sarm.data.rows import PreferencePair
 
 PROMPT = [
     {"role": "system", "content": "answer the question"},

@@ -12,8 +12,7 @@ from typing import Any, Literal
 
 from sarm.backbone import DEFAULT_BACKBONE
 from sarm.cache.layout import DTYPES, FORMAT_VERSION
-from sarm.data.preference import BUILTIN_PREFIX
-from sarm.data.readers import is_path_source, source_files
+from sarm.data.readers import BUILTIN_PREFIX, is_path_source, source_files
 
 
 @dataclass

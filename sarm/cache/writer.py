@@ -37,8 +37,9 @@ from sarm.cache.layout import (
 )
 from sarm.cache.settings import CacheSettings
 from sarm.callbacks.stop_on_signal import StopOnSignal
-from sarm.data.preference import PreferencePair, iter_preferences
+from sarm.data.preference import iter_preferences
 from sarm.data.render import render_response
+from sarm.data.rows import PreferencePair
 from sarm.data.splits import assign_splits
 from sarm.errors import SarmInputError
 from sarm.io import atomic_path, save_tensors, write_json

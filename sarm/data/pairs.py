@@ -26,8 +26,9 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset
 
 from sarm.backbone import DEFAULT_BACKBONE, load_tokenizer, resolve_model
-from sarm.data.preference import PreferencePair, load_preferences
+from sarm.data.preference import load_preferences
 from sarm.data.render import RenderedSequence, render_response
+from sarm.data.rows import PreferencePair
 from sarm.data.splits import split_by_prompt
 
 SUBSET_FIELDS = ("subset", "attribute")  # RewardBench's column; the planted data's deciding attribute

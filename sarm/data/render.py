@@ -40,7 +40,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from sarm.data.preference import Message, PreferencePair
+from sarm.data.rows import Message, PreferencePair
 
 _MARKER = "\ue000sarm-response\ue000"  # private-use characters: no template or reply contains them
 _DEFUSED = "\ue001"  # stands in for each character of a control-token string found in untrusted text

@@ -6,7 +6,7 @@ import math
 import random
 from collections.abc import Sequence
 
-from sarm.data.preference import PreferencePair
+from sarm.data.rows import PreferencePair
 from sarm.errors import SarmInputError
 
 

@@ -21,8 +21,8 @@ from torch import nn
 
 from sarm.backbone import TruncatedBackbone, load_tokenizer
 from sarm.data.pairs import pad_sequences
-from sarm.data.preference import Message
 from sarm.data.render import render_response
+from sarm.data.rows import Message
 from sarm.errors import SarmInputError
 from sarm.files import Fields, read_json_object, read_tensors
 from sarm.reward.export import ADAPTER_DIR, BACKBONE_DIR, CONFIG, INCOMPLETE, load_network

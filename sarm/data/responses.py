@@ -1,0 +1,70 @@
+"""Single responses to score (``sarm score`` on a file with a ``response`` column): the prompt in any
+layout ``sarm.data.rows`` reads, every bad row named in one run, empty responses kept."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from sarm.data.preference import LeftOut
+from sarm.data.readers import BadRow, read_rows
+from sarm.data.rows import Message, RowError, jsonable, kind_of, split_prompt
+from sarm.errors import BadRowsError
+
+
+@dataclass
+class ResponseRow:
+    """A prompt and one final assistant response to score."""
+
+    prompt: list[Message]
+    response: str
+    meta: dict = field(default_factory=dict)
+    origin: str = ""
+
+
+def is_response_data(source: str | os.PathLike) -> bool:
+    """Whether a file holds single responses (a ``response`` column) rather than preference pairs."""
+    for _, row in read_rows(os.fspath(source), 0, 0, "train"):
+        return isinstance(row, dict) and "response" in row and "chosen" not in row
+    return False
+
+
+def load_responses(source: str | os.PathLike) -> list[ResponseRow]:
+    """Rows of ``prompt`` (text, conversation or absent) + ``response`` (text, possibly empty); other columns
+    go to meta.
+
+    Raises:
+        BadRowsError: naming every bad row (the first ten, then the count), after reading the whole file.
+    """
+    name = os.fspath(source)
+    rows, log = [], LeftOut(name, "error", None)
+    for where, row in read_rows(name, 0, 0, "train"):
+        try:
+            if isinstance(row, BadRow):
+                raise RowError(None, row.reason)
+            rows.append(_response_row(row, f"{name}:{where}"))
+        except RowError as err:
+            log.bad(where, err.field, err.reason, row)
+    if log.failing:
+        raise BadRowsError(name, log.first_bad, log.counts["bad"], "")
+    return rows
+
+
+def _response_row(row: Any, origin: str) -> ResponseRow:
+    if not isinstance(row, dict):
+        raise RowError(None, f"expected a JSON object with 'response', got {kind_of(row)}")
+    response = row.get("response")
+    if not isinstance(response, str):
+        raise RowError("response", "missing" if response is None else f"expected text, got {kind_of(response)}")
+    prompt = row.get("prompt")
+    try:  # the pair parser reads the prompt in every accepted layout
+        prompt, text, _ = split_prompt(
+            {"prompt": "" if prompt is None else prompt, "chosen": response, "rejected": response}
+        )
+    except RowError as err:
+        raise RowError("response" if err.field in ("chosen", "rejected") else err.field, err.reason) from None
+    except RecursionError:
+        raise RowError("prompt", "nested too deeply to read") from None
+    meta = {k: jsonable(v) for k, v in row.items() if k not in ("prompt", "response")}
+    return ResponseRow(prompt, text, meta, origin)
