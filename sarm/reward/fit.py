@@ -173,7 +173,10 @@ def budget_head(
     λ = 1e-3 in the refit 0.915 (0.931), 20 s; this elimination: 0.905 (0.936), 0.2 s (0.885-0.920 test over
     cut fractions 0.5-0.85, λ 1e-3-1e-2 and a final λ of 0 or 1e-3; halving, λ = 1e-3, final λ = 0 is the best
     on val). The converged dense fit on the same split: 0.920 (λ = 1e-3 chosen on val). With 200 test pairs one
-    pair is half a point: these differences are within about one standard error (1.9 points).
+    pair is half a point: these differences are within about one standard error (1.9 points). On the demo cache
+    (1,750 / 374 / 376 pairs, 1,024 features) at m = 50: this elimination 0.947 (0.949), the top 50 of the
+    converged λ = 1e-3 fit refit 0.947 (0.955), relaxed lasso 0.942 (0.941), against 0.981 for all features
+    refit and 0.987 for the converged dense fit: no method tried keeps the dense accuracy within 50 features.
 
     The ranking (and every fit) reads ``diff``, the train split only.
     """
