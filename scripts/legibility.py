@@ -18,7 +18,7 @@ Columns: test and val accuracy, non-zero weights, the per-pair top-50 share of |
 (``sarm.attribution.legibility.per_pair_share``), the fit's final gradient norm (‖∇L‖_∞; converged ≤ 1e-6), and
 the accuracy-vs-m curve: keep the train split's top-m features (m = 5, 10, 20, 50, 100, all), as weighted by the
 model (``keep``) or refit alone, unpenalized (``refit``), on the train split. Pooled features are computed once
-and kept in ``<output>/features.pt`` (``--reuse``). Writes ``<output>/legibility.json`` and ``legibility.png``.
+and kept in ``<output>/features.safetensors`` (``--reuse``). Writes ``<output>/legibility.json`` and ``legibility.png``.
 """
 
 from __future__ import annotations
@@ -29,10 +29,11 @@ from pathlib import Path
 
 import torch
 from jsonargparse import CLI
+from safetensors.torch import load_file
 
 from sarm.attribution.legibility import MS, per_pair_share, top_m_accuracy
 from sarm.cache import PairActivationDataModule
-from sarm.io import write_json
+from sarm.io import save_tensors, write_json
 from sarm.reward.export import load_network
 from sarm.reward.fit import budget_head, fit_head, pair_accuracy, pooled_features
 from sarm.reward.network import DenseNetwork
@@ -118,8 +119,8 @@ def main(
         epochs: epochs of the dense head trained here.
         lr: its learning rate.
         max_features: the budget head's m.
-        output: directory for features.pt, legibility.json and legibility.png.
-        reuse: read the pooled features from <output>/features.pt when present.
+        output: directory for features.safetensors, legibility.json and legibility.png.
+        reuse: read the pooled features from <output>/features.safetensors when present.
         threads: torch CPU threads.
     """
     warnings.filterwarnings("ignore")
@@ -128,13 +129,16 @@ def main(
     root.mkdir(parents=True, exist_ok=True)
     network, config = load_network(sarm)
     dense_network = DenseNetwork(PairActivationDataModule(cache).hidden_size, network.pooling)
-    stored = root / "features.pt"
+    stored = root / "features.safetensors"
     if reuse and stored.is_file():
-        features = torch.load(stored)
+        flat = load_file(stored)  # safetensors: files sarm reads never unpickle
+        features = {name: {split: flat[f"{name}/{split}"] for split in SPLITS} for name in ("sarm", "dense")}
     else:
         start = time.perf_counter()
         features = {"sarm": differences(network, cache), "dense": differences(dense_network, cache)}
-        torch.save(features, stored)
+        save_tensors(
+            stored, {f"{name}/{split}": d for name, by_split in features.items() for split, d in by_split.items()}
+        )
         print(f"pooled features in {time.perf_counter() - start:.0f} s", flush=True)
     z_sarm, z_dense = features["sarm"], features["dense"]
 
