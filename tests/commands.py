@@ -112,3 +112,19 @@ def attribute(sarm, data, cache_dir, output, **overrides) -> list[str]:
     options = {"sarm": sarm, "data": data, "cache_dir": cache_dir, "split": "test"}
     options["split_fractions"] = [0.5, 0.25, 0.25]
     return ["attribute", *flags(with_overrides(options, overrides)), "--output", str(output)]
+
+
+def quiet_trainer(max_steps: int, callbacks=(), **kwargs):
+    """An in-process CPU Trainer with nothing but the run: no logger, checkpoints, bars or summary."""
+    import lightning as L
+
+    return L.Trainer(
+        accelerator="cpu",
+        max_steps=max_steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=list(callbacks),
+        **kwargs,
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
+from commands import quiet_trainer
 from torch.utils.data import DataLoader
 
 from sarm.callbacks.p_annealing import PAnnealing, p_schedule
@@ -67,19 +68,6 @@ class Recorder(L.Callback):
             trainer.should_stop = True
 
 
-def trainer(max_steps: int, callbacks, **kwargs) -> L.Trainer:
-    return L.Trainer(
-        accelerator="cpu",
-        max_steps=max_steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=callbacks,
-        **kwargs,
-    )
-
-
 # -- the schedule ---------------------------------------------------------------------------------
 
 
@@ -133,7 +121,7 @@ def test_training_anneals_p_to_p_end_and_logs_it():
         p_start=1.0, p_end=0.5, n_updates=4, anneal_start=0.5, anneal_end=1.0, queue_length=3, alpha_warmup_steps=5
     )
     recorder = Recorder()
-    trainer(40, [annealing, recorder]).fit(module, repeated_batch_loader())
+    quiet_trainer(40, [annealing, recorder]).fit(module, repeated_batch_loader())
 
     assert annealing.schedule == [
         (20, pytest.approx(0.875)),
@@ -159,7 +147,7 @@ def test_penalty_is_continuous_across_every_change_of_p():
     module = TinySAEModule(sparsity_coefficient=0.05, lr=1e-4)
     annealing = PAnnealing(p_start=1.0, p_end=0.2, n_updates=5, anneal_start=10, anneal_end=1.0, queue_length=4)
     recorder = Recorder()
-    trainer(30, [annealing, recorder]).fit(module, repeated_batch_loader())
+    quiet_trainer(30, [annealing, recorder]).fit(module, repeated_batch_loader())
 
     for step, p in annealing.schedule:
         assert recorder.p[step] == p and recorder.p[step - 1] != p
@@ -189,20 +177,20 @@ def test_resumed_run_follows_the_uninterrupted_one(tmp_path):
 
     torch.manual_seed(0)
     straight, straight_record = annealing(), Recorder()
-    trainer(30, [straight, straight_record]).fit(TinySAEModule(), repeated_batch_loader())
+    quiet_trainer(30, [straight, straight_record]).fit(TinySAEModule(), repeated_batch_loader())
 
     assert [step for step, _ in straight.schedule] == [9, 19, 29]
 
     # The same run, stopped after 17 steps (one S_p measurement queued for the change at step 19), resumed.
     torch.manual_seed(0)
-    first = trainer(30, [annealing(), Recorder(stop_at=17)])
+    first = quiet_trainer(30, [annealing(), Recorder(stop_at=17)])
     first.fit(TinySAEModule(), repeated_batch_loader())
     assert first.global_step == 17
     first.save_checkpoint(tmp_path / "mid.ckpt")
     saved = torch.load(tmp_path / "mid.ckpt", weights_only=False)["callbacks"]["PAnnealing"]
     assert saved["next_update"] == 1 and len(saved["sparsity_now"]) == 1
     resumed, resumed_record = annealing(), Recorder()
-    trainer(30, [resumed, resumed_record]).fit(
+    quiet_trainer(30, [resumed, resumed_record]).fit(
         TinySAEModule(), repeated_batch_loader(), ckpt_path=tmp_path / "mid.ckpt"
     )
 

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import lightning as L
 import pytest
 import torch
+from commands import quiet_trainer
 from torch.utils.data import DataLoader
 
 from sarm.callbacks.temporal_masking import (
@@ -51,19 +52,6 @@ class TinySAEModule(L.LightningModule):
 def loader(n_batches: int = 8, seed: int = 0) -> DataLoader:
     data = torch.randn(n_batches * BATCH, D_IN, generator=torch.Generator().manual_seed(seed))
     return DataLoader(data, batch_size=BATCH, shuffle=False)
-
-
-def trainer(max_steps: int, callbacks=(), **kwargs) -> L.Trainer:
-    return L.Trainer(
-        accelerator="cpu",
-        max_steps=max_steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=list(callbacks),
-        **kwargs,
-    )
 
 
 class MaskRecorder(L.Callback):
@@ -211,7 +199,9 @@ def test_masking_follows_the_schedule_is_capped_and_lifted_for_validation_and_at
     )
     recorder = MaskRecorder()
     # Epochs of 8 batches: validation after steps 8, 16, 24.
-    trainer(24, [atm, recorder], limit_val_batches=1, num_sanity_val_steps=0).fit(module, loader(), loader(seed=1))
+    quiet_trainer(24, [atm, recorder], limit_val_batches=1, num_sanity_val_steps=0).fit(
+        module, loader(), loader(seed=1)
+    )
 
     resample_steps = [s for s in range(24) if s >= 3 and (s - 3) % 2 == 0]
     for step in range(24):
@@ -236,7 +226,7 @@ def test_a_run_that_never_passes_warmup_is_identical_to_a_run_without_the_callba
     def train(callbacks):
         torch.manual_seed(0)
         module = TinySAEModule()
-        trainer(12, callbacks).fit(module, loader())
+        quiet_trainer(12, callbacks).fit(module, loader())
         return module
 
     plain = train([])
@@ -250,7 +240,7 @@ def test_a_run_that_never_passes_warmup_is_identical_to_a_run_without_the_callba
 def test_state_dict_round_trip_restores_emas_and_reproduces_the_mask():
     torch.manual_seed(0)
     atm = AdaptiveTemporalMasking(warmup_steps=2, update_every=3, prob_slope=10.0, max_mask_prob=1.0)
-    trainer(10, [atm]).fit(TinySAEModule(), loader())
+    quiet_trainer(10, [atm]).fit(TinySAEModule(), loader())
 
     restored = AdaptiveTemporalMasking(warmup_steps=2, update_every=3, prob_slope=10.0, max_mask_prob=1.0)
     restored.load_state_dict(atm.state_dict())
