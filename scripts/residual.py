@@ -1,0 +1,165 @@
+"""The residualized SARM against the dense and the budget SARM heads on one cache; one table.
+
+    python scripts/residual.py --cache runs/demo/cache --sarm runs/demo/sarm/export \\
+        [--output runs/residual] [--reuse true]
+
+Every row reads the same cache, split and pooling (the SARM export's SAE and pooling; the dense features are the
+standardized hidden states pooled the same way):
+
+    dense (L-BFGS)              the converged full-batch fit on the pooled hidden states (λ chosen on val)
+    SARM budget m=50            ``sarm.reward.fit.budget_head`` (what ``SARM(max_features=50)`` exports)
+    residual SARM m=50          ``sarm.reward.residual``: that budget head + a dense residual v · h̃; μ: among those
+                                with val feature share ≥ ``--min_share``, the largest whose val accuracy reaches the
+                                dense row's, else the best val accuracy (``select_residual_l2``)
+
+Columns: test and val accuracy, non-zero feature weights, ‖v‖₂ of the residual, and the feature share
+(``sarm.reward.residual.feature_share``) on test and val. Below it, the μ sweep on val. Pooled features are kept in
+``<output>/features.safetensors`` (``--reuse``). Writes ``<output>/residual.json``.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from jsonargparse import CLI
+from safetensors.torch import load_file
+
+from sarm.cache import PairActivationDataModule
+from sarm.io import save_tensors, write_json
+from sarm.reward.export import load_network
+from sarm.reward.fit import budget_head, fit_head, pair_accuracy, pooled_features
+from sarm.reward.network import DenseNetwork
+from sarm.reward.residual import feature_share, select_residual_l2
+
+SPLITS = ("train", "val", "test")
+L2_GRID = (0.0, 1e-4, 1e-3, 1e-2)
+
+
+def differences(network, cache: str) -> dict[str, torch.Tensor]:
+    data = PairActivationDataModule(cache)
+    out = {}
+    for split in SPLITS:
+        chosen, rejected, _ = pooled_features(network, data, split)
+        out[split] = chosen - rejected
+    return out
+
+
+def best_l2(diff: dict[str, torch.Tensor]):
+    """The converged fit whose λ (from ``L2_GRID``) scores best on val; ties go to the larger λ."""
+    fits = [(lam, fit_head(diff["train"], l2=lam)) for lam in L2_GRID]
+    return max(fits, key=lambda f: (pair_accuracy(diff["val"], f[1].weight), f[0]))
+
+
+def main(
+    cache: str,
+    sarm: str,
+    max_features: int = 50,
+    min_share: float = 0.8,
+    output: str = "runs/residual",
+    reuse: bool = False,
+    threads: int = 1,
+) -> None:
+    """Measure dense, budget SARM and residualized SARM heads on one cache; print one table.
+
+    Args:
+        cache: a `sarm cache` directory (the split and pooled features of every row).
+        sarm: an exported SARM trained on that cache (its SAE and pooling).
+        max_features: m, the feature budget of the budget and residualized heads.
+        min_share: the val feature-share floor of the residual's μ (``select_residual_l2``).
+        output: directory for features.safetensors and residual.json.
+        reuse: read the pooled features from <output>/features.safetensors when present.
+        threads: torch CPU threads.
+    """
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(threads)
+    root = Path(output)
+    root.mkdir(parents=True, exist_ok=True)
+    network, _ = load_network(sarm)
+    stored = root / "features.safetensors"
+    if reuse and stored.is_file():
+        flat = load_file(stored)  # safetensors: files sarm reads never unpickle
+        features = {name: {split: flat[f"{name}/{split}"] for split in SPLITS} for name in ("sarm", "dense")}
+    else:
+        start = time.perf_counter()
+        dense_network = DenseNetwork(PairActivationDataModule(cache).hidden_size, network.pooling)
+        features = {"sarm": differences(network, cache), "dense": differences(dense_network, cache)}
+        save_tensors(
+            stored, {f"{name}/{split}": d for name, by_split in features.items() for split, d in by_split.items()}
+        )
+        print(f"pooled features in {time.perf_counter() - start:.0f} s", flush=True)
+    z, h = features["sarm"], features["dense"]
+
+    lam, dense = best_l2(h)
+    budget = budget_head(z["train"], max_features)
+    dense_val = pair_accuracy(h["val"], dense.weight)
+    start = time.perf_counter()
+    residual, sweep = select_residual_l2(z, h, max_features, target_accuracy=dense_val, min_share=min_share)
+    seconds = time.perf_counter() - start
+
+    def accuracy(split: str, w: torch.Tensor | None, v: torch.Tensor | None) -> float:
+        margin = torch.zeros(len(z[split]), dtype=torch.float64)
+        if w is not None:
+            margin = margin + z[split].double() @ w.double()
+        if v is not None:
+            margin = margin + h[split].double() @ v.double()
+        return float((margin > 0).double().mean())
+
+    def share(split: str, w: torch.Tensor | None, v: torch.Tensor | None) -> float:
+        a = torch.zeros(len(z[split])) if w is None else z[split] @ w
+        b = torch.zeros(len(z[split])) if v is None else h[split] @ v
+        return feature_share(a, b)
+
+    heads = [
+        ("dense (L-BFGS)", None, dense.weight, {"l2": lam}),
+        (f"SARM budget m={max_features}", budget.weight, None, {}),
+        (
+            f"residual SARM m={max_features}",
+            residual.feature.weight,
+            residual.residual.weight,
+            {"residual_l2": residual.residual_l2, "converged": residual.residual.converged, "seconds": seconds},
+        ),
+    ]
+    rows = []
+    for name, w, v, extra in heads:
+        rows.append(
+            {
+                "model": name,
+                "test_accuracy": accuracy("test", w, v),
+                "val_accuracy": accuracy("val", w, v),
+                "nonzero_features": None if w is None else int((w != 0).sum()),
+                "residual_norm": 0.0 if v is None else float(v.norm()),
+                "test_share": share("test", w, v),
+                "val_share": share("val", w, v),
+                **extra,
+            }
+        )
+
+    sizes = {split: len(z[split]) for split in SPLITS}
+    print(f"\n{cache}: pairs {sizes}; pooling {network.pooling}; {z['test'].shape[1]} SAE features")
+    print(f"{'model':<24}{'test':>7}{'val':>7}{'nnz':>6}{'‖v‖':>9}{'share test':>12}{'share val':>11}")
+    for r in rows:
+        nnz = "" if r["nonzero_features"] is None else str(r["nonzero_features"])
+        print(
+            f"{r['model']:<24}{r['test_accuracy']:>7.3f}{r['val_accuracy']:>7.3f}{nnz:>6}{r['residual_norm']:>9.3f}"
+            f"{r['test_share']:>12.3f}{r['val_share']:>11.3f}"
+        )
+    print(
+        f"residual μ = {residual.residual_l2:g} (val share ≥ {min_share}, then the largest μ with val accuracy ≥ dense"
+        f" {dense_val:.3f}, else the best val accuracy); the sweep (test shown, not used by the choice):"
+    )
+    table = []
+    for fit, r in sweep:
+        r = {**r, "test_accuracy": fit.accuracy(z["test"], h["test"]), "test_share": fit.share(z["test"], h["test"])}
+        table.append(r)
+        print(
+            f"  μ = {r['residual_l2']:<8g} val {r['val_accuracy']:.3f} share {r['val_share']:.3f}"
+            f"   test {r['test_accuracy']:.3f} share {r['test_share']:.3f}"
+        )
+    write_json(root / "residual.json", {"cache": cache, "sarm": sarm, "pairs": sizes, "rows": rows, "sweep": table})
+
+
+if __name__ == "__main__":
+    CLI(main, as_positional=False)
