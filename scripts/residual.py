@@ -14,7 +14,8 @@ standardized hidden states pooled the same way):
 
 Columns: test and val accuracy, non-zero feature weights, ‖v‖₂ of the residual, and the feature share
 (``sarm.reward.residual.feature_share``) on test and val. Below it, the μ sweep on val. Pooled features are kept in
-``<output>/features.safetensors`` (``--reuse``). Writes ``<output>/residual.json``.
+``<output>/features.safetensors`` (``--reuse``). Writes ``<output>/residual.json`` and the chosen fit's w and v
+(``<output>/residual_head.safetensors``: ``feature_weight`` [n_features], ``residual_weight`` [hidden]).
 """
 
 from __future__ import annotations
@@ -158,6 +159,11 @@ def main(
             f"  μ = {r['residual_l2']:<8g} val {r['val_accuracy']:.3f} share {r['val_share']:.3f}"
             f"   test {r['test_accuracy']:.3f} share {r['test_share']:.3f}"
         )
+    # the chosen fit's weights, so an export can be built from them without refitting
+    save_tensors(
+        root / "residual_head.safetensors",
+        {"feature_weight": residual.feature.weight, "residual_weight": residual.residual.weight},
+    )
     write_json(root / "residual.json", {"cache": cache, "sarm": sarm, "pairs": sizes, "rows": rows, "sweep": table})
 
 
