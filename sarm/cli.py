@@ -92,7 +92,11 @@ def recovery(
     pairs with each one's F1 as a classifier of the attribute (over all responses, and within the attribute's own
     pairs), the accuracy and mean margin on those pairs after zeroing the top feature and after zeroing all three,
     and the best F1 that any feature of the SAE reaches (attributed or not); then the distractors' share of the
-    margin attribution.
+    margin attribution. Beside it, judged against what the backbone represents (``sarm.attribution.probes``; each
+    cell chosen side / rejected side of the attribute): the F1 of a logistic probe on the pooled standardized hidden
+    state (the ceiling), the F1 of the best single latent (chosen on train) and its ratio to the ceiling, the 1- and
+    5-sparse probes' ratios, and the verdict (pass: single ratio ≥ 0.9 where the ceiling is ≥ 0.8; "not rep.":
+    ceiling < 0.8). Probes are fitted on train, tuned on val and scored on test, whatever ``split`` says.
 
     Args:
         sarm: directory of an exported head-only SARM (``sarm.json``).
@@ -101,30 +105,55 @@ def recovery(
         output: also write the table as JSON here.
     """
     from sarm.attribution import collect_pair_features, planted_recovery
+    from sarm.attribution.probes import planted_probes
     from sarm.cache import PairActivationDataModule
     from sarm.io import write_json
     from sarm.reward.export import load_network
+    from sarm.sae.coverage import SIDES
 
     network, config = load_network(sarm)
     data = PairActivationDataModule(cache, batch_size=256, predict_split=split, pooling=config["pooling"])
     result = planted_recovery(network, collect_pair_features(network, data.predict_dataloader()), data.cache.pairs)
+    result["probes"] = planted_probes(network, data, data.cache.pairs)
+    probes = result["probes"]["properties"]
+
+    def sides(attribute: str, cell) -> str:
+        return "/".join(
+            cell(probes[f"{attribute}:{side}"]) if f"{attribute}:{side}" in probes else "-" for side in SIDES
+        )
+
+    def ratio(value) -> str:  # an F1 or a ratio, "-" where undefined
+        return "-" if value is None else f"{value:.2f}"
+
+    short = {"pass": "pass", "fail": "fail", "not represented": "not rep."}
 
     print(
         f"{'attribute':<12}{'pairs':>6}{'acc':>7}  {'top-3 features (F1 all responses / within its pairs)':<58}"
         f"{'zero top-1: acc, margin':>25}{'zero top-3: acc, margin':>25}{'any feature':>13}"
+        f"{'probe F1':>12}{'single F1':>12}{'ratio':>12}{'1-sparse':>12}{'5-sparse':>12}  verdict"
     )
     for row in result["attributes"]:
         top = ", ".join(f"{f} ({a:.2f}/{b:.2f})" for f, a, b in zip(row["features"], row["f1"], row["f1_within"]))
         one = f"{row['accuracy_zeroed']:.3f}, {row['margin_zeroed']:.2f}/{row['margin_before']:.2f}"
         three = f"{row['accuracy_zeroed_top']:.3f}, {row['margin_zeroed_top']:.2f}/{row['margin_before']:.2f}"
         ceiling = f"{row['ceiling_f1']:.2f}/{row['ceiling_f1_within']:.2f}"
+        a = row["attribute"]
         print(
-            f"{row['attribute']:<12}{row['pairs']:>6}{row['accuracy_before']:>7.3f}  {top:<58}{one:>25}{three:>25}"
-            f"{ceiling:>13}"
+            f"{a:<12}{row['pairs']:>6}{row['accuracy_before']:>7.3f}  {top:<58}{one:>25}{three:>25}{ceiling:>13}"
+            f"{sides(a, lambda p: ratio(p['ceiling_f1'])):>12}{sides(a, lambda p: ratio(p['single_f1'])):>12}"
+            f"{sides(a, lambda p: ratio(p['single_ratio'])):>12}{sides(a, lambda p: ratio(p['sparse1_ratio'])):>12}"
+            f"{sides(a, lambda p: ratio(p['sparse5_ratio'])):>12}  {sides(a, lambda p: short[p['verdict']])}"
         )
+    distractor_probes = "; ".join(
+        f"{name} probe F1 {probes[name]['ceiling_f1']:.2f}, single {probes[name]['single_f1']:.2f} "
+        f"(ratio {ratio(probes[name]['single_ratio'])}, 1-/5-sparse {ratio(probes[name]['sparse1_ratio'])}/"
+        f"{ratio(probes[name]['sparse5_ratio'])}): {probes[name]['verdict']}"
+        for name in result["distractors"]
+        if name in probes
+    )
     print(
         f"distractors {', '.join(result['distractors'])}: detected by features {result['distractor_features']}, "
-        f"carrying {result['distractor_share']:.2%} of the margin attribution"
+        f"carrying {result['distractor_share']:.2%} of the margin attribution; {distractor_probes}"
     )
     if output:
         write_json(output, result)

@@ -193,3 +193,66 @@ def budget_head(
         support = support[rank_features(mean_contribution)[:keep]]
         weight = fit_head(diff, l2=l2, support=support, margin=margin, init=weight, tol=tol, max_iter=max_iter).weight
     return fit_head(diff, l2=0.0, support=support, margin=margin, init=weight, tol=tol, max_iter=max_iter)
+
+
+@dataclass
+class LogisticFit:
+    """A fitted logistic probe p(y = 1 | x) = σ(w · x + b) and how the fit ended (as ``Fit``)."""
+
+    weight: torch.Tensor  # [d] float32
+    bias: float
+    loss: float
+    grad_norm: float
+    converged: bool
+    iterations: int
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return x.double() @ self.weight.double() + self.bias
+
+
+def fit_logistic(
+    x: torch.Tensor, y: torch.Tensor, l2: float = 0.0, tol: float = 1e-6, max_iter: int = 2000
+) -> LogisticFit:
+    """Full-batch L-BFGS logistic regression, the same convex fit as ``fit_head`` with an intercept:
+
+        L(w, b) = (1/N) Σ_i −log σ(s_i (w · x_i + b)) + (λ/2) ‖w‖²        s_i = +1 if y_i else −1, λ = ``l2``
+
+    The intercept b is not penalized, so at the minimum the mean predicted probability equals the share of
+    positives (∂L/∂b = (1/N) Σ_i (σ(w · x_i + b) − y_i) = 0) whatever λ.
+
+    Args:
+        x: ``[N, d]`` inputs (standardize them first: λ treats every coordinate alike).
+        y: ``[N]`` bool labels.
+        l2: λ.
+        tol: converged when the gradient's largest entry is ≤ tol.
+        max_iter: L-BFGS iterations at most.
+    """
+    x64 = x.double()
+    sign = y.double() * 2 - 1
+    w = torch.zeros(x.shape[1] + 1, dtype=torch.float64, requires_grad=True)  # last entry: b
+    optimizer = torch.optim.LBFGS(
+        [w],
+        lr=1.0,
+        max_iter=max_iter,
+        tolerance_grad=tol,
+        tolerance_change=1e-15,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure():
+        optimizer.zero_grad()
+        logits = x64 @ w[:-1] + w[-1]
+        loss = -F.logsigmoid(sign * logits).mean() + 0.5 * l2 * w[:-1].pow(2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+        loss = closure().detach()
+    grad_norm = float(w.grad.abs().max())
+    state = optimizer.state[optimizer._params[0]]
+    weight = w.detach()
+    return LogisticFit(
+        weight[:-1].float(), float(weight[-1]), float(loss), grad_norm, grad_norm <= tol, int(state.get("n_iter", 0))
+    )
