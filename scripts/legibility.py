@@ -29,26 +29,19 @@ from pathlib import Path
 
 import torch
 from jsonargparse import CLI
-from safetensors.torch import load_file
 
 from sarm.attribution.legibility import MS, per_pair_share, top_m_accuracy
 from sarm.cache import PairActivationDataModule
-from sarm.io import save_tensors, write_json
+from sarm.io import write_json
 from sarm.reward.export import load_network
-from sarm.reward.fit import budget_head, fit_head, pair_accuracy, pooled_features
-from sarm.reward.network import DenseNetwork
-
-SPLITS = ("train", "val", "test")
-L2_GRID = (0.0, 1e-4, 1e-3, 1e-2)
-
-
-def differences(network, cache: str) -> dict[str, torch.Tensor]:
-    data = PairActivationDataModule(cache)
-    out = {}
-    for split in SPLITS:
-        chosen, rejected, _ = pooled_features(network, data, split)
-        out[split] = chosen - rejected
-    return out
+from sarm.reward.fit import (
+    SPLITS,
+    best_l2_fit,
+    budget_head,
+    fit_head,
+    pair_accuracy,
+    sarm_and_dense_differences,
+)
 
 
 def train_dense(cache: str, pooling: str, epochs: int, lr: float, root: Path) -> torch.Tensor:
@@ -70,12 +63,6 @@ def train_dense(cache: str, pooling: str, epochs: int, lr: float, root: Path) ->
     )
     trainer.fit(module, PairActivationDataModule(cache, batch_size=64))
     return module.network.head.weight.detach().cpu().clone()
-
-
-def best_l2(diff: dict[str, torch.Tensor]):
-    """The converged fit whose λ (from ``L2_GRID``) scores best on val; ties go to the larger λ."""
-    fits = [(lam, fit_head(diff["train"], l2=lam)) for lam in L2_GRID]
-    return max(fits, key=lambda f: (pair_accuracy(diff["val"], f[1].weight), f[0]))
 
 
 def row(name: str, weight: torch.Tensor, diff: dict[str, torch.Tensor], fit=None, **extra) -> dict:
@@ -128,18 +115,9 @@ def main(
     root = Path(output)
     root.mkdir(parents=True, exist_ok=True)
     network, config = load_network(sarm)
-    dense_network = DenseNetwork(PairActivationDataModule(cache).hidden_size, network.pooling)
-    stored = root / "features.safetensors"
-    if reuse and stored.is_file():
-        flat = load_file(stored)  # safetensors: files sarm reads never unpickle
-        features = {name: {split: flat[f"{name}/{split}"] for split in SPLITS} for name in ("sarm", "dense")}
-    else:
-        start = time.perf_counter()
-        features = {"sarm": differences(network, cache), "dense": differences(dense_network, cache)}
-        save_tensors(
-            stored, {f"{name}/{split}": d for name, by_split in features.items() for split, d in by_split.items()}
-        )
-        print(f"pooled features in {time.perf_counter() - start:.0f} s", flush=True)
+    start = time.perf_counter()
+    features = sarm_and_dense_differences(network, cache, str(root / "features.safetensors"), reuse)
+    print(f"pooled features in {time.perf_counter() - start:.0f} s", flush=True)
     z_sarm, z_dense = features["sarm"], features["dense"]
 
     rows = []
@@ -151,7 +129,7 @@ def main(
     else:
         dense_weight = train_dense(cache, network.pooling, epochs, lr, root / "dense")
     rows.append(row("dense (trainer)", dense_weight, z_dense))
-    lam, fit = best_l2(z_dense)
+    lam, fit = best_l2_fit(z_dense)
     rows.append(row("dense (L-BFGS)", fit.weight, z_dense, fit, l2=lam))
     rows.append(row("SARM head (trainer)", network.head.weight.detach(), z_sarm))
     if sarm_l1 is not None:
@@ -159,7 +137,7 @@ def main(
         rows.append(row("SARM L1 head (trainer)", l1_network.head.weight.detach(), z_sarm))
     fit = fit_head(z_sarm["train"])
     rows.append(row("SARM all, L-BFGS λ=0", fit.weight, z_sarm, fit, l2=0.0))
-    lam, fit = best_l2(z_sarm)
+    lam, fit = best_l2_fit(z_sarm)
     rows.append(row("SARM all, L-BFGS", fit.weight, z_sarm, fit, l2=lam))
     start = time.perf_counter()
     fit = budget_head(z_sarm["train"], max_features)

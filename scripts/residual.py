@@ -26,32 +26,17 @@ from pathlib import Path
 
 import torch
 from jsonargparse import CLI
-from safetensors.torch import load_file
 
-from sarm.cache import PairActivationDataModule
 from sarm.io import save_tensors, write_json
 from sarm.reward.export import load_network
-from sarm.reward.fit import budget_head, fit_head, pair_accuracy, pooled_features
-from sarm.reward.network import DenseNetwork
+from sarm.reward.fit import (
+    SPLITS,
+    best_l2_fit,
+    budget_head,
+    pair_accuracy,
+    sarm_and_dense_differences,
+)
 from sarm.reward.residual import feature_share, select_residual_l2
-
-SPLITS = ("train", "val", "test")
-L2_GRID = (0.0, 1e-4, 1e-3, 1e-2)
-
-
-def differences(network, cache: str) -> dict[str, torch.Tensor]:
-    data = PairActivationDataModule(cache)
-    out = {}
-    for split in SPLITS:
-        chosen, rejected, _ = pooled_features(network, data, split)
-        out[split] = chosen - rejected
-    return out
-
-
-def best_l2(diff: dict[str, torch.Tensor]):
-    """The converged fit whose λ (from ``L2_GRID``) scores best on val; ties go to the larger λ."""
-    fits = [(lam, fit_head(diff["train"], l2=lam)) for lam in L2_GRID]
-    return max(fits, key=lambda f: (pair_accuracy(diff["val"], f[1].weight), f[0]))
 
 
 def main(
@@ -79,21 +64,12 @@ def main(
     root = Path(output)
     root.mkdir(parents=True, exist_ok=True)
     network, _ = load_network(sarm)
-    stored = root / "features.safetensors"
-    if reuse and stored.is_file():
-        flat = load_file(stored)  # safetensors: files sarm reads never unpickle
-        features = {name: {split: flat[f"{name}/{split}"] for split in SPLITS} for name in ("sarm", "dense")}
-    else:
-        start = time.perf_counter()
-        dense_network = DenseNetwork(PairActivationDataModule(cache).hidden_size, network.pooling)
-        features = {"sarm": differences(network, cache), "dense": differences(dense_network, cache)}
-        save_tensors(
-            stored, {f"{name}/{split}": d for name, by_split in features.items() for split, d in by_split.items()}
-        )
-        print(f"pooled features in {time.perf_counter() - start:.0f} s", flush=True)
+    start = time.perf_counter()
+    features = sarm_and_dense_differences(network, cache, str(root / "features.safetensors"), reuse)
+    print(f"pooled features in {time.perf_counter() - start:.0f} s", flush=True)
     z, h = features["sarm"], features["dense"]
 
-    lam, dense = best_l2(h)
+    lam, dense = best_l2_fit(h)
     budget = budget_head(z["train"], max_features)
     dense_val = pair_accuracy(h["val"], dense.weight)
     start = time.perf_counter()

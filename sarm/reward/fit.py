@@ -149,6 +149,49 @@ def pooled_features(
     return torch.cat(chosen), torch.cat(rejected), torch.cat(margins)
 
 
+SPLITS = ("train", "val", "test")
+L2_GRID = (0.0, 1e-4, 1e-3, 1e-2)
+
+
+def split_differences(network: RewardNetwork, cache_dir: str) -> dict[str, torch.Tensor]:
+    """``{split: d}`` with d = z_chosen − z_rejected ``[P, n]`` of every pair of each split of a cache."""
+    from sarm.cache import PairActivationDataModule
+
+    data = PairActivationDataModule(cache_dir)
+    out = {}
+    for split in SPLITS:
+        chosen, rejected, _ = pooled_features(network, data, split)
+        out[split] = chosen - rejected
+    return out
+
+
+def sarm_and_dense_differences(network: RewardNetwork, cache_dir: str, stored: str, reuse: bool = False) -> dict:
+    """``{"sarm": {split: d}, "dense": {split: d}}``: pair differences through ``network`` and through the dense
+    baseline on the same pooling (standardized hidden states), kept in the safetensors file ``stored`` and read
+    back from it when ``reuse`` (computing them runs the whole cache through both networks)."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from sarm.cache import ActivationCache
+    from sarm.io import save_tensors
+    from sarm.reward.network import DenseNetwork
+
+    if reuse and Path(stored).is_file():
+        flat = load_file(stored)
+        return {name: {split: flat[f"{name}/{split}"] for split in SPLITS} for name in ("sarm", "dense")}
+    dense = DenseNetwork(ActivationCache(cache_dir).hidden_size, network.pooling)
+    features = {"sarm": split_differences(network, cache_dir), "dense": split_differences(dense, cache_dir)}
+    save_tensors(stored, {f"{name}/{split}": d for name, by_split in features.items() for split, d in by_split.items()})
+    return features
+
+
+def best_l2_fit(diff: dict[str, torch.Tensor], grid=L2_GRID) -> tuple[float, Fit]:
+    """The converged fit on ``diff["train"]`` whose λ (from ``grid``) scores best on val; ties go to the larger λ."""
+    fits = [(lam, fit_head(diff["train"], l2=lam)) for lam in grid]
+    return max(fits, key=lambda f: (pair_accuracy(diff["val"], f[1].weight), f[0]))
+
+
 def budget_head(
     diff: torch.Tensor,
     max_features: int,
