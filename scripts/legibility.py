@@ -84,6 +84,20 @@ def row(name: str, weight: torch.Tensor, diff: dict[str, torch.Tensor], fit=None
     return result
 
 
+def prepare(cache: str, sarm: str, output: str, reuse: bool, threads: int):
+    """The output directory, the exported SARM's network, and the pooled pair differences of every split of
+    ``cache`` through it and through the dense baseline (kept in ``<output>/features.safetensors``)."""
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(threads)
+    root = Path(output)
+    root.mkdir(parents=True, exist_ok=True)
+    network, _ = load_network(sarm)
+    start = time.perf_counter()
+    features = sarm_and_dense_differences(network, cache, str(root / "features.safetensors"), reuse)
+    print(f"pooled features in {time.perf_counter() - start:.0f} s", flush=True)
+    return root, network, features
+
+
 def main(
     cache: str,
     sarm: str,
@@ -110,14 +124,7 @@ def main(
         reuse: read the pooled features from <output>/features.safetensors when present.
         threads: torch CPU threads.
     """
-    warnings.filterwarnings("ignore")
-    torch.set_num_threads(threads)
-    root = Path(output)
-    root.mkdir(parents=True, exist_ok=True)
-    network, config = load_network(sarm)
-    start = time.perf_counter()
-    features = sarm_and_dense_differences(network, cache, str(root / "features.safetensors"), reuse)
-    print(f"pooled features in {time.perf_counter() - start:.0f} s", flush=True)
+    root, network, features = prepare(cache, sarm, output, reuse, threads)
     z_sarm, z_dense = features["sarm"], features["dense"]
 
     rows = []

@@ -21,20 +21,17 @@ Columns: test and val accuracy, non-zero feature weights, ‖v‖₂ of the resi
 from __future__ import annotations
 
 import time
-import warnings
-from pathlib import Path
 
 import torch
 from jsonargparse import CLI
+from legibility import prepare
 
 from sarm.io import save_tensors, write_json
-from sarm.reward.export import load_network
 from sarm.reward.fit import (
     SPLITS,
     best_l2_fit,
     budget_head,
     pair_accuracy,
-    sarm_and_dense_differences,
 )
 from sarm.reward.residual import feature_share, select_residual_l2
 
@@ -59,14 +56,7 @@ def main(
         reuse: read the pooled features from <output>/features.safetensors when present.
         threads: torch CPU threads.
     """
-    warnings.filterwarnings("ignore")
-    torch.set_num_threads(threads)
-    root = Path(output)
-    root.mkdir(parents=True, exist_ok=True)
-    network, _ = load_network(sarm)
-    start = time.perf_counter()
-    features = sarm_and_dense_differences(network, cache, str(root / "features.safetensors"), reuse)
-    print(f"pooled features in {time.perf_counter() - start:.0f} s", flush=True)
+    root, network, features = prepare(cache, sarm, output, reuse, threads)
     z, h = features["sarm"], features["dense"]
 
     lam, dense = best_l2_fit(h)
