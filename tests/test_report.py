@@ -14,27 +14,14 @@ from dataclasses import asdict, replace
 import pytest
 
 from sarm.explain import Context, Explanation
-from sarm.report import render_html, render_report
-from sarm.report.schema import (
-    Comparison,
-    ComparisonRow,
-    Dataset,
-    FeatureMap,
-    FeaturePage,
-    Model,
-    Pair,
-    Report,
-    Steering,
-    Term,
-    TopFeature,
-)
+from sarm.report import render_html, render_report, schema
 
 CHROMIUM = "/usr/bin/chromium"
 FEATURES = [17, 4, 230, 91]
 WEIGHTS = {17: 0.8, 4: -0.6, 230: 0.35, 91: -0.2}
 
 
-def _dataset(name: str, seed: int, n: int = 60) -> Dataset:
+def _dataset(name: str, seed: int, n: int = 60) -> schema.Dataset:
     rng = random.Random(seed)
     chosen = [rng.gauss(1.0, 1.0) for _ in range(n)]
     rejected = [rng.gauss(-0.3, 1.0) for _ in range(n)]
@@ -42,7 +29,7 @@ def _dataset(name: str, seed: int, n: int = 60) -> Dataset:
     for rank, f in enumerate(FEATURES):
         contributions = [rng.gauss(WEIGHTS[f] * (1.2 - 0.2 * rank), 0.4) for _ in range(n)]
         features.append(
-            TopFeature(
+            schema.TopFeature(
                 feature=f,
                 weight=WEIGHTS[f],
                 contributions=contributions,
@@ -56,7 +43,7 @@ def _dataset(name: str, seed: int, n: int = 60) -> Dataset:
             )
         )
     pairs = [  # the builder's four picks; feature 555 is a listed term but no top feature
-        Pair(
+        schema.Pair(
             3,
             "most confident",
             "user: What is 2+2?",
@@ -64,17 +51,26 @@ def _dataset(name: str, seed: int, n: int = 60) -> Dataset:
             "5, obviously <b>bold</b>",
             3.1,
             -1.4,
-            [Term(17, 2.0), Term(4, 1.1), Term(230, 0.9), Term(555, -0.3)],
+            [schema.Term(17, 2.0), schema.Term(4, 1.1), schema.Term(230, 0.9), schema.Term(555, -0.3)],
         ),
-        Pair(8, "second most confident", "user: Hi", "Hello!", "Go away.", 2.0, -0.5, [Term(17, 1.5)]),
-        Pair(
-            42, "misranked", "user: Write a poem.", "Roses are red...", "No.", -0.5, 0.7, [Term(4, -1.5), Term(17, 0.4)]
+        schema.Pair(8, "second most confident", "user: Hi", "Hello!", "Go away.", 2.0, -0.5, [schema.Term(17, 1.5)]),
+        schema.Pair(
+            42,
+            "misranked",
+            "user: Write a poem.",
+            "Roses are red...",
+            "No.",
+            -0.5,
+            0.7,
+            [schema.Term(4, -1.5), schema.Term(17, 0.4)],
         ),
-        Pair(7, "least confident", "user: Bye", "Bye!", "bye", 0.1, 0.05, []),
+        schema.Pair(7, "least confident", "user: Bye", "Bye!", "bye", 0.1, 0.05, []),
     ]
-    steering = [Steering(f, [f], "zero", 0.0, n, 0.71, 0.62 + 0.05 * i, 1.3, 0.8) for i, f in enumerate(FEATURES[:2])]
+    steering = [
+        schema.Steering(f, [f], "zero", 0.0, n, 0.71, 0.62 + 0.05 * i, 1.3, 0.8) for i, f in enumerate(FEATURES[:2])
+    ]
     margins = [c - r for c, r in zip(chosen, rejected)]
-    return Dataset(
+    return schema.Dataset(
         name=name,
         n_pairs=n,
         accuracy=sum(m > 0 for m in margins) / n,
@@ -88,10 +84,10 @@ def _dataset(name: str, seed: int, n: int = 60) -> Dataset:
     )
 
 
-def _page(f: int) -> FeaturePage:
+def _page(f: int) -> schema.FeaturePage:
     tokens = ["The", " user", " asked", " for", " <script>", "alert(1)", "</script>", " &", ' "quotes"', "\n", "ok"]
     activations = [0.0, 0.1, 0.3, 0.2, 2.5, 1.0, 0.4, 0.0, 0.05, 0.0, 0.6]
-    return FeaturePage(
+    return schema.FeaturePage(
         feature=f,
         weight=WEIGHTS[f],
         explanation=Explanation(f"Feature {f} fires on <code> & refusals", "offline", [], 0.82 if f != 91 else None),
@@ -102,24 +98,26 @@ def _page(f: int) -> FeaturePage:
     )
 
 
-def synthetic_report() -> Report:
+def synthetic_report() -> schema.Report:
     rng = random.Random(7)
     datasets = [_dataset("rewardbench2", 0), _dataset("held-out", 1)]
     a, b = ({f.feature: f.mean_margin_contribution for f in ds.features} for ds in datasets)
-    return Report(
+    return schema.Report(
         title="SARM report <test> & friends",
-        model=Model("runs/demo/sarm", "sarm", {"model": "SmolLM2-135M-Instruct", "layer": 12}, 4096, 312, "last"),
+        model=schema.Model(
+            "runs/demo/sarm", "sarm", {"model": "SmolLM2-135M-Instruct", "layer": 12}, 4096, 312, "last"
+        ),
         datasets=datasets,
         feature_pages=[_page(f) for f in FEATURES],
-        feature_map=FeatureMap(
+        feature_map=schema.FeatureMap(
             FEATURES,
             [rng.uniform(-1, 1) for _ in FEATURES],
             [rng.uniform(-1, 1) for _ in FEATURES],
             [a[f] for f in FEATURES],
             "PCA of the features' unit decoder directions",
         ),
-        comparison=Comparison(
-            "rewardbench2", "held-out", [ComparisonRow(f, a[f], b[f], a[f] - b[f]) for f in FEATURES]
+        comparison=schema.Comparison(
+            "rewardbench2", "held-out", [schema.ComparisonRow(f, a[f], b[f], a[f] - b[f]) for f in FEATURES]
         ),
     )
 
@@ -167,7 +165,7 @@ def test_report_html_is_complete_and_self_contained(rendered):
 def test_report_with_one_dataset_and_no_steering_leaves_those_parts_out(tmp_path):
     """One dataset (no comparison), two top features (no feature map), steer_top 0, one feature that never fires."""
     ds = _dataset("only", 0)
-    silent = TopFeature(91, -0.2, [0.0] * ds.n_pairs)  # past the active features: no attribution statistics
+    silent = schema.TopFeature(91, -0.2, [0.0] * ds.n_pairs)  # past the active features: no attribution statistics
     ds = replace(ds, features=[ds.features[0], silent], steering=[])
     report = replace(
         synthetic_report(), datasets=[ds], feature_pages=[_page(17), _page(91)], feature_map=None, comparison=None
