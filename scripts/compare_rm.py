@@ -147,15 +147,6 @@ def main(
         )
     if trl_result:
         result = json.loads(Path(trl_result).read_text())
-        rows.append(
-            {
-                "model": "TRL RewardTrainer + LoRA",
-                "test_accuracy": result["test_accuracy"],
-                "val_accuracy": result["val_accuracy"],
-                "train_seconds": result["train_seconds"],
-                "subsets": {},
-            }
-        )
     elif trl:
         sys.path.insert(0, str(Path(__file__).parent))
         from trl_reward import train_trl_reward_model
@@ -175,6 +166,7 @@ def main(
             lora_last_layers=lora_layers,
             output_dir=root / "trl",
         )
+    if trl_result or trl:
         rows.append(
             {
                 "model": "TRL RewardTrainer + LoRA",
