@@ -9,6 +9,16 @@ responses (``prompt`` + ``response``). Output: JSON Lines, one row per input row
 where a pair's ``top_features`` split its margin: contribution_i = w_i · (z_chosen,i − z_rejected,i).
 Columns such as ``id`` are copied through. The output file is written atomically.
 
+A residualized SARM (``sarm.reward.residual``: reward = w · z + v · h̃) adds two fields to each row, beside
+``top_features`` (which list feature terms only):
+
+    residual        the residual term: v · h̃ of the response, or for a pair its part of the margin,
+                    b = v · (h̃_chosen − h̃_rejected)
+    feature_share   |a| / (|a| + |b|) (1 when both are 0), where a is the features' part: a = w · z of the
+                    response (its reward less the residual), or for a pair a = w · (z_chosen − z_rejected)
+                    (its margin less b); ``sarm.reward.residual.feature_share`` of that one row. null when
+                    the reward is not finite.
+
 The output is strict JSON. A model whose files hold a NaN or inf is refused when it is loaded; a
 reward that still comes out non-finite (an overflow, a backbone that produces inf) is written as
 ``null``, as is everything computed from it (its pair's ``margin`` and ``chosen_wins``, normalized
@@ -26,6 +36,7 @@ from sarm.data.preference import load_preferences
 from sarm.data.responses import is_response_data, load_responses
 from sarm.io import atomic_path, json_text
 from sarm.reward.inference import RewardModel
+from sarm.reward.residual import feature_share
 
 
 def score(
@@ -60,6 +71,8 @@ def score(
             rewards.append(record["reward"])
             if normalize:
                 record["reward_normalized"] = float(reward_model.normalize(scores.rewards[i]))
+            if reward_model.residualized:
+                record |= _residual_fields(reward_model, scores.features[i], scores.residual[i])
             records.append((row.meta, record, scores.features[i]))
     else:
         pairs = load_preferences(data)
@@ -80,7 +93,10 @@ def score(
             if normalize:
                 record["chosen_reward_normalized"] = float(reward_model.normalize(chosen.rewards[i]))
                 record["rejected_reward_normalized"] = float(reward_model.normalize(rejected.rewards[i]))
-            records.append((pair.meta, record, chosen.features[i] - rejected.features[i]))
+            diff = chosen.features[i] - rejected.features[i]
+            if reward_model.residualized:
+                record |= _residual_fields(reward_model, diff, chosen.residual[i] - rejected.residual[i])
+            records.append((pair.meta, record, diff))
     with atomic_path(output) as tmp, open(tmp, "w") as f:
         for meta, record, z in records:
             record |= {k: meta[k] for k in copy_columns if k in meta}
@@ -98,3 +114,11 @@ def score(
         )
     print(f"sarm: {len(records)} rows scored -> {output}", flush=True)
     return Path(output)
+
+
+def _residual_fields(reward_model: RewardModel, z, residual) -> dict:
+    """``residual`` and ``feature_share`` of one row (module docstring): ``z`` the pooled features of a response
+    (or a pair's difference), ``residual`` its residual term (or difference)."""
+    a, b = reward_model.feature_term(z).detach().reshape(1), residual.detach().reshape(1)
+    finite = bool(a.isfinite().all() and b.isfinite().all())
+    return {"residual": float(b[0]), "feature_share": feature_share(a, b) if finite else None}

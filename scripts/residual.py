@@ -1,7 +1,7 @@
 """The residualized SARM against the dense and the budget SARM heads on one cache; one table.
 
     python scripts/residual.py --cache runs/demo/cache --sarm runs/demo/sarm/export \\
-        [--output runs/residual] [--reuse true]
+        [--output runs/residual] [--reuse true] [--export_dir runs/demo/residual/export]
 
 Every row reads the same cache, split and pooling (the SARM export's SAE and pooling; the dense features are the
 standardized hidden states pooled the same way):
@@ -16,6 +16,9 @@ Columns: test and val accuracy, non-zero feature weights, ‖v‖₂ of the resi
 (``sarm.reward.residual.feature_share``) on test and val. Below it, the μ sweep on val. Pooled features are kept in
 ``<output>/features.safetensors`` (``--reuse``). Writes ``<output>/residual.json`` and the chosen fit's w and v
 (``<output>/residual_head.safetensors``: ``feature_weight`` [n_features], ``residual_weight`` [hidden]).
+With ``--export_dir``, the chosen fit is also exported as a reward model of kind ``residual_sarm``
+(``sarm.reward.export``: the SARM export's SAE, pooling and backbone; val feature share and the residual row's
+metrics in ``sarm.json``), which ``sarm score`` reads like any other.
 """
 
 from __future__ import annotations
@@ -26,14 +29,16 @@ import torch
 from jsonargparse import CLI
 from legibility import prepare
 
+from sarm.errors import SarmInputError
 from sarm.io import save_tensors, write_json
+from sarm.reward.export import read_config, save_reward_model
 from sarm.reward.fit import (
     SPLITS,
     best_l2_fit,
     budget_head,
     pair_accuracy,
 )
-from sarm.reward.residual import feature_share, select_residual_l2
+from sarm.reward.residual import ResidualSARMNetwork, feature_share, select_residual_l2
 
 
 def main(
@@ -44,6 +49,7 @@ def main(
     output: str = "runs/residual",
     reuse: bool = False,
     threads: int = 1,
+    export_dir: str | None = None,
 ) -> None:
     """Measure dense, budget SARM and residualized SARM heads on one cache; print one table.
 
@@ -55,7 +61,11 @@ def main(
         output: directory for features.safetensors and residual.json.
         reuse: read the pooled features from <output>/features.safetensors when present.
         threads: torch CPU threads.
+        export_dir: also export the chosen fit here as a ``residual_sarm`` reward model (``sarm score`` reads it).
     """
+    backbone = dict(read_config(sarm)["backbone"])
+    if export_dir is not None and backbone.pop("weights", "reference") != "reference":
+        raise SarmInputError(f"{sarm}: --export_dir needs a SARM on a frozen backbone (its weights are referenced)")
     root, network, features = prepare(cache, sarm, output, reuse, threads)
     z, h = features["sarm"], features["dense"]
 
@@ -131,6 +141,17 @@ def main(
         {"feature_weight": residual.feature.weight, "residual_weight": residual.residual.weight},
     )
     write_json(root / "residual.json", {"cache": cache, "sarm": sarm, "pairs": sizes, "rows": rows, "sweep": table})
+    if export_dir is not None:
+        chosen = rows[-1]
+        save_reward_model(
+            export_dir,
+            ResidualSARMNetwork.from_fit(network, residual),  # writes w into the SARM's head, in place
+            backbone,
+            metrics={k: chosen[k] for k in ("test_accuracy", "val_accuracy", "test_share", "val_share")}
+            | {"residual_l2": residual.residual_l2, "max_features": max_features},
+            feature_share=chosen["val_share"],
+        )
+        print(f"exported the residualized SARM -> {export_dir}")
 
 
 if __name__ == "__main__":

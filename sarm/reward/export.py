@@ -1,12 +1,18 @@
 """A trained reward model on disk, loadable without Lightning.
 
-    <dir>/sarm.json              what it is: kind (sarm | dense), pooling, features, backbone
+    <dir>/sarm.json              what it is: kind (sarm | dense | residual_sarm), pooling, features, backbone
                                  (model id or path, layer, max_length), how the backbone's weights
                                  are stored, reward normalization (val mean, std), metrics
     <dir>/head.safetensors       {"weight": [n_features]}
-    <dir>/sae/                   the SAE (cfg.json + sae_weights.safetensors), for kind "sarm"
+    <dir>/sae/                   the SAE (cfg.json + sae_weights.safetensors), for kinds "sarm" and "residual_sarm"
+    <dir>/residual.safetensors   {"weight": [hidden]}: the dense residual v, for kind "residual_sarm"
     <dir>/adapter/               LoRA adapters (peft layout), when trained with LoRA and not merged
     <dir>/backbone/              the truncated backbone with the adapters merged, when merged
+
+A residualized SARM (``sarm.reward.residual``) adds to ``sarm.json``: ``sae_dir`` ("sae"), ``residual_size``
+(the hidden width v reads), ``residual`` {"standardize": "per_token", "eps"}: how h̃ is made from h. That
+standardization is per token and stateless (``sarm.sae.base.standardize``, as ``DenseNetwork`` applies it), so
+there are no stored statistics, only its definition; ``feature_share``: the val feature share of the fit (or null).
 
 A frozen backbone is referenced by id/path, not copied. ``sarm.json`` is written last: a directory
 holding it is complete.
@@ -21,13 +27,18 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import torch
+
 from sarm.errors import SarmInputError
 from sarm.files import Fields, read_json_object, read_tensors
 from sarm.io import save_tensors, write_json
 from sarm.reward.network import DenseNetwork, RewardNetwork, SARMNetwork
+from sarm.reward.residual import ResidualSARMNetwork
+from sarm.sae.base import EPS
 from sarm.sae.io import load_sae, save_sae
 
 CONFIG, HEAD, SAE_DIR, ADAPTER_DIR, BACKBONE_DIR = "sarm.json", "head.safetensors", "sae", "adapter", "backbone"
+RESIDUAL = "residual.safetensors"
 INCOMPLETE = "an incomplete export?"
 
 
@@ -41,14 +52,29 @@ def save_reward_model(
     reward_norm: list[float] | None = None,
     mode: str = "head",
     merge_lora: bool = False,
+    feature_share: float | None = None,
 ) -> Path:
-    """Write ``network`` (and the backbone's trained adapters, if any) to ``directory``."""
+    """Write ``network`` (and the backbone's trained adapters, if any) to ``directory``.
+
+    ``feature_share``: for a ``ResidualSARMNetwork``, its val feature share (``sarm.reward.residual``), recorded
+    in ``sarm.json``; ignored for the other kinds."""
     from sarm.reward.lora import has_lora
 
     directory = Path(directory)
     (directory / CONFIG).unlink(missing_ok=True)  # incomplete until rewritten
     weights = "reference"
-    if isinstance(network, SARMNetwork):
+    residual = isinstance(network, ResidualSARMNetwork)
+    head = network.sarm.head if residual else network.head
+    extra = {}
+    if residual:
+        save_sae(network.sarm.sae, directory / SAE_DIR)
+        save_tensors(directory / RESIDUAL, {"weight": network.residual.head.weight.detach().cpu()})
+        extra = {
+            "sae_dir": SAE_DIR,
+            "residual": {"standardize": "per_token", "eps": EPS},
+            "feature_share": None if feature_share is None else float(feature_share),
+        }
+    elif isinstance(network, SARMNetwork):
         save_sae(network.sae, directory / SAE_DIR)
     if has_lora(backbone):
         for stale in (ADAPTER_DIR, BACKBONE_DIR):
@@ -60,14 +86,15 @@ def save_reward_model(
         else:
             backbone.model.save_pretrained(directory / ADAPTER_DIR)
             weights = "adapter"
-    save_tensors(directory / HEAD, {"weight": network.head.weight.detach().cpu()})
+    save_tensors(directory / HEAD, {"weight": head.weight.detach().cpu()})
     write_json(
         directory / CONFIG,
         {
             **network.config(),
+            **extra,
             "mode": mode,
             "backbone": {**backbone_settings, "weights": weights},
-            "head_nonzero": network.head.nonzero(),
+            "head_nonzero": head.nonzero(),
             "reward_norm": {"mean": (reward_norm or [0.0, 1.0])[0], "std": (reward_norm or [0.0, 1.0])[1]},
             "metrics": metrics or {},
         },
@@ -88,13 +115,19 @@ def read_config(directory: str | Path) -> dict:
 def check_config(config: Fields) -> None:
     """The fields loaders and ``sarm score`` use, each of the right type and in range. Only ``metrics``,
     ``mode`` and ``head_nonzero`` (written for people, read by nothing) go unchecked."""
-    kind = config.choice("kind", ("sarm", "dense"))
+    kind = config.choice("kind", ("sarm", "dense", "residual_sarm"))
     config.choice("pooling", ("last", "mean"))
     config.choice("features", ("latents", "pre"), default="latents")
     if kind == "dense":
         config.integer("n_features", low=1)  # the head's width, which nothing else records
     else:
         config.integer("n_features", low=1, default=None)  # the SAE's width decides; checked by the head's shape
+    if kind == "residual_sarm":
+        config.integer("residual_size", low=1)  # the width v reads: the SAE's input width, checked at load
+        config.number("feature_share", low=0.0, high=1.0, default=None, nullable=True)
+        residual = config.section("residual", {})
+        residual.choice("standardize", ("per_token",), default="per_token")
+        residual.number("eps", low=0.0, default=EPS)
     backbone = config.section("backbone")
     backbone.text("model", default=None)
     backbone.integer("layer", low=1, default=None)
@@ -106,9 +139,12 @@ def check_config(config: Fields) -> None:
 
 
 def load_network(directory: str | Path) -> tuple[RewardNetwork, dict]:
-    """The reward network (SAE + head, or the dense head) of an exported model, and its config."""
+    """The reward network (SAE + head, the dense head, or a ``ResidualSARMNetwork``) of an exported model, and its
+    config."""
     directory = Path(directory)
     config = read_config(directory)
+    if config["kind"] == "residual_sarm":
+        return _load_residual(directory, config), config
     if config["kind"] == "sarm":
         if not (directory / SAE_DIR).is_dir():
             raise SarmInputError(f"{directory / SAE_DIR}: missing ({INCOMPLETE})")
@@ -120,3 +156,26 @@ def load_network(directory: str | Path) -> tuple[RewardNetwork, dict]:
     head.refuse_unknown({"weight"}, "not part of a reward head (it holds only 'weight')")
     network.head.weight.data.copy_(weight)
     return network, config
+
+
+def _read_head(path: Path, width: int, what: str) -> torch.Tensor:
+    """The ``weight`` [width] of the safetensors file ``path`` (nothing else in it), or a named error."""
+    tensors = read_tensors(path, missing=INCOMPLETE)
+    weight = tensors.get("weight", (width,))
+    tensors.refuse_unknown({"weight"}, f"not part of {what} (it holds only 'weight')")
+    return weight
+
+
+def _load_residual(directory: Path, config: dict) -> ResidualSARMNetwork:
+    """SAE + w (``head.safetensors``) + v (``residual.safetensors``), each file checked."""
+    if not (directory / SAE_DIR).is_dir():
+        raise SarmInputError(f"{directory / SAE_DIR}: missing ({INCOMPLETE})")
+    sarm = SARMNetwork(load_sae(directory / SAE_DIR), config["pooling"], config.get("features", "latents"))
+    if config["residual_size"] != sarm.input_size():
+        raise Fields(config, directory / CONFIG).error(
+            "residual_size", f"expected the SAE's input width {sarm.input_size()}, got {config['residual_size']}"
+        )
+    network = ResidualSARMNetwork(sarm, DenseNetwork(sarm.input_size(), config["pooling"]))
+    network.sarm.head.weight.data.copy_(_read_head(directory / HEAD, sarm.head.weight.numel(), "a reward head"))
+    network.residual.head.weight.data.copy_(_read_head(directory / RESIDUAL, sarm.input_size(), "a residual head"))
+    return network

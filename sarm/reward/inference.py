@@ -9,6 +9,10 @@ it was frozen, plus the saved LoRA adapters when it was trained with them, or th
 with the adapters merged in. Every file is checked as it is read (``sarm.reward.export``); the
 adapters must be finite too, and the network must read the backbone's width, so a corrupt export
 is refused with a named error before anything is scored.
+
+A residualized SARM (kind ``residual_sarm``, ``sarm.reward.residual``) scores the same way; its ``Scores`` also
+carry the residual term v · h̃ of each reward, so reward = Σ_i w_i z_i + residual, and ``top_features`` lists the
+feature terms w_i z_i only (the residual is its own term, beside them).
 """
 
 from __future__ import annotations
@@ -26,12 +30,14 @@ from sarm.data.rows import Message
 from sarm.errors import SarmInputError
 from sarm.files import Fields, read_json_object, read_tensors
 from sarm.reward.export import ADAPTER_DIR, BACKBONE_DIR, CONFIG, INCOMPLETE, load_network
+from sarm.reward.residual import ResidualSARMNetwork
 
 
 @dataclass
 class Scores:
     rewards: torch.Tensor  # [n]
-    features: torch.Tensor  # [n, n_features] pooled features z; reward = head(z)
+    features: torch.Tensor  # [n, n_features] pooled features z; reward = head(z) (+ residual)
+    residual: torch.Tensor | None = None  # [n] residual term v · h̃ of a residualized SARM; None for the others
 
 
 class RewardModel(nn.Module):
@@ -69,7 +75,21 @@ class RewardModel(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.network.head.weight.device
+        return self.feature_head.weight.device
+
+    @property
+    def residualized(self) -> bool:
+        """Whether the network is a ``ResidualSARMNetwork`` (reward = feature terms + a residual term)."""
+        return isinstance(self.network, ResidualSARMNetwork)
+
+    @property
+    def feature_head(self):
+        """The head over the features ``Scores.features``: the network's, or a residualized SARM's feature head."""
+        return self.network.sarm.head if self.residualized else self.network.head
+
+    def feature_term(self, z: torch.Tensor) -> torch.Tensor:
+        """Σ_i w_i z_i of pooled features ``[..., n_features]``: the whole reward, less a residual term if any."""
+        return self.feature_head.contributions(z).sum(-1)
 
     @torch.no_grad()
     def hidden_states(self, prompts: list[list[Message]], responses: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,19 +105,25 @@ class RewardModel(nn.Module):
         """Rewards of each (prompt conversation, final assistant response)."""
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
-        rewards, features = [], []
+        rewards, features, residuals = [], [], []
         for start in range(0, len(responses), batch_size):
             hidden, mask = self.hidden_states(
                 prompts[start : start + batch_size], responses[start : start + batch_size]
             )
-            z = self.network.features(hidden, mask)
-            rewards.append(self.network.head(z).cpu())
+            if self.residualized:
+                z, residual = self.network.parts(hidden, mask)
+                rewards.append(self.network.reward(z, residual).cpu())
+                residuals.append(residual.cpu())
+            else:
+                z = self.network.features(hidden, mask)
+                rewards.append(self.network.head(z).cpu())
             features.append(z.cpu())
         out = torch.cat(rewards) if rewards else torch.zeros(0)
         if normalize:
             out = self.normalize(out)
-        width = self.network.head.weight.numel()
-        return Scores(out, torch.cat(features) if features else torch.zeros(0, width))
+        width = self.feature_head.weight.numel()
+        residual = (torch.cat(residuals) if residuals else torch.zeros(0)) if self.residualized else None
+        return Scores(out, torch.cat(features) if features else torch.zeros(0, width), residual)
 
     def normalize(self, rewards: torch.Tensor) -> torch.Tensor:
         """(r − mean) / std with the validation rewards' statistics stored at training time
@@ -107,7 +133,7 @@ class RewardModel(nn.Module):
 
     def top_features(self, z: torch.Tensor, k: int = 5) -> list[tuple[int, float]]:
         """The ``k`` largest per-feature contributions (by magnitude) to one reward (or margin, for z_c − z_r)."""
-        contributions = self.network.head.contributions(z).detach()
+        contributions = self.feature_head.contributions(z).detach()
         order = contributions.abs().topk(min(k, contributions.numel())).indices
         return [(int(i), float(contributions[i])) for i in order if contributions[i] != 0]
 

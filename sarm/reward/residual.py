@@ -186,14 +186,26 @@ class ResidualSARMNetwork(nn.Module):
             network.residual.head.weight.copy_(fit.residual.weight)
         return network
 
+    def parts(self, hidden: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(z [batch, n_features], residual [batch])``: the pooled SAE features and the residual term v · h̃."""
+        return self.sarm.features(hidden, mask), self.residual(hidden, mask)
+
+    def reward(self, z: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """The reward from ``parts``: Σ_i w_i z_i + v · h̃, summed exactly as ``forward`` sums it."""
+        return self.sarm.head.contributions(z).sum(-1) + residual
+
     def decompose(self, hidden: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(contributions [batch, n_features], residual [batch])``; their total is the reward."""
-        contributions = self.sarm.head.contributions(self.sarm.features(hidden, mask))
-        return contributions, self.residual(hidden, mask)
+        z, residual = self.parts(hidden, mask)
+        return self.sarm.head.contributions(z), residual
 
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         contributions, residual = self.decompose(hidden, mask)
         return contributions.sum(-1) + residual
+
+    def input_size(self) -> int:
+        """Width of the hidden states both parts read."""
+        return self.sarm.input_size()
 
     def config(self) -> dict:
         return {**self.sarm.config(), "kind": self.kind, "residual_size": self.residual.input_size()}
