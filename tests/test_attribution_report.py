@@ -123,3 +123,19 @@ def test_report_numbers_equal_scoring_the_pairs_directly(report):
         row = int((z["pair"][order] == pair["pair"]).nonzero())
         expected = terms[row][terms[row].abs().argsort(descending=True)][: len(pair["contributions"])]
         assert [t["value"] for t in pair["contributions"]] == pytest.approx(expected.tolist(), abs=1e-5)
+
+
+def test_attribution_summary_reports_the_per_pair_top_m_share_of_all_terms(report):
+    from sarm.attribution.legibility import per_pair_share
+
+    network, config = load_network(report["root"] / "sarm")
+    loader = PairActivationDataModule(str(report["cache"]), 64, "test", pooling=config["pooling"]).predict_dataloader()
+    z = collect_pair_features(network, loader)
+    with torch.no_grad():
+        terms = network.head.contributions(z["z_chosen"]) - network.head.contributions(z["z_rejected"])
+    (summary_path,) = (report["root"] / "report" / "attribution").glob("*/summary.json")
+    shares = json.loads(summary_path.read_text())["top_m_share"]
+    assert set(shares) == {"5", "10", "20", "50"}
+    for m, share in shares.items():  # every term of every pair counts, not only the stored top features'
+        assert share == pytest.approx(per_pair_share(terms, int(m)), abs=1e-5)
+    assert shares["5"] <= shares["10"] <= shares["20"] <= shares["50"] <= 1.0

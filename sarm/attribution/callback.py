@@ -24,6 +24,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torchmetrics.utilities.distributed import gather_all_tensors
 
 from sarm.attribution.contributions import RANK_COLUMN, RANKING, FeatureAttributionSums, largest_terms, rank_features
+from sarm.attribution.legibility import pair_shares
 from sarm.attribution.store import write_pairs, write_tables
 
 PER_FEATURE = (
@@ -36,6 +37,9 @@ PER_FEATURE = (
     "sign_agreement",
     "margin_share",
 )
+
+
+SHARE_MS = (5, 10, 20, 50)  # the m's of the per-pair top-m share in summary.json
 
 
 class PairRecords:
@@ -56,6 +60,7 @@ class PairRecords:
             "rejected_reward": array("f"),
             "terms_feature": array("q"),
             "terms_value": array("f"),
+            **{f"share_{m}": array("f") for m in SHARE_MS},
         }
         self.spill = tempfile.TemporaryFile()
         self.count = 0
@@ -71,6 +76,7 @@ class PairRecords:
             ("rejected_reward", outputs["rejected_reward"]),
             ("terms_feature", feature),
             ("terms_value", value),
+            *((f"share_{m}", pair_shares(contributions.detach(), m)) for m in SHARE_MS),
         ):
             column = self.columns[name]
             column.frombytes(tensor.detach().cpu().numpy().astype(_dtype(column)).tobytes())
@@ -198,6 +204,8 @@ class RewardAttribution(L.Callback):
             "active_features": len(rows),
             "head_nonzero": int((weight != 0).sum()),
             "ranking": RANKING,
+            # legibility: the mean share of each pair's |c_i| carried by its own m largest terms
+            "top_m_share": {str(m): float(pairs[f"share_{m}"].double().mean()) for m in SHARE_MS},
         }
         write_tables(self.output_dir, rows, summary)
         write_pairs(self.output_dir, pairs, top)
@@ -205,6 +213,8 @@ class RewardAttribution(L.Callback):
             f"\nsarm: attribution over {summary['pairs']} pairs: accuracy {summary['accuracy']:.4f}, "
             f"mean margin {summary['mean_margin']:.4f} -> {self.output_dir}"
         )
+        shares = ", ".join(f"top-{m} {share:.1%}" for m, share in summary["top_m_share"].items())
+        print(f"sarm: share of each pair's |contributions| carried by its own largest terms: {shares}")
         print(
             f"{'rank':>4} {'feature':>8} {'|margin contrib|':>16} {'margin contrib':>15} {'share':>7} {'weight':>9} "
             f"{'freq c':>7} {'freq r':>7} {'agree':>6}   (ranked by {RANKING})"

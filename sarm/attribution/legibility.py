@@ -66,9 +66,13 @@ def top_m_accuracy(
     return out
 
 
-def per_pair_share(contributions: torch.Tensor, m: int) -> float:
-    """share_m of the module docstring: mean over pairs of Σ_{top-m |c| of the pair} |c| / Σ |c| (0/0 → 1)."""
+def pair_shares(contributions: torch.Tensor, m: int) -> torch.Tensor:
+    """``[P]``: each pair's Σ_{top-m |c| of the pair} |c| / Σ |c| (0/0 → 1), the terms of share_m."""
     _, top = largest_terms(contributions.double(), m)
     total = contributions.double().abs().sum(-1)
-    share = torch.where(total > 0, top.abs().sum(-1) / total.clamp_min(torch.finfo(torch.float64).tiny), 1.0)
-    return float(share.mean())
+    return torch.where(total > 0, top.abs().sum(-1) / total.clamp_min(torch.finfo(torch.float64).tiny), 1.0)
+
+
+def per_pair_share(contributions: torch.Tensor, m: int) -> float:
+    """share_m of the module docstring: the mean of ``pair_shares`` over pairs."""
+    return float(pair_shares(contributions, m).mean())

@@ -6,7 +6,8 @@ scoring the pairs again.
                                   mean_margin_contribution (signed), ... (``sarm.attribution.contributions``);
                                   features.json also holds the summary and names the ranking
     pairs.csv                     pair, chosen_reward, rejected_reward, margin, correct: one line per pair, by pair id
-    summary.json                  pairs, accuracy, mean_margin, active_features, head_nonzero, ranking
+    summary.json                  pairs, accuracy, mean_margin, active_features, head_nonzero, ranking, top_m_share
+                                  (m → mean share of a pair's |c_i| its own m largest terms carry)
     contributions.safetensors     per pair, P pairs in ascending pair id:
         pair            [P] int64      the pair's index in the dataset (its cache)
         subset          [P] int64      its subset id (index into the cache's subset names; −1: none)
@@ -15,6 +16,7 @@ scoring the pairs again.
         contributions   [P, T]         their margin terms c_i = w_i z_i^chosen − w_i z_i^rejected
         terms_feature   [P, K] int64   each pair's K largest |c_i| over all features, largest first (its waterfall),
         terms_value     [P, K]         and those c_i (0 where the pair has fewer than K non-zero terms)
+        share_<m>       [P]            the share of the pair's Σ|c_i| its own m largest terms carry (m = 5, 10, 20, 50)
 
 Zeroing feature f changes every margin by exactly −c_f, so steering tables need nothing more.
 """
