@@ -67,6 +67,7 @@ class PairRecords:
 
     def add(self, outputs: dict, subset: torch.Tensor | None, contributions: torch.Tensor) -> None:
         n = contributions.shape[0]
+        shares = pair_shares(contributions.detach(), SHARE_MS)
         feature, value = largest_terms(contributions.detach(), self.terms)
         subset = torch.full((n,), -1) if subset is None else subset
         for name, tensor in (
@@ -76,7 +77,7 @@ class PairRecords:
             ("rejected_reward", outputs["rejected_reward"]),
             ("terms_feature", feature),
             ("terms_value", value),
-            *((f"share_{m}", pair_shares(contributions.detach(), m)) for m in SHARE_MS),
+            *((f"share_{m}", shares[:, j]) for j, m in enumerate(SHARE_MS)),
         ):
             column = self.columns[name]
             column.frombytes(tensor.detach().cpu().numpy().astype(_dtype(column)).tobytes())

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import torch
 
-from sarm.attribution.contributions import largest_terms, rank_features
+from sarm.attribution.contributions import rank_features
 from sarm.reward.fit import fit_head, pair_accuracy
 
 MS = (5, 10, 20, 50, 100, "all")  # the curve's m's; "all" = every feature
@@ -66,13 +66,16 @@ def top_m_accuracy(
     return out
 
 
-def pair_shares(contributions: torch.Tensor, m: int) -> torch.Tensor:
-    """``[P]``: each pair's Σ_{top-m |c| of the pair} |c| / Σ |c| (0/0 → 1), the terms of share_m."""
-    _, top = largest_terms(contributions.double(), m)
-    total = contributions.double().abs().sum(-1)
-    return torch.where(total > 0, top.abs().sum(-1) / total.clamp_min(torch.finfo(torch.float64).tiny), 1.0)
+def pair_shares(contributions: torch.Tensor, ms: Sequence[int]) -> torch.Tensor:
+    """``[P, len(ms)]``: each pair's Σ_{top-m |c| of the pair} |c| / Σ |c| (0/0 → 1) for every m of ``ms``, the
+    terms of share_m. One sort per pair serves every m (the largest |c| once, then their running sums)."""
+    magnitude = contributions.double().abs()
+    k = min(max(ms), magnitude.shape[-1])
+    kept = magnitude.topk(k, dim=-1).values.cumsum(-1)[:, [min(m, k) - 1 for m in ms]]
+    total = magnitude.sum(-1, keepdim=True)
+    return torch.where(total > 0, kept / total.clamp_min(torch.finfo(torch.float64).tiny), 1.0)
 
 
 def per_pair_share(contributions: torch.Tensor, m: int) -> float:
     """share_m of the module docstring: the mean of ``pair_shares`` over pairs."""
-    return float(pair_shares(contributions, m).mean())
+    return float(pair_shares(contributions, [m]).mean())
