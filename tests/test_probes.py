@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from sarm.attribution.probes import (
+    SPARSE_K,
     SPLITS,
     f1_score,
     fit_probe,
@@ -99,3 +100,68 @@ def test_probe_splits_are_by_prompt_and_disjoint():
             assert not prompts[s] & prompts[t]
     with pytest.raises(ValueError, match="p1"):
         probe_splits(_rows([("p1", "train"), ("p1", "test")]))
+
+
+# ---------------------------------------------------------------- class balance (SAEBench's balanced probes)
+
+
+def test_balanced_fit_gives_each_class_half_the_loss():
+    torch.manual_seed(0)
+    x = torch.randn(100, 3)
+    y = torch.zeros(100, dtype=torch.bool)
+    y[:20] = True
+    x[y, 0] += 1.0
+    fit = fit_logistic(x, y, l2=1e-2, balanced=True)
+    assert fit.converged
+    # ∂L/∂b = 0 with class weights: mean over negatives of σ = mean over positives of 1 − σ
+    p = torch.sigmoid(fit.logits(x))
+    assert float(p[~y].mean()) == pytest.approx(float((1 - p[y]).mean()), abs=1e-5)
+    # ... which is the unweighted fit on the set balanced by repeating each positive 4 times (20·4 = 80 negatives)
+    repeated = torch.cat([x[y].repeat(4, 1), x[~y]]), torch.cat([y[y].repeat(4), y[~y]])
+    plain = fit_logistic(*repeated, l2=1e-2)
+    assert torch.allclose(fit.weight, plain.weight, atol=1e-4) and fit.bias == pytest.approx(plain.bias, abs=1e-4)
+    with pytest.raises(ValueError, match="both classes"):
+        fit_logistic(x, torch.zeros(100, dtype=torch.bool), balanced=True)
+
+
+def _rare(n: int = 2000, rate: float = 0.05):
+    """A rare property and one latent that tells it apart only partly: on [0, 1] the latent is uniform for
+    negatives and has density 2z for positives, a likelihood ratio 2z ≤ 2. At a 5 % prevalence the posterior
+    odds stay ≤ 2 · 5/95 < 1: fitted to the raw class mix, no input is more likely positive than not. Balanced,
+    the odds 2z pass 1 at z = ½, where three quarters of the positives (1 − ½²) and half the negatives lie."""
+    latents, hidden, y = {}, {}, {}
+    for split in SPLITS:
+        label = torch.rand(n) < rate
+        z = torch.rand(n, 8)
+        z[label, 0] = torch.rand(int(label.sum())).sqrt()  # inverse CDF of the density 2z
+        latents[split], hidden[split], y[split] = z, z[:, :1].clone(), label
+    return latents, hidden, y
+
+
+def test_a_rare_property_is_found_by_the_balanced_probe_and_lost_by_the_unbalanced_one():
+    torch.manual_seed(0)
+    latents, hidden, y = _rare()
+    one = {split: latents[split][:, :1] for split in SPLITS}
+    unbalanced, balanced = fit_probe(one, y, balanced=False), fit_probe(one, y)
+    assert not unbalanced["predicted"].any() and unbalanced["f1"] == 0.0  # the prior wins everywhere
+    recall = float(balanced["predicted"][y["test"]].float().mean())
+    assert recall > 0.6 and balanced["f1"] > 0.1  # F1 at the natural 5 % mix, precision ~ 2·0.05·0.75
+    # the rows of ``probe_property`` use the balanced fit for the ceiling and the sparse probes alike
+    row = probe_property(latents, hidden, y)
+    assert row["sparse1_latents"] == [0]
+    assert row["sparse1_f1"] == pytest.approx(balanced["f1"])
+    assert row["ceiling_f1"] == pytest.approx(fit_probe(hidden, y)["f1"]) and row["ceiling_f1"] > 0
+
+
+def test_sparse_selection_reads_train_labels_only():
+    torch.manual_seed(0)
+    latents, hidden, y = _toy()
+    scrambled = {
+        "train": y["train"],
+        "val": y["val"][torch.randperm(len(y["val"]))],
+        "test": y["test"][torch.randperm(len(y["test"]))],
+    }
+    a, b = probe_property(latents, hidden, y), probe_property(latents, hidden, scrambled)
+    for k in SPARSE_K:
+        assert a[f"sparse{k}_latents"] == b[f"sparse{k}_latents"]
+    assert a["single_latent"] == b["single_latent"]

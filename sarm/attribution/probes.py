@@ -18,6 +18,20 @@ Every probe (``fit_logistic``) is fitted on train, its L2 penalty λ chosen on v
 ``L2_GRID``, ties to the larger λ), and its F1 reported on test, predicting y = 1 where σ(w · x + b) > 1/2.
 F1 of predictions is the coverage rule with one column and t = 0 (``latent_f1``): 2 TP / (predicted + actual).
 
+Class balance. A planted property is often rare (one attribute's side is a few percent of the responses).
+Fitted to the raw class mix, a probe whose input separates the classes only partly learns the prior: with
+P(y = 1) = 5 % and a likelihood ratio below 19 everywhere, σ(w · x + b) stays under 1/2 for every input, and
+it predicts no positive at all (F1 0), though its input does tell the classes apart. SAEBench's sparse
+probing (Karvonen et al. 2025, arXiv 2503.09532, ``prepare_probe_data``) trains and tests on balanced sets,
+drawing as many negatives as there are positives. Here every probe, the dense ceiling and the k-sparse ones
+alike, is fitted with class weights instead (``fit_logistic(balanced=True)``: each class carries half the
+loss, ½ mean_{y=1} ℓ + ½ mean_{y=0} ℓ): the same objective as SAEBench's subsampled set in expectation, but
+deterministic and wasting no train response. The cut-off 1/2 then means "more like the positives than the
+negatives", not "more likely than not at this prevalence". Val and test keep their natural class mix: F1 is
+read where the property is as rare as it is in the data. The k-sparse selection (SAEBench's rule; k-sparse
+probing after Gao et al. 2024, arXiv 2406.04093) needs no balancing: a difference of class means does not
+depend on how many responses each class has, and it reads train only.
+
     ratio      = F1 / ceiling F1              (single, 1-sparse, 5-sparse)
     verdict    = "not represented"            if ceiling F1 < ``REPRESENTED``   (the backbone, not the SAE)
                  "pass"                       if single ratio ≥ ``RECOVERED``
@@ -87,26 +101,32 @@ def standardizer(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x.mean(0), x.std(0).clamp_min(1e-6)
 
 
-def fit_probe(x: dict[str, torch.Tensor], y: dict[str, torch.Tensor], grid: tuple[float, ...] = L2_GRID) -> dict:
+def fit_probe(
+    x: dict[str, torch.Tensor], y: dict[str, torch.Tensor], grid: tuple[float, ...] = L2_GRID, balanced: bool = True
+) -> dict:
     """A logistic probe fitted on ``x["train"]``, λ chosen on val, F1 on test (module docstring).
 
     Only ``y["train"]`` and ``y["val"]`` reach the fit and the choice of λ; ``y["test"]`` is read once, by the
-    final F1. Inputs are standardized with the train split's statistics.
+    final F1. Inputs are standardized with the train split's statistics. ``balanced``: class-weighted fit
+    (module docstring, "Class balance"); False fits the raw class mix (kept to show what balancing changes).
+    Returns ``f1``, ``f1_val``, ``l2``, ``fit`` and ``predicted`` (the test predictions, bool).
     """
     mean, std = standardizer(x["train"])
     z = {split: (x[split].float() - mean) / std for split in SPLITS}
     best = None
     for l2 in grid:
-        fit = fit_logistic(z["train"], y["train"], l2=l2)
+        fit = fit_logistic(z["train"], y["train"], l2=l2, balanced=balanced)
         f1_val = f1_score(fit.logits(z["val"]) > 0, y["val"])
         if best is None or f1_val > best[0]:
             best = (f1_val, l2, fit)
     f1_val, l2, fit = best
-    return {"f1": f1_score(fit.logits(z["test"]) > 0, y["test"]), "f1_val": f1_val, "l2": l2, "fit": fit}
+    predicted = fit.logits(z["test"]) > 0
+    return {"f1": f1_score(predicted, y["test"]), "f1_val": f1_val, "l2": l2, "fit": fit, "predicted": predicted}
 
 
 def top_mean_difference(z: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
-    """The k latents with the largest |mean over y of z_j − mean over not-y of z_j| (SAEBench's selection)."""
+    """The k latents with the largest |mean over y of z_j − mean over not-y of z_j| (SAEBench's selection; class
+    means, so the class mix does not matter)."""
     difference = z[y].float().mean(0) - z[~y].float().mean(0)
     return difference.abs().topk(k).indices
 

@@ -254,14 +254,23 @@ class LogisticFit:
 
 
 def fit_logistic(
-    x: torch.Tensor, y: torch.Tensor, l2: float = 0.0, tol: float = 1e-6, max_iter: int = 2000
+    x: torch.Tensor,
+    y: torch.Tensor,
+    l2: float = 0.0,
+    tol: float = 1e-6,
+    max_iter: int = 2000,
+    balanced: bool = False,
 ) -> LogisticFit:
     """Full-batch L-BFGS logistic regression, the same convex fit as ``fit_head`` with an intercept:
 
-        L(w, b) = (1/N) Σ_i −log σ(s_i (w · x_i + b)) + (λ/2) ‖w‖²        s_i = +1 if y_i else −1, λ = ``l2``
+        L(w, b) = (1/N) Σ_i ω_i · −log σ(s_i (w · x_i + b)) + (λ/2) ‖w‖²   s_i = +1 if y_i else −1, λ = ``l2``
 
-    The intercept b is not penalized, so at the minimum the mean predicted probability equals the share of
-    positives (∂L/∂b = (1/N) Σ_i (σ(w · x_i + b) − y_i) = 0) whatever λ.
+    with ω_i = 1, or with ``balanced`` the class weights ω_i = N / (2 N_{y_i}) (N_1 positives, N_0 negatives),
+    so each class carries half the loss: L = ½ mean_{y=1} ℓ_i + ½ mean_{y=0} ℓ_i + (λ/2) ‖w‖², the loss of
+    a training set resampled to equal classes, in expectation. The intercept b is not penalized, so at the
+    minimum ∂L/∂b = (1/N) Σ_i ω_i (σ(w · x_i + b) − y_i) = 0 whatever λ: unweighted, the mean predicted
+    probability equals the share of positives; balanced, mean_{y=0} σ = mean_{y=1} (1 − σ) (a rare class is
+    not predicted away by the prior).
 
     Args:
         x: ``[N, d]`` inputs (standardize them first: λ treats every coordinate alike).
@@ -269,9 +278,16 @@ def fit_logistic(
         l2: λ.
         tol: converged when the gradient's largest entry is ≤ tol.
         max_iter: L-BFGS iterations at most.
+        balanced: weight the two classes equally (both must be present).
     """
     x64 = x.double()
     sign = y.double() * 2 - 1
+    class_weight = torch.ones_like(sign)
+    if balanced:
+        positives = int(y.sum())
+        if positives in (0, len(y)):
+            raise ValueError(f"balanced: {positives} positives of {len(y)}; both classes are needed")
+        class_weight = torch.where(y.bool(), len(y) / (2 * positives), len(y) / (2 * (len(y) - positives))).double()
     w = torch.zeros(x.shape[1] + 1, dtype=torch.float64, requires_grad=True)  # last entry: b
     optimizer = torch.optim.LBFGS(
         [w],
