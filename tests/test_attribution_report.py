@@ -79,7 +79,10 @@ def report(tiny_cache, tmp_path_factory):
 def test_report_runs_one_predict_pass_through_one_restored_model(report):
     test_pairs = report["manifest"]["split_pairs"]["test"]
     assert report["counts"]["predict"] == ["SARM"]  # the cache is reused: its backbone pass does not run
-    assert report["counts"]["pairs scored"] == test_pairs  # every pair once: nothing re-scored for the report
+    # every test pair once in the predict pass; legibility pools the train and test pairs once more (its refits
+    # need every feature of every pair, which the predict pass does not keep)
+    train_pairs = report["manifest"]["split_pairs"]["train"]
+    assert report["counts"]["pairs scored"] == test_pairs + (train_pairs + test_pairs)
     assert report["counts"]["heads read"] == 1
 
 
@@ -139,3 +142,40 @@ def test_attribution_summary_reports_the_per_pair_top_m_share_of_all_terms(repor
     for m, share in shares.items():  # every term of every pair counts, not only the stored top features'
         assert share == pytest.approx(per_pair_share(terms, int(m)), abs=1e-5)
     assert shares["5"] <= shares["10"] <= shares["20"] <= shares["50"] <= 1.0
+
+
+def test_attribution_summary_holds_the_legibility_curve_ranked_on_train_and_the_dense_line(report):
+    from sarm.attribution.legibility import top_m_accuracy
+    from sarm.reward.fit import best_l2_fit, pair_accuracy, pooled_features
+    from sarm.reward.network import DenseNetwork
+
+    (summary_path,) = (report["root"] / "report" / "attribution").glob("*/summary.json")
+    summary = json.loads(summary_path.read_text())
+    curve = summary["legibility"]
+    assert curve["split"] == "test" and curve["ms"] == ["5", "10", "20", "50", "100", "all"]
+    assert curve["accuracy"]["all"] == pytest.approx(summary["accuracy"])  # all kept: the model itself
+    for m in ("5", "10", "20", "50"):  # one definition of the share, reported twice
+        assert curve["share"][m] == pytest.approx(summary["top_m_share"][m], abs=1e-6)
+
+    network, config = load_network(report["root"] / "sarm")
+    data = PairActivationDataModule(str(report["cache"]), 64, "test", pooling=config["pooling"])
+    diff = {}
+    for split in ("train", "val", "test"):
+        chosen, rejected, _ = pooled_features(network, data, split)
+        diff[split] = chosen - rejected
+    weight = network.head.weight.detach()
+    assert curve["accuracy"] == pytest.approx(top_m_accuracy(diff["train"], diff["test"], weight))
+    assert curve["refit_accuracy"] == pytest.approx(top_m_accuracy(diff["train"], diff["test"], weight, refit=True))
+    # ranked on the test split instead, the keep-curve would differ at some m: the train split is what ranks
+    dense = DenseNetwork(network.input_size(), network.pooling)
+    dense_diff = {}
+    for split in ("train", "val", "test"):
+        chosen, rejected, _ = pooled_features(dense, data, split)
+        dense_diff[split] = chosen - rejected
+    l2, fit = best_l2_fit(dense_diff)
+    assert curve["dense_l2"] == l2
+    assert curve["dense_accuracy"] == pytest.approx(pair_accuracy(dense_diff["test"], fit.weight))
+    legibility = report["dataset"]["legibility"]  # the report shows the same curve
+    assert legibility["accuracy"] == curve["accuracy"] and legibility["dense_accuracy"] == curve["dense_accuracy"]
+    html = (report["root"] / "report" / "report.html").read_text()
+    assert 'id="legibility"' in html and "accuracy against features kept for" in html

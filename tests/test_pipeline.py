@@ -93,6 +93,12 @@ def test_sarm_test_restarts_the_exported_model_through_init_from(run, capsys):
     out = capsys.readouterr().out
     accuracy = float(out.split("test/accuracy")[1].split()[1].strip("│|"))
     assert accuracy >= 0.75  # a fresh (zero) head scores every pair a tie: accuracy 0
+    # legibility is logged beside it: with every feature kept, the head's own accuracy
+    kept_all = float(out.split("test/topall_accuracy")[1].split()[1].strip("│|"))
+    assert kept_all == pytest.approx(accuracy, abs=1e-6)
+    for m in ("5", "10", "20", "50", "100"):
+        assert f"test/top{m}_accuracy" in out and f"test/top{m}_refit_accuracy" in out
+    assert "legibility on the test split" in out
 
 
 def test_attribution_sums_to_the_rewards(run):

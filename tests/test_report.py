@@ -81,6 +81,15 @@ def _dataset(name: str, seed: int, n: int = 60) -> schema.Dataset:
         features=features,
         pairs=pairs,
         steering=steering,
+        legibility=schema.Legibility(
+            "test",
+            ["5", "10", "all"],
+            {"5": 0.61, "10": 0.7, "all": 0.8},
+            {"5": 0.66, "10": 0.74, "all": 0.81},
+            {"5": 0.4, "10": 0.55},
+            0.83 if seed == 0 else None,  # the second dataset has no val split: no dense line
+            4096,
+        ),
     )
 
 
@@ -139,17 +148,29 @@ def test_report_html_is_complete_and_self_contained(rendered):
     for f in FEATURES:
         assert page.count(f'id="feature-{f}"') == 1 and f'href="#feature-{f}"' in page
     assert 'href="#feature-555"' not in page and "<td>f555</td>" in page  # no section, no dangling link
-    for anchor in ("summary", "top-features", "feature-map", "features", "pairs", "steering", "comparison"):
+    for anchor in (
+        "summary",
+        "top-features",
+        "legibility",
+        "feature-map",
+        "features",
+        "pairs",
+        "steering",
+        "comparison",
+    ):
         assert f'<section id="{anchor}">' in page and f'href="#{anchor}"' in page
     assert 'class="pair misranked"' in page and "Comparison: rewardbench2 vs held-out" in page
     # the waterfall's remainder: margin 3.1 − (−1.4) = 4.5, listed terms 3.7
     assert '<td class="text">other features</td><td class="pos">+0.800</td><td>17.8%</td>' in page
     assert "detection score: 0.820" in page and "not scored" in page
 
-    # plots are inline PNGs: per dataset a histogram, the top bars, 4 distributions, 4 waterfalls and the steering
-    # bars; then the map and the comparison
+    # plots are inline PNGs: per dataset a histogram, the top bars, the legibility curve, 4 distributions,
+    # 4 waterfalls and the steering bars; then the map and the comparison
     images = re.findall(r'<img src="([^"]+)"', page)
-    assert len(images) == 2 * (1 + 1 + 4 + 4 + 1) + 2
+    assert len(images) == 2 * (1 + 1 + 1 + 4 + 4 + 1) + 2
+    # the legibility table: the curve's rows, and the dense line only where there is one
+    assert "<tr><td>5</td><td>61.0%</td><td>66.0%</td>\n<td>40.0%</td></tr>" in page
+    assert page.count('<td class="text">dense</td><td colspan="3">83.0%</td>') == 1
     assert all(src.startswith("data:image/png;base64,") for src in images)
 
     # text from the content is escaped: no live markup from contexts, responses or explanations

@@ -24,7 +24,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torchmetrics.utilities.distributed import gather_all_tensors
 
 from sarm.attribution.contributions import RANK_COLUMN, RANKING, FeatureAttributionSums, largest_terms, rank_features
-from sarm.attribution.legibility import pair_shares
+from sarm.attribution.legibility import describe, pair_shares
 from sarm.attribution.store import write_pairs, write_tables
 
 PER_FEATURE = (
@@ -140,6 +140,8 @@ class RewardAttribution(L.Callback):
         top: how many top features to print and log, and to keep per-pair contributions of.
         stages: which loops to attribute: any of ``validate``, ``test``, ``predict``.
         terms: each pair's largest terms kept for its waterfall.
+        legibility: a ``legibility_curve`` of the model on the attributed split, written to ``summary.json`` as
+            ``legibility`` and printed (it reads the train split too, so the caller computes it).
     """
 
     def __init__(
@@ -148,9 +150,11 @@ class RewardAttribution(L.Callback):
         top: int = 10,
         stages: tuple[str, ...] = ("test", "predict"),
         terms: int = 8,
+        legibility: dict | None = None,
     ):
         super().__init__()
         self.output_dir, self.top, self.stages, self.terms = Path(output_dir), top, tuple(stages), terms
+        self.legibility = legibility
         self.sums: FeatureAttributionSums | None = None
         self.records: PairRecords | None = None
         self.result: dict | None = None
@@ -208,6 +212,8 @@ class RewardAttribution(L.Callback):
             # legibility: the mean share of each pair's |c_i| carried by its own m largest terms
             "top_m_share": {str(m): float(pairs[f"share_{m}"].double().mean()) for m in SHARE_MS},
         }
+        if self.legibility is not None:
+            summary["legibility"] = self.legibility
         write_tables(self.output_dir, rows, summary)
         write_pairs(self.output_dir, pairs, top)
         print(
@@ -216,6 +222,8 @@ class RewardAttribution(L.Callback):
         )
         shares = ", ".join(f"top-{m} {share:.1%}" for m, share in summary["top_m_share"].items())
         print(f"sarm: share of each pair's |contributions| carried by its own largest terms: {shares}")
+        if self.legibility is not None:
+            print(describe(self.legibility))
         print(
             f"{'rank':>4} {'feature':>8} {'|margin contrib|':>16} {'margin contrib':>15} {'share':>7} {'weight':>9} "
             f"{'freq c':>7} {'freq r':>7} {'agree':>6}   (ranked by {RANKING})"

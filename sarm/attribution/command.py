@@ -12,6 +12,7 @@ from pathlib import Path
 import lightning as L
 
 from sarm.attribution.callback import RewardAttribution
+from sarm.attribution.legibility import legibility_curve
 from sarm.cache import ActivationCache, CacheSettings, PairActivationDataModule, cache_activations
 from sarm.cache.layout import read_manifest
 from sarm.errors import SarmInputError
@@ -56,7 +57,9 @@ def attribute(
     The dataset's hidden states are cached with the backbone settings the SARM was trained with
     (an existing cache of the same data and settings is reused), then every pair of ``split`` is
     scored and its margin split into per-feature contributions; features are ranked by
-    |mean margin contribution| (``sarm.attribution.rank_features``).
+    |mean margin contribution| (``sarm.attribution.rank_features``). For the val or test split, its legibility
+    too (``sarm.attribution.legibility.legibility_curve``: accuracy with the train split's top-m features kept,
+    with and without a refit, against the converged dense baseline on the same pooling), in ``summary.json``.
 
     Args:
         sarm: directory of an exported SARM (``sarm.json``).
@@ -135,9 +138,11 @@ def attribute_dataset(
     # The cache's Trainer sits in reference cycles (trainer, callbacks, module) that keep its whole
     # dataset alive until a full collection: collect it before the attribution pass allocates.
     gc.collect()
-    callback = RewardAttribution(output_dir=output, top=top, stages=("predict",))
-    trainer = L.Trainer(accelerator="auto", devices=1, logger=False, callbacks=[callback], enable_model_summary=False)
     datamodule = PairActivationDataModule(str(directory), batch_size, split, pooling=config["pooling"])
+    # accuracy against the number of features kept (ranked on the train split), and the dense baseline's line
+    curve = legibility_curve(model.network, datamodule, split)
+    callback = RewardAttribution(output_dir=output, top=top, stages=("predict",), legibility=curve)
+    trainer = L.Trainer(accelerator="auto", devices=1, logger=False, callbacks=[callback], enable_model_summary=False)
     trainer.predict(model, datamodule, return_predictions=False)
     return {
         "output": str(Path(output)),

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import torch
 
 from sarm.attribution.contributions import rank_features
-from sarm.reward.fit import fit_head, pair_accuracy
+from sarm.reward.fit import SPLITS, best_l2_fit, fit_head, pair_accuracy, pooled_features
 
 MS = (5, 10, 20, 50, 100, "all")  # the curve's m's; "all" = every feature
 
@@ -79,3 +79,70 @@ def pair_shares(contributions: torch.Tensor, ms: Sequence[int]) -> torch.Tensor:
 def per_pair_share(contributions: torch.Tensor, m: int) -> float:
     """share_m of the module docstring: the mean of ``pair_shares`` over pairs."""
     return float(pair_shares(contributions, [m]).mean())
+
+
+def legibility_curve(
+    network, data, split: str = "test", ms: Sequence[int | str] = MS, dense: bool = True
+) -> dict | None:
+    """The legibility of a SARM on one split of a cache, as ``sarm attribute``, ``sarm test`` and the report show it.
+
+    Args:
+        network: a ``SARMNetwork`` (its head ranks and weighs the features; its pooling pools them).
+        data: a ``sarm.cache.PairActivationDataModule`` over the cache (pooled by the network's pooling).
+        split: the split scored (``val`` or ``test``); the ranking and every refit read the train split only.
+        ms: the curve's m's.
+        dense: also fit the dense baseline on the same pooling: the converged ``best_l2_fit`` on the standardized
+            pooled hidden states (λ chosen on val), scored on ``split`` (the line the curve is read against).
+
+    Returns ``{"split", "pairs", "n_features", "ms", "accuracy": {m: a}, "refit_accuracy": {m: a},
+    "share": {m: share_m}}`` (the module docstring's quantities; "share" for numeric m only, "all" being 1 by
+    definition) plus, with ``dense``,
+    ``"dense_accuracy"`` and ``"dense_l2"``; None when the train split or ``split`` holds no pairs (nothing to rank
+    on or nothing to score).
+    """
+    from sarm.reward.network import DenseNetwork
+
+    counts = data.cache.manifest["split_pairs"]
+    if split == "train" or not counts.get("train") or not counts.get(split):
+        return None
+
+    def differences(net, name: str) -> torch.Tensor:
+        chosen, rejected, _ = pooled_features(net, data, name)
+        return chosen - rejected
+
+    train, scored = differences(network, "train"), differences(network, split)
+    weight = network.head.weight.detach().cpu()
+    curve = {
+        "split": split,
+        "pairs": len(scored),
+        "n_features": weight.numel(),
+        "ms": [str(m) for m in ms],
+        "accuracy": top_m_accuracy(train, scored, weight, ms),
+        "refit_accuracy": top_m_accuracy(train, scored, weight, ms, refit=True),
+        "share": {str(m): per_pair_share(scored * weight, int(m)) for m in ms if m != "all"},
+    }
+    if dense and counts.get("val"):
+        baseline = DenseNetwork(data.hidden_size, network.pooling)
+        diffs = {name: differences(baseline, name) for name in {*SPLITS[:2], split}}
+        l2, fit = best_l2_fit(diffs)
+        curve |= {"dense_accuracy": pair_accuracy(diffs[split], fit.weight), "dense_l2": l2}
+    return curve
+
+
+def describe(curve: dict) -> str:
+    """One line per row of the curve, for a command's output."""
+    ms = curve["ms"]
+    head = f"{'m':>16}" + "".join(f"{m:>7}" for m in ms)
+    rows = [
+        f"{'keep top-m':>16}" + "".join(f"{curve['accuracy'][m]:>7.3f}" for m in ms),
+        f"{'refit top-m':>16}" + "".join(f"{curve['refit_accuracy'][m]:>7.3f}" for m in ms),
+        f"{'per-pair share':>16}"
+        + "".join(f"{curve['share'][m]:>7.3f}" if m in curve["share"] else f"{'':>7}" for m in ms),
+    ]
+    dense = ""
+    if "dense_accuracy" in curve:
+        dense = f"; dense head (same pooling, converged, λ {curve['dense_l2']:g}) {curve['dense_accuracy']:.3f}"
+    return (
+        f"legibility on the {curve['split']} split ({curve['pairs']} pairs; ranking and refits on train){dense}\n"
+        + "\n".join([head, *rows])
+    )

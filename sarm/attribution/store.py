@@ -7,7 +7,8 @@ scoring the pairs again.
                                   features.json also holds the summary and names the ranking
     pairs.csv                     pair, chosen_reward, rejected_reward, margin, correct: one line per pair, by pair id
     summary.json                  pairs, accuracy, mean_margin, active_features, head_nonzero, ranking, top_m_share
-                                  (m → mean share of a pair's |c_i| its own m largest terms carry)
+                                  (m → mean share of a pair's |c_i| its own m largest terms carry) and, for a val
+                                  or test split, legibility (``sarm.attribution.legibility.legibility_curve``)
     contributions.safetensors     per pair, P pairs in ascending pair id:
         pair            [P] int64      the pair's index in the dataset (its cache)
         subset          [P] int64      its subset id (index into the cache's subset names; −1: none)

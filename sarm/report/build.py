@@ -36,6 +36,7 @@ from sarm.report.schema import (
     Dataset,
     FeatureMap,
     FeaturePage,
+    Legibility,
     Model,
     Pair,
     Report,
@@ -215,7 +216,15 @@ def _dataset(name: str, cache_dir: str, attribution_dir: Path, steer_top: int) -
         features=features,
         pairs=selected,
         steering=steering,
+        legibility=_legibility(attribution.summary.get("legibility")),
     )
+
+
+def _legibility(curve: dict | None) -> Legibility | None:
+    if curve is None:
+        return None
+    keys = ("split", "ms", "accuracy", "refit_accuracy", "share", "n_features")
+    return Legibility(**{k: curve[k] for k in keys}, dense_accuracy=curve.get("dense_accuracy"))
 
 
 def _text(prompt: list[dict]) -> str:

@@ -18,7 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 
-from sarm.report.schema import Comparison, Dataset, FeatureMap, Pair, Steering, TopFeature
+from sarm.report.schema import Comparison, Dataset, FeatureMap, Legibility, Pair, Steering, TopFeature
 
 POSITIVE = "#2166ac"  # pushes the reward of the chosen response up (helps ranking)
 NEGATIVE = "#b2182b"  # pushes it down (hurts ranking)
@@ -200,3 +200,20 @@ def comparison_bars(comparison: Comparison, title: str = "") -> str:
     if title:
         fig.suptitle(title, fontsize=10)
     return to_data_uri(fig)
+
+
+def legibility_curve(curve: Legibility, title: str = "") -> str:
+    """Accuracy against the number of features kept (log axis; "all" at the SAE's width), the head's own weights
+    and a refit, with the dense baseline as a horizontal line."""
+    xs = [curve.n_features if m == "all" else int(m) for m in curve.ms]
+    fig, ax = _figure(6.0, 3.2)
+    ax.plot(xs, [curve.accuracy[m] for m in curve.ms], marker="o", color=POSITIVE, label="top-m kept (head weights)")
+    ax.plot(
+        xs, [curve.refit_accuracy[m] for m in curve.ms], marker="s", color=CHOSEN, label="top-m refit (train split)"
+    )
+    if curve.dense_accuracy is not None:
+        ax.axhline(curve.dense_accuracy, color=NEUTRAL, ls="--", lw=1.2, label="dense head, same pooling")
+    ax.set_xscale("log")
+    ax.set_xticks(xs, [m if m != "all" else f"all\n({curve.n_features})" for m in curve.ms])
+    ax.minorticks_off()
+    return _finish(fig, ax, title, "features kept (m)", f"{curve.split} accuracy", legend=True)

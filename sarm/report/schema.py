@@ -92,6 +92,20 @@ class Steering:
 
 
 @dataclass
+class Legibility:
+    """Accuracy against the number of features kept (``sarm.attribution.legibility.legibility_curve``): the train
+    split's top-m features by the one ranking rule, on this dataset's split."""
+
+    split: str  # the split scored (val or test); the ranking and the refits read train only
+    ms: list[str]  # the curve's m's, "all" last
+    accuracy: dict[str, float]  # m → accuracy with only the top-m features' terms kept (the head's own weights)
+    refit_accuracy: dict[str, float]  # m → accuracy of a head refit on the top-m features alone (train split)
+    share: dict[str, float]  # m → mean share of a pair's |terms| its own m largest carry (numeric m only)
+    dense_accuracy: float | None  # the converged dense head on the same pooling; None when there is no val split
+    n_features: int  # what "all" stands for on the m axis
+
+
+@dataclass
 class Dataset:
     """One preference dataset's split, through the SARM."""
 
@@ -105,6 +119,7 @@ class Dataset:
     features: list[TopFeature]  # the top features, ranked
     pairs: list[Pair]  # the pairs with waterfalls
     steering: list[Steering]  # one row per zeroed top feature, in rank order
+    legibility: Legibility | None  # None for the train split or a split of a cache without a train split
 
 
 @dataclass

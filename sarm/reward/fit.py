@@ -138,6 +138,7 @@ def pooled_features(
 
     data.take_pooling(network.pooling)
     network = network.eval()
+    device = next(network.parameters()).device  # where the network is (a trainer may have moved it); CPU results
     loader = DataLoader(CachedPairs(data.cache, split), batch_size=batch_size, collate_fn=data.collate)
     chosen, rejected, margins = [], [], []
     for batch in loader:

@@ -139,6 +139,32 @@ class SARM(RewardModelModule):
         if self.hparams.mode == "joint":
             self.sae.remove_parallel_decoder_grad()
 
+    def on_test_epoch_end(self) -> None:
+        super().on_test_epoch_end()
+        self.log_legibility()
+
+    def log_legibility(self) -> None:
+        """On cached activations: the test split's top-m accuracy, kept and refit (the train split ranks the
+        features), and the per-pair top-m share (``sarm.attribution.legibility``), logged as ``test/top<m>_...``."""
+        from sarm.attribution.legibility import describe, legibility_curve
+
+        data = self.trainer.datamodule
+        if data is None or data.yields_tokens:  # the train split's features would need the backbone run again
+            return
+        with torch.inference_mode(False):  # the test loop's inference mode would bar the refits' autograd
+            curve = legibility_curve(self.network, data, "test", dense=False)
+        if curve is None:
+            return
+        logs = {}
+        for m in curve["ms"]:
+            logs[f"test/top{m}_accuracy"] = curve["accuracy"][m]
+            logs[f"test/top{m}_refit_accuracy"] = curve["refit_accuracy"][m]
+            if m in curve["share"]:
+                logs[f"test/top{m}_share"] = curve["share"][m]
+        self.log_dict(logs)
+        if self.trainer.is_global_zero:
+            print(describe(curve), flush=True)
+
     def on_train_end(self) -> None:
         if self.hparams.max_features is not None:
             self.fit_budget_head()
