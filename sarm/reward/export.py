@@ -66,8 +66,15 @@ def save_reward_model(
     residual = isinstance(network, ResidualSARMNetwork)
     head = network.sarm.head if residual else network.head
     extra = {}
+    # The SAE's copy says where its activations came from, as the SAE's own export does: the backbone it was
+    # trained on (check_backbone held the data to it) over what its file recorded.
+    provenance = {
+        key: backbone_settings.get(setting)
+        for key, setting in (("model_name", "model"), ("hook_layer", "layer"), ("context_size", "max_length"))
+        if backbone_settings.get(setting) is not None
+    }
     if residual:
-        save_sae(network.sarm.sae, directory / SAE_DIR)
+        save_sae(network.sarm.sae, directory / SAE_DIR, extra=provenance)
         save_tensors(directory / RESIDUAL, {"weight": network.residual.head.weight.detach().cpu()})
         extra = {
             "sae_dir": SAE_DIR,
@@ -75,7 +82,7 @@ def save_reward_model(
             "feature_share": None if feature_share is None else float(feature_share),
         }
     elif isinstance(network, SARMNetwork):
-        save_sae(network.sae, directory / SAE_DIR)
+        save_sae(network.sae, directory / SAE_DIR, extra=provenance)
     if has_lora(backbone):
         for stale in (ADAPTER_DIR, BACKBONE_DIR):
             shutil.rmtree(directory / stale, ignore_errors=True)

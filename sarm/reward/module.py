@@ -38,7 +38,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torchmetrics import MeanMetric
 
-from sarm.backbone import TruncatedBackbone
+from sarm.backbone import TruncatedBackbone, hub_id
 from sarm.errors import SarmInputError
 from sarm.reward.data import reward_data
 from sarm.reward.export import load_network, read_config, save_reward_model
@@ -339,6 +339,10 @@ class RewardModelModule(L.LightningModule):
 
     # -- export -----------------------------------------------------------------------------------
 
+    def export_options(self) -> dict:
+        """Keyword arguments of ``save_reward_model`` beyond the shared ones (a subclass's own, e.g. a share)."""
+        return {}
+
     @rank_zero_only
     def on_train_end(self) -> None:
         if self.hparams.export_dir is None:
@@ -354,6 +358,7 @@ class RewardModelModule(L.LightningModule):
             reward_norm=self.reward_norm.tolist(),
             mode=self.hparams.mode,
             merge_lora=self.hparams.merge_lora,
+            **self.export_options(),
         )
         print(
             f"sarm: reward model written to {self.hparams.export_dir} "
@@ -363,7 +368,8 @@ class RewardModelModule(L.LightningModule):
 
 
 def _same_model(a: str, b: str) -> bool:
-    """Two model names are the same model: equal, or two spellings of one local directory."""
-    if a == b:
+    """Two model names are the same model: equal, the embedded GGUF and the hub id of the model it quantizes
+    (as SAELens names it), or two spellings of one local directory."""
+    if a == b or hub_id(a) == hub_id(b):
         return True
     return Path(a).exists() and Path(b).exists() and Path(a).resolve() == Path(b).resolve()

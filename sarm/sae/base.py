@@ -101,6 +101,9 @@ class SparseAutoencoder(nn.Module):
         if input_norm not in ("standardize", "none"):
             raise ValueError(f"input_norm = {input_norm!r}: expected 'standardize' or 'none'")
         self.d_in, self.n_latents, self.input_norm = d_in, n_latents, input_norm
+        # Where its activations came from (``model_name``, ``hook_layer``, ``context_size``), as its file records
+        # them: set by the loaders, written again by ``save_sae``. Not state: it does not enter state_dict.
+        self.provenance: dict = {}
         self.W_enc = nn.Parameter(torch.empty(d_in, n_latents))
         self.b_enc = nn.Parameter(torch.zeros(n_latents))
         self.W_dec = nn.Parameter(torch.empty(n_latents, d_in))

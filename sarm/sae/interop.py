@@ -20,12 +20,18 @@ checked against ``sae_lens/saes/{sae,standard_sae,topk_sae,batchtopk_sae,jumprel
                    and activation_fn_kwargs {"k": k} → TopKSAE)
       "topk"       k from ``k`` or ``activation_fn_kwargs.k`` → TopKSAE
       "batchtopk"  a training checkpoint; k and the scalar ``topk_threshold`` → BatchTopKSAE
-      "jumprelu"   f = ReLU(pre) · 1[pre > relu(θ)]: exactly sarm's BatchTopK inference rule
-                   f = pre · 1[pre > θ] *when θ is the same for every latent* (SAELens saves its
-                   BatchTopK SAEs this way). k is not stored in such a file; pass ``k=`` (it only
-                   matters if the SAE is trained further). Per-latent thresholds (e.g. Gemma Scope)
-                   have no sarm equivalent and are refused.
-      "relu" / "topk" / "batchtopk" written by sarm itself (cfg has ``input_norm``) load too.
+      "jumprelu"   f = ReLU(pre) · 1[pre > relu(θ)]. With one θ for every latent (SAELens's final BatchTopK
+                   files, sarm's BatchTopK exports) and a known k (``metadata.training_architecture_details.k``,
+                   where SAELens 6 records it; sarm's ``metadata.sarm.k``; a top-level ``k``; or ``k=``) it is
+                   sarm's BatchTopK inference rule f = pre · 1[pre > θ] → BatchTopKSAE, trainable further.
+                   Otherwise (per-latent thresholds, e.g. Gemma Scope, or no k anywhere) → JumpReLUSAE, which
+                   needs no k: reading features and training a head never use one.
+      "relu" / "topk" / "batchtopk" written by older sarm (cfg has a top-level ``input_norm``) load too.
+
+    sarm's own files (``sarm.sae.saelens_layout``) carry ``metadata.sarm``: sarm's architecture, input_norm
+    and k, read back as they were written. ``normalize_activations = "layer_norm"`` there is sarm's
+    per-token standardization with the unbiased-std factor c folded in (W_enc·c, W_dec/c, b_dec/c); it is
+    divided back out (exactly, from the float64 tensors sarm writes) and the SAE standardizes as sarm does.
 
     Folded on load, each exactly, in this order:
       scaling_factor (SAELens < 6 finetuning scale s_i, decode (f·s) @ W_dec)   W_dec ← s_i · W_dec
@@ -35,8 +41,8 @@ checked against ``sae_lens/saes/{sae,standard_sae,topk_sae,batchtopk_sae,jumprel
       normalize_activations = "expected_average_only_in": the SAE expects inputs multiplied by a
         dataset constant c that is *not* in the files; pass ``activation_scale=c`` to fold it
         (W_enc ← c·W_enc, W_dec ← W_dec/c, b_dec ← b_dec/c, as SAELens's own fold), else refused.
-      normalize_activations = "layer_norm" / "constant_norm_rescale": per-token runtime maps that
-        differ from sarm's ``standardize`` (eps, unbiased std); refused.
+      normalize_activations = "layer_norm" (unless sarm wrote it, above) / "constant_norm_rescale": per-token
+        runtime maps that differ from sarm's ``standardize`` (eps, unbiased std); refused.
     ``reshape_activations = "hook_z"`` only flattens heads; the weights are read as they are.
 
 sparsify (``cfg.json`` + ``sae.safetensors``; ``SparseCoder.save_to_disk`` / ``load_from_disk``,
@@ -61,7 +67,9 @@ import torch
 from sarm.errors import SarmInputError
 from sarm.files import Fields, Tensors, read_json_object, read_tensors
 from sarm.sae.base import SparseAutoencoder
+from sarm.sae.jumprelu import JumpReLUSAE
 from sarm.sae.relu import ReLUSAE
+from sarm.sae.saelens_layout import sarm_section, trained_on, unbiased_std_factor
 from sarm.sae.topk import BatchTopKSAE, TopKSAE
 
 CFG = "cfg.json"
@@ -81,11 +89,11 @@ _SAELENS_EXTRA_KEYS = {
 
 def detect_layout(directory: str | Path) -> str:
     """``"sarm"``, ``"saelens"`` or ``"sparsify"``, from the files present (and, for the shared
-    SAELens layout, whether ``cfg.json`` carries sarm's ``input_norm`` field)."""
+    SAELens layout, whether ``cfg.json`` carries sarm's ``metadata.sarm``, or an older export's ``input_norm``)."""
     directory = Path(directory)
     cfg_path = directory / CFG
     if cfg_path.is_file() and (directory / SAELENS_WEIGHTS).is_file():
-        return "sarm" if "input_norm" in read_json_object(cfg_path) else "saelens"
+        return "sarm" if _written_by_sarm(Fields(read_json_object(cfg_path), cfg_path)) else "saelens"
     if cfg_path.is_file() and (directory / SPARSIFY_WEIGHTS).is_file():
         return "sparsify"
     hookpoints = sorted(p.parent.name for p in directory.glob(f"*/{SPARSIFY_WEIGHTS}")) if directory.is_dir() else []
@@ -110,13 +118,15 @@ def load_saelens(
 
     Args:
         directory: folder with ``cfg.json`` and ``sae_weights.safetensors``.
-        k: TopK budget for a ``jumprelu`` file (not stored there); ignored when the file has one.
+        k: TopK budget for a ``jumprelu`` file that records none; ignored when the file has one. Without it
+            such a file loads as a ``JumpReLUSAE`` (k is only needed to train a BatchTopK SAE further).
         activation_scale: the dataset constant of ``normalize_activations = "expected_average_only_in"``.
     """
     directory = Path(directory)
     cfg_path, weights_path = directory / CFG, directory / SAELENS_WEIGHTS
     fields = Fields(read_json_object(cfg_path), cfg_path)
     cfg, field_error = fields.data, fields.error
+    ours = sarm_section(fields)  # metadata.sarm: sarm's own settings, when sarm wrote the file
     weights = read_tensors(weights_path)
 
     d_in, d_sae = fields.integer("d_in", low=1), fields.integer("d_sae", low=1)
@@ -138,13 +148,21 @@ def load_saelens(
     if architecture not in supported:
         raise field_error("architecture", f"{architecture!r} is not supported; sarm reads {', '.join(supported)}")
 
-    input_norm = cfg.get("input_norm", "none")
-    if input_norm not in ("none", "standardize"):
-        raise field_error("input_norm", f"{input_norm!r}: expected 'standardize' or 'none'")
+    input_norm = fields.choice("input_norm", ("standardize", "none"), default="none")  # older sarm exports
+    if ours is not None:
+        input_norm = ours.choice("input_norm", ("standardize", "none"))
     normalize = cfg.get("normalize_activations", "none")
     if normalize in (None, False, True):  # SAELens < 3 wrote a flag
         normalize = "expected_average_only_in" if normalize else "none"
-    if normalize == "expected_average_only_in":
+    if normalize == "layer_norm" and ours is not None and input_norm == "standardize":
+        pass  # sarm's standardization, expressed as SAELens's layer_norm with c folded in: divided out below
+    elif ours is not None and input_norm == "standardize":
+        raise field_error(
+            "normalize_activations",
+            f"{normalize!r}, but metadata.sarm.input_norm is 'standardize' (written as 'layer_norm'): "
+            "the file was edited after sarm wrote it",
+        )
+    elif normalize == "expected_average_only_in":
         if activation_scale is None:
             raise field_error(
                 "normalize_activations",
@@ -169,33 +187,57 @@ def load_saelens(
         W_enc, b_enc, W_dec = W_enc * norms, b_enc * norms, W_dec / norms[:, None]
     if normalize == "expected_average_only_in":
         W_enc, W_dec, b_dec = W_enc * activation_scale, W_dec / activation_scale, b_dec / activation_scale
+    if normalize == "layer_norm":  # SAELens reads x'' = x'/c: W_enc = c·W, W_dec = W/c, b_dec = b/c (saelens_layout)
+        c = unbiased_std_factor(d_in)
+        W_enc, W_dec, b_dec = W_enc / c, W_dec * c, b_dec * c
 
     if architecture in ("standard", "relu"):
         sae: SparseAutoencoder = ReLUSAE(d_in, d_sae, input_norm)
     elif architecture == "topk":
         sae = TopKSAE(d_in, d_sae, _saelens_k(fields, d_sae), input_norm)
+    elif architecture == "batchtopk":
+        sae = BatchTopKSAE(d_in, d_sae, _saelens_k(fields, d_sae), input_norm)
+        sae.threshold.fill_(_batchtopk_threshold(fields, weights))
     else:
-        if architecture == "batchtopk":
-            budget = _saelens_k(fields, d_sae)
-        elif "k" in cfg:
-            budget = fields.integer("k", low=1, high=d_sae, integral_floats=True)
-        elif k is not None:
-            budget = Fields({"k": k}, cfg_path).integer("k", low=1, high=d_sae)
+        thresholds = _jumprelu_thresholds(weights, d_sae)
+        budget = _jumprelu_k(fields, ours, d_sae, k)
+        if budget is not None and torch.all(thresholds == thresholds[0]):
+            sae = BatchTopKSAE(d_in, d_sae, budget, input_norm)
+            sae.threshold.fill_(float(thresholds[0]))
+        elif ours is not None and ours.data.get("architecture") == "batchtopk":
+            raise weights.error("threshold", "differs between latents, but metadata.sarm says a BatchTopK SAE")
         else:
-            raise field_error(
-                "k",
-                "missing: a 'jumprelu' file does not store the TopK budget that sarm's "
-                "BatchTopK SAE needs for training; pass k=",
-            )
-        sae = BatchTopKSAE(d_in, d_sae, budget, input_norm)
-        sae.threshold.fill_(_uniform_threshold(fields, weights, architecture))
+            sae = JumpReLUSAE(d_in, d_sae, input_norm)
+            sae.threshold.copy_(thresholds)
 
     with torch.no_grad():
         for name, value in (("W_enc", W_enc), ("b_enc", b_enc), ("W_dec", W_dec), ("b_dec", b_dec)):
             getattr(sae, name).copy_(value)
         if "latent_mask" in weights:
             sae.latent_mask.copy_(weights.get("latent_mask", (d_sae,), kind="mask").bool())
+    sae.provenance = _provenance(fields, ours)
     return sae.eval()
+
+
+def _written_by_sarm(fields: Fields) -> bool:
+    """sarm's SAELens 6 layout (``metadata.sarm``) or an older sarm export (top-level ``input_norm``)."""
+    return sarm_section(fields) is not None or "input_norm" in fields
+
+
+def _provenance(fields: Fields, ours: Fields | None) -> dict:
+    """``model_name`` / ``hook_layer`` / ``context_size`` in sarm's terms, as far as the file records them."""
+    try:
+        source = trained_on(fields)
+    except SarmInputError:  # a hook outside the residual stream: no layer of sarm's; SARM refuses it on use
+        source = {}
+    metadata = fields.data.get("metadata")
+    context = (
+        (ours.data.get("context_size") if ours is not None else None)
+        or (metadata.get("context_size") if isinstance(metadata, dict) else None)
+        or fields.data.get("context_size")
+    )
+    provenance = {"model_name": source.get("model"), "hook_layer": source.get("layer"), "context_size": context}
+    return {key: value for key, value in provenance.items() if value is not None}
 
 
 def _saelens_k(fields: Fields, d_sae: int) -> int:
@@ -209,31 +251,46 @@ def _saelens_k(fields: Fields, d_sae: int) -> int:
     raise fields.error("k", "missing (also no 'activation_fn_kwargs.k')")
 
 
-def _uniform_threshold(fields: Fields, weights: Tensors, architecture: str) -> float:
-    """The one threshold every latent shares, as sarm's BatchTopK applies it (pre > θ, θ ≥ 0)."""
-    if architecture == "batchtopk" and "input_norm" in fields:  # written by sarm: its own threshold, as is
+def _jumprelu_k(fields: Fields, ours: Fields | None, d_sae: int, k: int | None) -> int | None:
+    """The TopK budget a ``jumprelu`` file records, or the caller's ``k=``, or None."""
+    if ours is not None and "k" in ours:
+        return ours.integer("k", low=1, high=d_sae)
+    metadata = fields.data.get("metadata")
+    if isinstance(metadata, dict) and isinstance(metadata.get("training_architecture_details"), dict):
+        details = fields.section("metadata").section("training_architecture_details")
+        if "k" in details:
+            return details.integer("k", low=1, high=d_sae, integral_floats=True)
+    if "k" in fields:
+        return fields.integer("k", low=1, high=d_sae, integral_floats=True)
+    return None if k is None else Fields({"k": k}, fields.path).integer("k", low=1, high=d_sae)
+
+
+def _batchtopk_threshold(fields: Fields, weights: Tensors) -> float:
+    """A ``batchtopk`` file's one threshold, as sarm's BatchTopK applies it (pre > θ; θ < 0: not estimated)."""
+    if "input_norm" in fields:  # an older sarm export: its own threshold, as is
         if "threshold" in weights:  # (negative means "not estimated yet": keep batch top-k at inference)
             return float(weights.get("threshold", (1,) if weights.tensors["threshold"].ndim else ()))
         threshold = fields.number("threshold", default=-1.0, nullable=True)
         return -1.0 if threshold is None else threshold
-    if architecture == "batchtopk":
-        if "topk_threshold" not in weights:
-            raise weights.error("topk_threshold", "missing (a 'batchtopk' SAE needs it)")
-        key, threshold = "topk_threshold", weights.get("topk_threshold").double().reshape(-1)
-    elif "threshold" in weights:
-        key, threshold = "threshold", weights.get("threshold").double().reshape(-1)
+    if "topk_threshold" not in weights:
+        raise weights.error("topk_threshold", "missing (a 'batchtopk' SAE needs it)")
+    threshold = weights.get("topk_threshold").double().reshape(-1).clamp_min(0)  # SAELens compares with relu(θ)
+    if threshold.numel() != 1:
+        raise weights.error("topk_threshold", f"expected one value, got {threshold.numel()}")
+    return float(threshold[0])
+
+
+def _jumprelu_thresholds(weights: Tensors, d_sae: int) -> torch.Tensor:
+    """A ``jumprelu`` file's thresholds ``[d_sae]`` (or one shared), clamped at 0 as SAELens's ReLU does."""
+    if "threshold" in weights:
+        threshold = weights.get("threshold").double().reshape(-1)
     elif "log_threshold" in weights:
-        key, threshold = "log_threshold", weights.get("log_threshold").double().exp().reshape(-1)
+        threshold = weights.get("log_threshold").double().exp().reshape(-1)
     else:
         raise weights.error("threshold", "missing (a 'jumprelu' SAE needs it)")
-    threshold = threshold.clamp_min(0)  # SAELens compares with relu(θ)
-    if threshold.numel() == 0 or not torch.all(threshold == threshold[0]):
-        raise weights.error(
-            key,
-            "per-latent JumpReLU thresholds have no sarm equivalent (sarm's BatchTopK uses "
-            "one threshold for all latents)",
-        )
-    return float(threshold[0])
+    if threshold.numel() not in (1, d_sae):
+        raise weights.error("threshold", f"holds {threshold.numel()} values, expected 1 or d_sae = {d_sae}")
+    return threshold.clamp_min(0).expand(d_sae)
 
 
 # ----------------------------------------------------------------------------- sparsify

@@ -1,10 +1,16 @@
 """Save and load SAEs.
 
-sarm writes the SAELens layout: ``cfg.json`` (with an ``architecture`` field) + ``sae_weights.safetensors``
-holding ``W_enc``, ``b_enc``, ``W_dec``, ``b_dec``. ``load_sae`` reads it back with the SAELens reader
+sarm writes the SAELens 6 layout (``sarm.sae.saelens_layout``): ``cfg.json`` + ``sae_weights.safetensors``
+that SAELens's ``SAE.load_from_disk`` loads as they are, with sarm's own settings and the activations'
+provenance under ``metadata``. ``load_sae`` reads it back with the SAELens reader
 (``sarm.sae.interop.load_saelens``), which checks every field and tensor (type, range, shape,
 finiteness) and names the one at fault; it also reads SAEs written by SAELens and by EleutherAI's
-sparsify, so a SARM can sit on an SAE a user already has.
+sparsify, and sarm's older exports (sarm's names and ``input_norm`` at the top level of cfg.json), so a
+SARM can sit on an SAE a user already has.
+
+A loaded SAE keeps the provenance its file records (``sae.provenance``: ``model_name``, ``hook_layer``,
+``context_size`` in sarm's terms), and ``save_sae`` writes it again, so a copy (the SAE inside an exported
+SARM) says where its activations came from as the original does.
 """
 
 from __future__ import annotations
@@ -16,10 +22,10 @@ from sarm.io import save_tensors, write_json
 from sarm.sae.base import SparseAutoencoder
 from sarm.sae.interop import detect_layout, load_saelens, load_sparsify
 from sarm.sae.relu import ReLUSAE
+from sarm.sae.saelens_layout import saelens_files
 from sarm.sae.topk import BatchTopKSAE, TopKSAE
 
 CFG, WEIGHTS = "cfg.json", "sae_weights.safetensors"
-PARAMETERS = ("W_enc", "b_enc", "W_dec", "b_dec")
 
 
 def build_sae(
@@ -36,12 +42,16 @@ def build_sae(
 
 
 def save_sae(sae: SparseAutoencoder, directory: str | Path, extra: dict | None = None) -> Path:
+    """Write ``sae`` in the SAELens 6 layout. ``extra``: provenance (``model_name`` = sarm's backbone spec,
+    ``hook_layer`` = L, ``context_size``) over what ``sae.provenance`` already holds; other keys are kept
+    under ``metadata.sarm``."""
     directory = Path(directory)
     (directory / CFG).unlink(missing_ok=True)  # incomplete until rewritten: never new weights under an old config
-    # Only the four SAELens parameters: training-time buffers (latent masks) are not part of the SAE.
-    save_tensors(directory / WEIGHTS, {k: getattr(sae, k).detach().cpu() for k in PARAMETERS})
+    # The SAELens parameters (+ threshold): training-time buffers (latent masks) are not part of the SAE.
+    cfg, tensors = saelens_files(sae, {**getattr(sae, "provenance", {}), **(extra or {})})
+    save_tensors(directory / WEIGHTS, tensors)
     # The config goes last: a directory with a cfg.json holds complete weights.
-    write_json(directory / CFG, {**sae.config(), **(extra or {})})
+    write_json(directory / CFG, cfg)
     return directory
 
 
