@@ -28,6 +28,7 @@ from sarm.reward.network import SARMNetwork
 from sarm.reward.pooling import last_positions
 from sarm.sae.io import load_sae
 from sarm.sae.losses import normalized_mse
+from sarm.sae.saelens_layout import trained_on
 
 
 class SARM(RewardModelModule):
@@ -78,11 +79,8 @@ class SARM(RewardModelModule):
             self.network = SARMNetwork(load_sae(sae), self.pooling, features)
             cfg = Path(sae) / "cfg.json"  # present unless the SAE is sparsify's
             fields = Fields(read_json_object(cfg) if cfg.is_file() else {}, cfg)
-            self.trained_on = {
-                "model": fields.text("model_name", None, nullable=True),
-                "layer": fields.integer("hook_layer", low=0, default=None, nullable=True),
-                "by": "the SAE",
-            }
+            # sarm's metadata.sarm, an older sarm export's top level, or SAELens's metadata (model_name, hook_name)
+            self.trained_on = {**trained_on(fields), "by": "the SAE"}
         else:
             raise SarmInputError(
                 "a SARM starts from an SAE (sae = <SAE directory>) or restarts from an exported "
