@@ -1,13 +1,18 @@
 """Offline explanations of a SARM's top features, judged on held-out contexts by detection and fuzzing.
 
     python scripts/explanations.py --cache runs/hh/cache --sarm runs/hh/sarm [--features_json F] [--output D]
+        [--endpoint http://localhost:8000/v1 --model NAME]
 
 Features: the ``--top`` first of an attribution ``features.json`` (``--features_json``, as ``sarm attribute``
 writes it), else the top by the one ranking rule (``sarm.attribution.rank_features``: |mean margin contribution|
 w_i·(z_i^chosen − z_i^rejected)) over the cache's test split through the exported SARM. Explanations: offline
 n-grams written from train-split contexts only; scored on val + test contexts only (``sarm.explain.heldout``):
 detection (activating vs. background windows) and fuzzing (true vs. random highlights) balanced accuracy.
-Prints a table and the means; writes ``<output>/explanations.json``.
+With ``--endpoint`` (an OpenAI-compatible server) and ``--model``, the LLM loop (``sarm.explain.llm``: hypotheses
+tested on the SARM's real activations, through its backbone and SAE) explains the same features from the same
+train contexts, the same LLM judges detection and fuzzing on the same held-out contexts, and both explainers'
+scores print side by side; without one the LLM columns say "not run". Prints a table and the means; writes
+``<output>/explanations.json``.
 """
 
 from __future__ import annotations
@@ -41,9 +46,33 @@ def ranked_features(cache: str, sarm: str, top: int, features_json: str | None) 
     return rank_features(mean)[:top].tolist(), f"|mean margin contribution| over {len(chosen)} test pairs"
 
 
+def activation_probe(sarm: str):
+    """``activate(texts, feature)`` through the SARM's own backbone and SAE (what the report's LLM loop uses)."""
+    from sarm.report.build import _activation_probe
+
+    return _activation_probe(sarm)
+
+
 def mean(values: list) -> float | None:
     values = [v for v in values if v is not None]
     return sum(values) / len(values) if values else None
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Mean detection and fuzzing over the features that have each score (and the malformed LLM replies)."""
+    out = {
+        "detection_mean": mean([r["detection"] for r in rows]),
+        "fuzzing_mean": mean([r["fuzzing"] for r in rows]),
+        "detection_scored": sum(r["detection"] is not None for r in rows),
+        "fuzzing_scored": sum(r["fuzzing"] is not None for r in rows),
+    }
+    if any("verdicts" in r for r in rows):
+        out["malformed"] = sum(v["malformed"] for r in rows for v in r.get("verdicts", {}).values())
+    return out
+
+
+def short(text: str, width: int = 90) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def fmt(value: float | None) -> str:
@@ -61,6 +90,9 @@ def main(
     seed: int = 0,
     output: str = "runs/explanations",
     threads: int = 2,
+    endpoint: str | None = None,
+    model: str | None = None,
+    api_key_env: str = "OPENAI_API_KEY",
 ) -> dict:
     """Explain the SARM's top features offline from train contexts; score them on val + test contexts.
 
@@ -75,14 +107,22 @@ def main(
         seed: background draws and fuzzed highlights.
         output: directory for explanations.json.
         threads: torch CPU threads.
+        endpoint: base URL of an OpenAI-compatible chat endpoint (e.g. http://localhost:8000/v1) for the LLM
+            loop and the LLM judges; None: only the offline explainer runs.
+        model: the model name sent to ``endpoint`` (required with it).
+        api_key_env: environment variable holding the endpoint's API key (unset: none sent).
     """
     from sarm.backbone import load_tokenizer
     from sarm.cache import ActivationCache
+    from sarm.errors import SarmInputError
     from sarm.explain.contexts import feature_activations
-    from sarm.explain.heldout import held_out_contexts, score_offline
+    from sarm.explain.heldout import held_out_contexts, score_llm, score_offline
+    from sarm.explain.llm import ChatClient
     from sarm.reward.export import SAE_DIR
     from sarm.sae.io import load_sae
 
+    if endpoint is not None and not model:
+        raise SarmInputError("--endpoint needs --model (the model name the server serves)")
     warnings.filterwarnings("ignore")
     torch.set_num_threads(threads)
     start = time.perf_counter()
@@ -97,33 +137,48 @@ def main(
         activations=acts,
     )  # fmt: skip
     rows = [{"rank": i + 1, "feature": f, **score_offline(contexts[f], seed=seed)} for i, f in enumerate(features)]
+    if endpoint is not None:
+        client = ChatClient(endpoint, model, api_key_env)
+        activate = activation_probe(sarm)
+        for row in rows:
+            f = row["feature"]
+            row["llm"] = score_llm(client, contexts[f], lambda texts, f=f: activate(texts, f), seed=seed)
 
     print(f"\n{cache}: top {len(features)} features by {ranking}; written from train, scored on val+test")
-    print(f"{'rank':>4} {'feature':>7} {'detect':>6} {'fuzz':>6} {'held':>7}  explanation")
+    print(f"{'':>12} {'offline':^13} {'LLM loop':^13}")
+    print(f"{'rank':>4} {'feature':>7} {'detect':>6} {'fuzz':>6} {'detect':>6} {'fuzz':>6} {'held':>7}  explanation")
     for r in rows:
         held = f"{r['contexts']['held_active']}/{r['contexts']['held_background']}"
-        text = r["explanation"] if len(r["explanation"]) <= 90 else r["explanation"][:87] + "..."
-        print(f"{r['rank']:>4} {r['feature']:>7} {fmt(r['detection']):>6} {fmt(r['fuzzing']):>6} {held:>7}  {text}")
-    summary = {
-        "detection_mean": mean([r["detection"] for r in rows]),
-        "fuzzing_mean": mean([r["fuzzing"] for r in rows]),
-        "detection_scored": sum(r["detection"] is not None for r in rows),
-        "fuzzing_scored": sum(r["fuzzing"] is not None for r in rows),
-        "seconds": time.perf_counter() - start,
-    }
-    print(
-        f"mean detection {fmt(summary['detection_mean'])} over {summary['detection_scored']} features; "
-        f"mean fuzzing {fmt(summary['fuzzing_mean'])} over {summary['fuzzing_scored']}; "
-        f"{summary['seconds']:.0f} s"
-    )
+        llm = r.get("llm") or {}
+        scores = (r["detection"], r["fuzzing"], llm.get("detection"), llm.get("fuzzing"))
+        cells = " ".join(f"{fmt(v):>6}" for v in scores)
+        print(f"{r['rank']:>4} {r['feature']:>7} {cells} {held:>7}  {short(r['explanation'])}")
+        if llm:  # the LLM's explanation on its own line, under the offline one
+            print(f"{'':>48}  LLM: {short(llm['explanation'])}")
+    summary = {"offline": summarize(rows), "llm": summarize([r["llm"] for r in rows]) if endpoint else None}
+    summary["seconds"] = time.perf_counter() - start
+    for name, label in (("offline", "offline explainer, n-gram judge"), ("llm", "LLM loop, LLM judge")):
+        s = summary[name]
+        if s is None:
+            print(f"{label}: not run (no --endpoint given)")
+            continue
+        malformed = f"; {s['malformed']} malformed judge replies (counted as no)" if "malformed" in s else ""
+        print(
+            f"{label}: mean detection {fmt(s['detection_mean'])} over {s['detection_scored']} features; "
+            f"mean fuzzing {fmt(s['fuzzing_mean'])} over {s['fuzzing_scored']}{malformed}"
+        )
+    print(f"{summary['seconds']:.0f} s")
     result = {
         "cache": cache,
         "sarm": sarm,
         "ranking": ranking,
-        "settings": {"top": top, "k": k, "n_background": n_background, "window": window, "seed": seed},
+        "settings": {
+            "top": top, "k": k, "n_background": n_background, "window": window, "seed": seed,
+            "endpoint": endpoint, "model": model,
+        },
         "summary": summary,
         "features": rows,
-    }
+    }  # fmt: skip
     root = Path(output)
     root.mkdir(parents=True, exist_ok=True)
     write_json(root / "explanations.json", result)

@@ -6,6 +6,7 @@ The LLM loop runs against a fake OpenAI-compatible server on 127.0.0.1 (port 0);
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 import time
@@ -34,6 +35,9 @@ from sarm.explain import (
     sae_fingerprint,
     top_activating_contexts,
 )
+from sarm.explain.fuzzing import fuzzing_score, highlight
+from sarm.explain.heldout import score_llm
+from sarm.explain.llm import Verdicts, llm_judge, yes_or_no
 from sarm.explain.offline import ngram_key
 from sarm.sae.io import load_sae, save_sae
 from sarm.sae.topk import TopKSAE
@@ -304,9 +308,20 @@ def fake_llm(messages: list[dict]) -> str:
         return '{"verdict": "refined", "hypothesis": "fires on first-person refusals"}'
     if "final explanation" in prompt:
         return '"Fires on first-person refusals."\n'
+    if "Are the marked tokens" in prompt:
+        return fake_fuzz_verdict(prompt.split("Text:\n")[1])
     if "Answer yes or no" in prompt:
         return "Yes." if ("not" in prompt.split("Text:")[1] or "refuse" in prompt.split("Text:")[1]) else "no"
     raise AssertionError(prompt)
+
+
+def fake_fuzz_verdict(text: str) -> str:
+    """The fake judge's fuzzing answer, scripted from the highlighted window it is shown: yes when every marked
+    token is "sorry", else no; and, whatever is marked, an answer that is neither for a window with "very"."""
+    if "very" in text:
+        return "It is hard to say from this window."
+    marked = re.findall(r"<<(.*?)>>", text)
+    return "**Yes.**" if marked and all(m.strip() == "sorry" for m in marked) else "No, those are other tokens."
 
 
 class FakeEndpoint:
@@ -457,3 +472,121 @@ def test_explain_features_llm_scores_detection_and_reuses_the_store(
 
     with pytest.raises(SarmInputError, match="llm_base_url"):
         explain_features(str(tiny_cache["cache"]), sae_dir, [feature], method="llm", activate=activate)
+
+
+# ---------------------------------------------------------------- LLM judges: detection and fuzzing
+
+
+def test_yes_or_no_reads_the_first_answer_and_calls_the_rest_malformed():
+    for reply in ("Yes.", "**Yes**", "yes, it does", "I think yes", '{"answer": "Yes"}', '```json\n{"a": "yes"}```'):
+        assert yes_or_no(reply) is True, reply
+    for reply in ("no", "No, it does not.", "Answer: no", "The answer is no; yes would be wrong"):
+        assert yes_or_no(reply) is False, reply
+    for reply in ("", "maybe", "Nope", "yes or no", "Yes/No", '{"answer": 3}'):
+        assert yes_or_no(reply) is None, reply
+    verdicts = Verdicts()
+    assert [verdicts.read(r) for r in ("Yes", "no", "hmm")] == [True, False, False]  # malformed counts as no
+    assert (verdicts.yes, verdicts.no, verdicts.malformed) == (1, 1, 1)
+
+
+SORRY_WINDOWS = [
+    _ctx("I am sorry but no", "sorry", 2.0),
+    _ctx("so sorry I cannot", "sorry", 2.0),
+    _ctx("we are very sorry to say", "sorry", 2.0),
+    _ctx("sorry that is not possible", "sorry", 2.0),
+]
+
+
+def test_llm_judge_verdicts_flow_into_the_fuzzing_score(endpoint):
+    client = ChatClient(endpoint.base_url, "fake-model", api_key_env=None)
+    explanation = Explanation('the word "sorry"', "offline")
+    examples = highlight(SORRY_WINDOWS, seed=0)
+    verdicts = Verdicts()
+    score = fuzzing_score(llm_judge(client, explanation, verdicts), examples)
+
+    # one request per highlighted copy, showing the explanation and exactly that copy's marking
+    prompts = [r["body"]["messages"][-1]["content"] for r in endpoint.requests]
+    assert len(prompts) == len(examples)
+    assert all('explained as: the word "sorry"' in prompt for prompt in prompts)
+    shown = sorted(p.split("Text:\n")[1].split("\n\nAre the marked")[0] for p in prompts)
+    assert shown == sorted(e.marked_text() for e in examples)
+    # the fake says yes to every correct copy but the "very" window's (malformed: counted as no) and no to every
+    # fuzzed copy (malformed for "very" too, which is right by accident): ½ (3/4 + 4/4)
+    assert (verdicts.yes, verdicts.no, verdicts.malformed) == (3, 3, 2)
+    assert score == 0.5 * (3 / 4 + 4 / 4)
+    # the same verdicts from a local function give the same score: nothing is lost on the wire
+    local = fuzzing_score(lambda e: yes_or_no(fake_fuzz_verdict(e.marked_text())) is True, examples)
+    assert score == local
+
+
+def test_score_llm_writes_from_train_and_judges_held_out_by_detection_and_fuzzing(endpoint):
+    client = ChatClient(endpoint.base_url, "fake-model", api_key_env=None)
+    contexts = {
+        "write_active": ACTIVE[:3],
+        "write_background": QUIET[:3],
+        "held_active": SORRY_WINDOWS,
+        "held_background": QUIET[3:],
+    }
+    row = score_llm(client, contexts, refusal_activation, seed=0, n_hypotheses=2, n_tests=2, rounds=1)
+    assert row["explanation"] == "Fires on first-person refusals."
+    prompts = [r["body"]["messages"][-1]["content"] for r in endpoint.requests]
+    exemplars = prompts[0]
+    # written from the write contexts only: their words are in the exemplars, the held-out ones' are not
+    assert all(word in exemplars for word in ("but no", "I cannot", "to say"))
+    assert not any(word in exemplars for word in ("very", "possible", "paris", "thank"))
+    # detection: the fake says yes to texts with "not"/"refuse": held active 2 of 4 ("cannot", "not possible"),
+    # held background 0 of 3 → ½ (2/4 + 3/3)
+    assert row["detection"] == 0.5 * (2 / 4 + 3 / 3)
+    assert row["fuzzing"] == 0.5 * (3 / 4 + 4 / 4)  # the verdicts of the test above, through the same judge
+    assert row["verdicts"]["detection"] == {"yes": 2, "no": 5, "malformed": 0}
+    assert row["verdicts"]["fuzzing"] == {"yes": 3, "no": 3, "malformed": 2}
+    detect = [p for p in prompts if "Does the feature fire" in p]
+    assert len(detect) == 7 and all("first-person refusals" in p for p in detect)
+
+
+def test_explanations_script_prints_the_llm_loop_beside_the_offline_explainer(
+    tiny_cache, sae, endpoint, tmp_path, monkeypatch, capsys
+):
+    import sys
+    from pathlib import Path
+
+    from sarm.reward.export import SAE_DIR
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    try:
+        import explanations
+    finally:
+        sys.path.pop(0)
+    save_sae(sae, tmp_path / "export" / SAE_DIR)
+    measured = []
+
+    def probe(sarm_dir):  # stands in for the SARM's backbone + SAE: the fake's refusal activations
+        def activate(texts, feature):
+            measured.append(feature)
+            return refusal_activation(texts)
+
+        return activate
+
+    monkeypatch.setattr(explanations, "activation_probe", probe)
+    (tmp_path / "features.json").write_text(json.dumps({"features": [{"feature": f} for f in (5, 9)]}))
+    result = explanations.main(
+        cache=str(tiny_cache["cache"]),
+        sarm=str(tmp_path / "export"),
+        features_json=str(tmp_path / "features.json"),
+        top=2, k=4, n_background=4, window=3, output=str(tmp_path / "out"), threads=1,
+        endpoint=endpoint.base_url, model="fake-model", api_key_env=None,
+    )  # fmt: skip
+    rows = result["features"]
+    assert set(measured) <= {5, 9} and measured  # the loop's tests were measured per feature
+    for row in rows:
+        assert row["llm"]["explanation"] == "Fires on first-person refusals."
+        for name in ("detection", "fuzzing"):
+            assert row["llm"][name] is None or 0.0 <= row["llm"][name] <= 1.0
+    llm = result["summary"]["llm"]
+    scored = [r["llm"]["detection"] for r in rows if r["llm"]["detection"] is not None]
+    assert llm["detection_scored"] == len(scored) and llm["detection_mean"] == pytest.approx(sum(scored) / len(scored))
+    out = capsys.readouterr().out
+    assert "LLM loop, LLM judge: mean detection" in out and "offline explainer, n-gram judge: mean detection" in out
+    assert "LLM: Fires on first-person refusals." in out and "not run" not in out
+    with pytest.raises(SarmInputError, match="--model"):
+        explanations.main(cache=str(tiny_cache["cache"]), sarm=str(tmp_path / "export"), endpoint=endpoint.base_url)

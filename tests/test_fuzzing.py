@@ -141,7 +141,7 @@ def test_held_out_contexts_come_from_val_and_test_only(tiny):
     assert some_held
 
 
-def test_explanations_script_on_the_tiny_cache(tiny_cache, tiny_model_dir, tmp_path):
+def test_explanations_script_on_the_tiny_cache(tiny_cache, tiny_model_dir, tmp_path, capsys):
     from sarm.reward.export import SAE_DIR
     from sarm.sae.io import save_sae
 
@@ -169,6 +169,8 @@ def test_explanations_script_on_the_tiny_cache(tiny_cache, tiny_model_dir, tmp_p
     )
     assert [r["feature"] for r in result["features"]] == [5, 9, 1]
     written = json.loads((tmp_path / "out" / "explanations.json").read_text())
-    assert written["summary"]["detection_scored"] == sum(r["detection"] is not None for r in written["features"])
+    offline = written["summary"]["offline"]
+    assert offline["detection_scored"] == sum(r["detection"] is not None for r in written["features"])
+    assert written["summary"]["llm"] is None and "not run (no --endpoint given)" in capsys.readouterr().out
     for r in written["features"]:
         assert r["fuzzing"] is None or 0.0 <= r["fuzzing"] <= 1.0

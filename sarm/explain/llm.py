@@ -25,6 +25,16 @@ any, is read from the environment variable named by ``api_key_env`` and sent as 
 Every endpoint failure (HTTP error status, unreachable host, timeout, a body that is not JSON or
 has no ``choices[0].message.content``) raises ``SarmInputError`` naming the URL and the problem.
 Replies that do not hold the JSON a prompt asked for are read leniently (see ``_json_in``).
+
+Judges. The same endpoint can score an explanation (any explainer's: only its text is shown) by the two
+delphi scorers, each defined once in ``sarm.explain.detection`` / ``sarm.explain.fuzzing``; here are only the
+yes/no questions: ``llm_predictor`` (detection: does the feature fire somewhere in this window?) and
+``llm_judge`` (fuzzing: are the tokens marked <<like this>> the ones it fires on?). A reply is read by
+``yes_or_no``: the first "yes" or "no" it states, in plain text, markdown or JSON ({"answer": "yes"}).
+A reply that states neither, or both as its first words ("yes or no"), is *malformed*: it counts as "no"
+(the feature does not fire / the highlighting is not the right one), the answer that can only lose points
+on the positive class, and is tallied (``Verdicts.malformed``) so a score built on many such replies can be
+told apart from a judge that really said no. An endpoint failure still raises (``SarmInputError``).
 """
 
 from __future__ import annotations
@@ -36,9 +46,11 @@ import re
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from sarm.errors import SarmInputError
 from sarm.explain.contexts import Context
+from sarm.explain.fuzzing import HighlightedContext
 from sarm.explain.store import Explanation
 
 # Every prompt the loop sends, in one place. Placeholders are str.format fields ({{ }} = literal brace).
@@ -74,6 +86,11 @@ PROMPTS = {
     "detect": (
         "A feature of a language model is explained as: {explanation}\n\n"
         "Text:\n{text}\n\nDoes the feature fire somewhere in this text? Answer yes or no."
+    ),
+    "fuzz": (
+        "A feature of a language model is explained as: {explanation}\n\n"
+        "In the text below, some tokens are marked <<like this>>.\n\nText:\n{text}\n\n"
+        "Are the marked tokens the ones the feature fires on, as the explanation describes? Answer yes or no."
     ),
 }
 
@@ -282,11 +299,67 @@ def explain_with_llm(
     return Explanation(text=text, method="llm", evidence=evidence, detection=None)
 
 
-def llm_predictor(client: ChatClient, explanation: Explanation) -> Callable[[Context], bool]:
+_YES_NO = re.compile(r"\b(yes|no)\b")
+_ECHO = re.compile(r"\s*(?:or|/)\s*(?:yes|no)\b")  # "yes or no", "yes/no" after the first one
+
+
+def yes_or_no(reply: str) -> bool | None:
+    """True for yes, False for no, None when the reply is malformed (module docstring, "Judges").
+
+    Read: a JSON object's first string value (``{"answer": "Yes"}``), else the reply itself; lowercased, the
+    first word "yes" or "no" decides ("**Yes.**", "Answer: no", "I think yes"), unless the other one follows
+    straight after it ("yes or no", "yes/no": the question echoed, not answered).
+    """
+    found = _json_in(reply) if "{" in reply else None
+    if isinstance(found, dict):
+        reply = next((v for v in found.values() if isinstance(v, str)), "")
+    first = _YES_NO.search(reply.lower())
+    if first is None or _ECHO.match(reply.lower(), first.end()):
+        return None
+    return first.group(1) == "yes"
+
+
+@dataclass
+class Verdicts:
+    """How a judge's replies were read: yes, no, and malformed (counted as no)."""
+
+    yes: int = 0
+    no: int = 0
+    malformed: int = 0
+
+    def read(self, reply: str) -> bool:
+        answer = yes_or_no(reply)
+        if answer is None:
+            self.malformed += 1
+        elif answer:
+            self.yes += 1
+        else:
+            self.no += 1
+        return bool(answer)
+
+
+def llm_predictor(
+    client: ChatClient, explanation: Explanation, verdicts: Verdicts | None = None
+) -> Callable[[Context], bool]:
     """Detection predictor: asks the LLM whether the feature fires in a context's text (yes/no)."""
+    verdicts = verdicts if verdicts is not None else Verdicts()
 
     def predict(context: Context) -> bool:
         reply = client.ask(PROMPTS["detect"].format(explanation=explanation.text, text="".join(context.tokens)))
-        return reply.strip().lower().lstrip("*\"' ").startswith("yes")
+        return verdicts.read(reply)
 
     return predict
+
+
+def llm_judge(
+    client: ChatClient, explanation: Explanation, verdicts: Verdicts | None = None
+) -> Callable[[HighlightedContext], bool]:
+    """Fuzzing judge: shows the explanation and the window with its highlighted tokens marked <<like this>>
+    (``HighlightedContext.marked_text``), asks whether they are the ones the feature fires on (yes/no)."""
+    verdicts = verdicts if verdicts is not None else Verdicts()
+
+    def judge(example: HighlightedContext) -> bool:
+        reply = client.ask(PROMPTS["fuzz"].format(explanation=explanation.text, text=example.marked_text()))
+        return verdicts.read(reply)
+
+    return judge
