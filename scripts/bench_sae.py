@@ -12,10 +12,11 @@
 SAELens and sparsify are peers, not dependencies: they are installed in the benchmark's own
 environment (``make bench-sae`` builds it) and a missing one is reported and skipped.
 
-    python scripts/bench_sae.py [--d_in 576] [--n_latents 8192] [--k 32] [--batch 4096] [--steps 5]
+    python scripts/bench_sae.py [--d_in 576] [--n_latents 8192] [--k 32] [--batch 4096] [--steps 5] [--device cuda]
 
 Each row: median seconds per step over ``--steps`` timed steps (after 2 warm-up steps) and the ratio
-to the floor, whose median is taken over timings interleaved with the others.
+to the floor, whose median is taken over timings interleaved with the others. On a GPU each timed step ends
+with a synchronization, so a row is the step's device time, not its launch time.
 """
 
 from __future__ import annotations
@@ -32,19 +33,27 @@ from sarm.sae.losses import normalized_mse
 from sarm.sae.module import SAEModule
 
 
-def timed(step: Callable[[], None], steps: int, warmup: int = 2) -> float:
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(step: Callable[[], None], steps: int, warmup: int = 2, device: torch.device | None = None) -> float:
+    device = device or torch.device("cpu")
     for _ in range(warmup):
         step()
     times = []
     for _ in range(steps):
+        synchronize(device)
         start = time.perf_counter()
         step()
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
 def sarm_step(x: torch.Tensor, n_latents: int, k: int) -> Callable[[], None]:
-    module = SAEModule("topk", n_latents, k, d_in=x.shape[1], input_norm="none", lr=1e-4)
+    module = SAEModule("topk", n_latents, k, d_in=x.shape[1], input_norm="none", lr=1e-4).to(x.device)
     optimizer = module.build_optimizer()
 
     def step():
@@ -59,7 +68,7 @@ def sarm_step(x: torch.Tensor, n_latents: int, k: int) -> Callable[[], None]:
 
 
 def naive_step(x: torch.Tensor, n_latents: int, k: int) -> Callable[[], None]:
-    module = SAEModule("topk", n_latents, k, d_in=x.shape[1], input_norm="none", lr=1e-4)
+    module = SAEModule("topk", n_latents, k, d_in=x.shape[1], input_norm="none", lr=1e-4).to(x.device)
     sae = module.sae
     optimizer = torch.optim.Adam(sae.parameters(), lr=1e-4)
 
@@ -79,11 +88,11 @@ def saelens_step(x: torch.Tensor, n_latents: int, k: int, sparse: bool) -> Calla
     from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
 
     cfg = TopKTrainingSAEConfig(
-        d_in=x.shape[1], d_sae=n_latents, k=k, dtype="float32", device="cpu", use_sparse_activations=sparse
+        d_in=x.shape[1], d_sae=n_latents, k=k, dtype="float32", device=str(x.device), use_sparse_activations=sparse
     )
     sae = TopKTrainingSAE(cfg)
     optimizer = torch.optim.Adam(sae.parameters(), lr=1e-4)
-    dead = torch.zeros(n_latents, dtype=torch.bool)
+    dead = torch.zeros(n_latents, dtype=torch.bool, device=x.device)
 
     def step():
         out = sae.training_forward_pass(
@@ -100,9 +109,9 @@ def saelens_step(x: torch.Tensor, n_latents: int, k: int, sparse: bool) -> Calla
 def sparsify_step(x: torch.Tensor, n_latents: int, k: int) -> Callable[[], None]:
     from sparsify import SparseCoder, SparseCoderConfig
 
-    sae = SparseCoder(x.shape[1], SparseCoderConfig(k=k, num_latents=n_latents))
+    sae = SparseCoder(x.shape[1], SparseCoderConfig(k=k, num_latents=n_latents), device=x.device)
     optimizer = torch.optim.Adam(sae.parameters(), lr=1e-4)
-    dead = torch.zeros(n_latents, dtype=torch.bool)
+    dead = torch.zeros(n_latents, dtype=torch.bool, device=x.device)
 
     def step():
         out = sae(x, dead_mask=dead)
@@ -115,7 +124,9 @@ def sparsify_step(x: torch.Tensor, n_latents: int, k: int) -> Callable[[], None]
     return step
 
 
-def main(d_in: int = 576, n_latents: int = 8192, k: int = 32, batch: int = 4096, steps: int = 5) -> None:
+def main(
+    d_in: int = 576, n_latents: int = 8192, k: int = 32, batch: int = 4096, steps: int = 5, device: str = "cpu"
+) -> None:
     """Time one TopK SAE training step of sarm, a naive dense SAE and the installed peers against the floor.
 
     Args:
@@ -124,10 +135,12 @@ def main(d_in: int = 576, n_latents: int = 8192, k: int = 32, batch: int = 4096,
         k: active latents per token.
         batch: tokens per step.
         steps: timed steps per contender (after 2 warm-up steps).
+        device: ``cpu`` or ``cuda`` (every contender's parameters and batch live there).
     """
     torch.manual_seed(0)
-    x = torch.randn(batch, d_in)
-    W_enc = torch.randn(d_in, n_latents) / d_in**0.5
+    where = torch.device(device)
+    x = torch.randn(batch, d_in, device=where)
+    W_enc = torch.randn(d_in, n_latents, device=where) / d_in**0.5
 
     contenders = {
         "sarm": lambda: sarm_step(x, n_latents, k),
@@ -138,19 +151,19 @@ def main(d_in: int = 576, n_latents: int = 8192, k: int = 32, batch: int = 4096,
     }
     floors, seconds = [], {}
     for name, build in contenders.items():
-        floors.append(timed(lambda: x @ W_enc, steps))
+        floors.append(timed(lambda: x @ W_enc, steps, device=where))
         try:
-            seconds[name] = timed(build(), steps)
+            seconds[name] = timed(build(), steps, device=where)
         except ImportError as error:
             print(f"{name}: skipped ({error.name} is not installed; `make bench-sae` installs the peers)")
         except Exception as error:  # a peer's own bug: report it, time the others
             print(f"{name}: failed ({type(error).__name__}: {str(error).splitlines()[0][:120]})")
-    floors.append(timed(lambda: x @ W_enc, steps))
+    floors.append(timed(lambda: x @ W_enc, steps, device=where))
     floor = statistics.median(floors)
 
+    on = torch.cuda.get_device_name(where) if where.type == "cuda" else f"{torch.get_num_threads()} threads"
     print(
-        f"TopK training step: d_in={d_in} n_latents={n_latents} k={k} batch={batch} fp32, "
-        f"{torch.get_num_threads()} threads, median of {steps} steps"
+        f"TopK training step: d_in={d_in} n_latents={n_latents} k={k} batch={batch} fp32, {on}, median of {steps} steps"
     )
     print(f"{'':<24}{'s/step':>9}{'x floor':>9}{'tokens/s':>11}")
     print(f"{'floor (x @ W_enc)':<24}{floor:>9.3f}{1:>9.2f}{'':>11}")

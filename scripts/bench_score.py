@@ -5,6 +5,7 @@ in what the head reads (SAE features vs the standardized hidden state). The SAE 
 given by ``--sae`` (default: the demo's), else a random TopK SAE of the demo's shape.
 
     python scripts/bench_score.py [--model embedded:SmolLM2-135M-Instruct] [--layer 15] [--responses 128]
+        [--device cuda] [--dtype bfloat16]
 
 Prints tokens/s of each (best of ``--repeats`` interleaved runs) and SARM / dense.
 """
@@ -35,6 +36,8 @@ def main(
     batch_size: int = 16,
     max_length: int = 256,
     repeats: int = 3,
+    device: str = "cpu",
+    dtype: str = "float32",
 ) -> None:
     """Scoring throughput of a SARM and of the dense-head reward model on one shared truncated backbone.
 
@@ -47,10 +50,12 @@ def main(
         batch_size: responses per forward pass.
         max_length: longer responses are cut from the left.
         repeats: interleaved timed runs; the best of each is reported.
+        device: ``cpu`` or ``cuda`` (backbone and heads; each run ends with its rewards on the CPU).
+        dtype: the backbone's weights (``bfloat16`` on GPUs); the heads read its hidden states in float32.
     """
     torch.manual_seed(0)
 
-    backbone = TruncatedBackbone(model, layer).requires_grad_(False)
+    backbone = TruncatedBackbone(model, layer, dtype).requires_grad_(False)
     tokenizer = load_tokenizer(model)
     d = backbone.hidden_size
     autoencoder = load_sae(sae) if Path(sae, "cfg.json").is_file() else TopKSAE(d, 2048, 128)
@@ -58,7 +63,7 @@ def main(
     models = {}
     for name, network in (("dense", DenseNetwork(d, pooling)), ("sarm", SARMNetwork(autoencoder, pooling))):
         network.head.weight.data.normal_()
-        models[name] = RewardModel(network, backbone, tokenizer, config)
+        models[name] = RewardModel(network, backbone, tokenizer, config).to(device)
 
     pairs = load_preferences("builtin:planted", num_pairs=responses)
     prompts, texts = [p.prompt for p in pairs], [p.chosen for p in pairs]
@@ -71,9 +76,10 @@ def main(
             start = time.perf_counter()
             reward_model.score(prompts, texts, batch_size)
             best[name] = min(best[name], time.perf_counter() - start)
+    on = torch.cuda.get_device_name(device) if device.startswith("cuda") else f"{torch.get_num_threads()} threads"
     print(
         f"scoring {responses} responses ({tokens} tokens), {model} layer {layer}, "
-        f"pooling {pooling}, SAE {autoencoder.n_latents} latents, {torch.get_num_threads()} threads"
+        f"pooling {pooling}, SAE {autoencoder.n_latents} latents, backbone {dtype}, {on}"
     )
     for name, seconds in best.items():
         print(f"{name:<6} {tokens / seconds:>9,.0f} tokens/s")
