@@ -13,6 +13,7 @@ import torch
 from sarm.backbone import load_tokenizer
 from sarm.cache import ActivationCache
 from sarm.explain import Context, Explanation, explain_offline
+from sarm.explain.detection import detection_score, ngram_predictor
 from sarm.explain.fuzzing import (
     HighlightedContext,
     active_positions,
@@ -22,7 +23,7 @@ from sarm.explain.fuzzing import (
     ngram_judge,
 )
 from sarm.explain.heldout import held_out_contexts, score_offline
-from sarm.explain.offline import ngram_key
+from sarm.explain.offline import ngram_key, occurrences
 from sarm.sae.topk import TopKSAE
 
 
@@ -174,3 +175,55 @@ def test_explanations_script_on_the_tiny_cache(tiny_cache, tiny_model_dir, tmp_p
     assert written["summary"]["llm"] is None and "not run (no --endpoint given)" in capsys.readouterr().out
     for r in written["features"]:
         assert r["fuzzing"] is None or 0.0 <= r["fuzzing"] <= 1.0
+
+
+# ---------------------------------------------------------------- what the offline explainer writes, held out
+
+
+def _numbers(text: str, digit: int) -> Context:
+    words = text.split()
+    return _ctx(words, {i for i, w in enumerate(words) if w.isdigit()} or {digit})
+
+
+WORDS = ["the cat sat on a mat", "we went home early today", "please pass the salt now", "good luck with it all"]
+
+
+def test_a_feature_on_any_number_is_explained_by_numbers_and_detects_unseen_digits():
+    train = [_numbers(t, 0) for t in ("add 1 and 2 here", "take 3 of them", "about 4 or 5 more", "page 1 of 3")]
+    held = [_numbers(t, 0) for t in ("buy 7 apples", "it is 9 now", "call 8 times", "only 6 left today")]
+    background = [_ctx(t.split(), set()) for t in WORDS]
+    scored = {}
+    for classes in (True, False):
+        explanation = explain_offline(train, background, classes=classes)
+        detect = detection_score(ngram_predictor(explanation), held, background)
+        fuzz = fuzzing_score(ngram_judge(explanation), highlight(held, seed=0))
+        scored[classes] = (explanation.text, detect, fuzz)
+    text, detect, fuzz = scored[True]
+    assert text.startswith("fires on numbers") and detect == 1.0 and fuzz == 1.0
+    assert scored[False][1] == 0.5 and scored[False][2] == 0.5  # the train digits never occur held out
+
+
+def test_occurrences_match_literal_tokens_and_token_classes():
+    tokens = ["Page", " 12", ",", " then", " 3", "!"]
+    assert occurrences(tokens, ("page",)) == [0]
+    assert occurrences(tokens, ("<digits>",)) == [1, 4]
+    assert occurrences(tokens, ("<digits>", "<punctuation>")) == [1, 4]
+    assert occurrences(tokens, ("then", "<digits>")) == [3]
+    assert occurrences(["trou", "ble", " here"], ("<word piece>",)) == [1]
+    assert covered_positions(tokens, [("<digits>",), ("then",)]) == {1, 3, 4}
+
+
+def test_the_general_ngram_replaces_the_specific_one_and_repeated_windows_count_once():
+    active = [
+        _ctx("the scientific evidence is clear".split(), {2}),
+        _ctx("there is evidence of this".split(), {2}),
+        _ctx("no evidence was found".split(), {1}),
+    ]
+    background = [_ctx(t.split(), set()) for t in WORDS]
+    # the first window three times, as a response shared by three pairs: its trigram would outscore "evidence"
+    explanation = explain_offline(active[:1] * 3 + active[1:], background)
+    listed = [e["ngram"] for e in explanation.evidence]
+    assert "evidence" in listed and not [g for g in listed if "evidence" in g and g != "evidence"]
+    assert explanation == explain_offline(active, background)  # the repeats change nothing
+    held = [_ctx("strong evidence suggests so".split(), {1})]
+    assert detection_score(ngram_predictor(explanation), held, background) == 1.0

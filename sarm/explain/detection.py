@@ -15,7 +15,7 @@ focus: the active and background windows are built the same way (a window around
 the text alone has to tell them apart.
 
 Predictors: ``ngram_predictor`` for offline explanations (a context is predicted active when it
-contains any of the explanation's evidence n-grams, compared as in ``sarm.explain.offline``);
+contains any of the explanation's evidence n-grams, matched by ``sarm.explain.offline.occurrences``);
 ``sarm.explain.llm.llm_predictor`` for LLM explanations (the LLM answers yes/no).
 """
 
@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from sarm.explain.contexts import Context
-from sarm.explain.offline import ngram_key
+from sarm.explain.offline import occurrences
 from sarm.explain.store import Explanation
 
 
@@ -44,7 +44,6 @@ def ngram_predictor(explanation: Explanation) -> Callable[[Context], bool]:
     keys = [tuple(e["tokens"]) for e in explanation.evidence if e.get("tokens")]
 
     def predict(context: Context) -> bool:
-        window = ngram_key(context.tokens)
-        return any(window[i : i + len(key)] == key for key in keys for i in range(len(window) - len(key) + 1))
+        return any(occurrences(context.tokens, key) for key in keys)
 
     return predict

@@ -22,14 +22,16 @@ worse than chance. (The classes are balanced by construction; the balanced form 
 of ``sarm.explain.detection``.)
 
 Offline judge for n-gram explanations (``ngram_judge``): a token is *covered* when it lies inside
-an occurrence, in the window, of one of the explanation's evidence n-grams (compared as in
-``sarm.explain.offline.ngram_key``). With H the highlighted positions and U the others,
+an occurrence, in the window, of one of the explanation's evidence n-grams (matched as in
+``sarm.explain.offline.occurrences``: literal tokens or token classes). With H the highlighted positions
+and U the others,
 
     correct  ⇔  covered(H)/|H| > covered(U)/|U|        (covered(∅)/|∅| = 0)
 
 i.e. the highlighting is called correct when the highlighted tokens are covered more often than the
 unhighlighted ones. An explanation with no n-grams covers nothing, always answers "fuzzed", and
-scores 0.5. An LLM judge can take the same ``Callable[[HighlightedContext], bool]`` slot later.
+scores 0.5. The LLM judge (``sarm.explain.llm.llm_judge``) takes the same ``Callable[[HighlightedContext],
+bool]`` slot.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sarm.explain.contexts import Context
-from sarm.explain.offline import ngram_key
+from sarm.explain.offline import occurrences
 from sarm.explain.store import Explanation
 
 
@@ -95,13 +97,10 @@ def fuzzing_score(judge: Callable[[HighlightedContext], bool], examples: list[Hi
 
 def covered_positions(tokens: list[str], keys: list[tuple[str, ...]]) -> set[int]:
     """Window positions inside an occurrence of any n-gram in ``keys``."""
-    window = ngram_key(tokens)
     covered: set[int] = set()
     for key in keys:
-        n = len(key)
-        for i in range(len(window) - n + 1):
-            if n and window[i : i + n] == key:
-                covered.update(range(i, i + n))
+        for i in occurrences(tokens, key):
+            covered.update(range(i, i + len(key)))
     return covered
 
 
