@@ -28,6 +28,11 @@ preprocessed space directly. With the trained SAE's (W_enc, b_enc, W_dec, b_dec)
 
     with  W_enc' = W @ W_enc,   W_dec' = W_dec @ U,   b_dec' = μ + b_dec @ U,   b_enc' = b_enc.
 
+For a standardized SAE (every x sums to 0) the all-ones direction is then dropped from W_enc', with
+P = I − 11ᵀ/d:  W_enc'' = P W_enc',  b_enc'' = b_enc − (Σ b_dec') · 1ᵀW_enc'/d  — the same pre-activations for
+every x ⟂ 1, without the float rounding along 1 that W (which scales that zero-variance direction by
+(eps · mean λ)^(-1/2), 100× at eps 1e-4) would amplify into the latents.
+
 Encoder and decoder share b_dec', so the folded SAE has the usual form and every architecture's
 activation (TopK, BatchTopK threshold, ReLU) sees identical pre-activations. The folded decoder rows
 are no longer unit norm (they are the z-space unit rows mapped by U); that is expected, so do not
@@ -156,7 +161,16 @@ def fold_whitening(sae: SparseAutoencoder, whitening: PCAWhitening) -> SparseAut
     W, U, mean = whitening.whiten_matrix.double(), whitening.unwhiten_matrix.double(), whitening.mean.double()
     folded = copy.deepcopy(sae)
     dtype = sae.W_enc.dtype
-    folded.W_enc.copy_((W @ sae.W_enc.double()).to(dtype))
+    W_enc, b_enc, b_dec = W @ sae.W_enc.double(), sae.b_enc.double(), mean + sae.b_dec.double() @ U
+    if sae.input_norm == "standardize":
+        # Standardized inputs sum to 0, so the all-ones direction carries only float rounding, which W scales by up
+        # to (eps · mean λ)^(-1/2) (that direction has no variance). Drop it from W_enc: with P = I − 11ᵀ/d,
+        # (x − b_dec) @ P W_enc + b_enc + mean(b_dec)·1ᵀ W_enc equals the unprojected form for every x ⟂ 1.
+        ones_row = W_enc.mean(0, keepdim=True)  # 1ᵀ W_enc / d
+        b_enc = b_enc - b_dec.sum() * ones_row[0]  # (b_dec 11ᵀ/d) W_enc = Σ b_dec · (1ᵀ W_enc / d)
+        W_enc = W_enc - ones_row
+    folded.W_enc.copy_(W_enc.to(dtype))
+    folded.b_enc.copy_(b_enc.to(dtype))
     folded.W_dec.copy_((sae.W_dec.double() @ U).to(dtype))
-    folded.b_dec.copy_((mean + sae.b_dec.double() @ U).to(dtype))
+    folded.b_dec.copy_(b_dec.to(dtype))
     return folded
