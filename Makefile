@@ -10,7 +10,7 @@ LOCK ?= requirements.lock
 TORCH_SPEC ?= torch==$(shell sed -n 's/^torch==\([^ ;]*\).*/\1/p' $(LOCK))
 export SARM_CACHE ?= $(HOME)/.cache/sarm
 
-.PHONY: install lock demo lint test test-integration bench-sae chromium clean
+.PHONY: install lock demo lint test test-integration test-peers bench-sae chromium clean
 
 install: $(VENV)/.installed
 
@@ -81,6 +81,23 @@ $(BENCH_VENV)/.installed: pyproject.toml Makefile
 
 bench-sae: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python -W ignore scripts/bench_sae.py
+
+# Round trips against the real SAELens and sparsify (tests/peers): sarm's SAE files loaded by SAELens as they
+# are, and SAELens's and sparsify's files loaded by sarm, encode and decode compared; prints the table.
+# Their own venv, the peers pinned to the releases checked; torch stays the lock's. ~2 min to build, 20 s to run.
+PEERS_VENV ?= .venv-peers
+PEERS ?= sae-lens==6.54.12 eai-sparsify==1.3.3
+$(PEERS_VENV)/.installed: pyproject.toml Makefile
+	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install -q --upgrade pip
+	$(PEERS_VENV)/bin/python -m pip install -q "$(TORCH_SPEC)"
+	echo "$(TORCH_SPEC)" > $(PEERS_VENV)/constraints.txt
+	$(PEERS_VENV)/bin/python -m pip install -q -c $(PEERS_VENV)/constraints.txt -e . $(PEERS) \
+		$$(grep -E '^(pytest|pytest-timeout)==' $(LOCK))
+	touch $@
+
+test-peers: $(PEERS_VENV)/.installed
+	$(PEERS_VENV)/bin/python -W ignore -m pytest -q -p no:cacheprovider -m peers tests/peers
 
 clean:
 	rm -rf runs .pytest_cache
