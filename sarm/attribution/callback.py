@@ -58,6 +58,7 @@ class PairRecords:
             "subset": array("q"),
             "chosen_reward": array("f"),
             "rejected_reward": array("f"),
+            "residual": array("f"),
             "terms_feature": array("q"),
             "terms_value": array("f"),
             **{f"share_{m}": array("f") for m in SHARE_MS},
@@ -65,8 +66,17 @@ class PairRecords:
         self.spill = tempfile.TemporaryFile()
         self.count = 0
 
-    def add(self, outputs: dict, subset: torch.Tensor | None, contributions: torch.Tensor) -> None:
+    def add(
+        self,
+        outputs: dict,
+        subset: torch.Tensor | None,
+        contributions: torch.Tensor,
+        residual: torch.Tensor | None = None,
+    ) -> None:
+        """One batch's pairs: ``contributions`` [n, features] their c_i, ``residual`` [n] a residualized SARM's
+        residual margin terms (None: a SARM, 0)."""
         n = contributions.shape[0]
+        residual = torch.zeros(n, device=contributions.device) if residual is None else residual
         shares = pair_shares(contributions.detach(), SHARE_MS)
         feature, value = largest_terms(contributions.detach(), self.terms)
         subset = torch.full((n,), -1) if subset is None else subset
@@ -75,6 +85,7 @@ class PairRecords:
             ("subset", subset),
             ("chosen_reward", outputs["chosen_reward"]),
             ("rejected_reward", outputs["rejected_reward"]),
+            ("residual", residual),
             ("terms_feature", feature),
             ("terms_value", value),
             *((f"share_{m}", shares[:, j]) for j, m in enumerate(SHARE_MS)),
@@ -155,6 +166,7 @@ class RewardAttribution(L.Callback):
         super().__init__()
         self.output_dir, self.top, self.stages, self.terms = Path(output_dir), top, tuple(stages), terms
         self.legibility = legibility
+        self.residualized = False  # the model has a residual term (sarm.reward.residual_sarm), seen in the loop
         self.sums: FeatureAttributionSums | None = None
         self.records: PairRecords | None = None
         self.result: dict | None = None
@@ -164,6 +176,7 @@ class RewardAttribution(L.Callback):
 
     def _reset(self, *args) -> None:
         self.sums.reset()
+        self.residualized = False
         if self.records is not None:
             self.records.close()
         self.records = PairRecords(self.sums.chosen.numel(), self.terms)
@@ -171,8 +184,12 @@ class RewardAttribution(L.Callback):
     def _update(self, pl_module, outputs: dict, batch: dict) -> None:
         head = pl_module.head
         chosen, rejected = head.contributions(outputs["z_chosen"]), head.contributions(outputs["z_rejected"])
-        self.sums.update(chosen, rejected)
-        self.records.add(outputs, batch.get("subset"), chosen - rejected)
+        residual = None  # a residualized SARM's residual margin term, the one part of a margin no feature's
+        if "residual_chosen" in outputs:
+            residual = outputs["residual_chosen"] - outputs["residual_rejected"]
+            self.residualized = True
+        self.sums.update(chosen, rejected, residual)
+        self.records.add(outputs, batch.get("subset"), chosen - rejected, residual)
 
     def _finish(self, trainer, pl_module) -> None:
         columns = self.sums.compute()  # on every rank: compute() syncs, so every rank ranks alike
@@ -214,6 +231,8 @@ class RewardAttribution(L.Callback):
         }
         if self.legibility is not None:
             summary["legibility"] = self.legibility
+        if self.residualized:  # the share of the margins the features carry, the rest being the residual's
+            summary["feature_share"] = float(columns["feature_share"])
         write_tables(self.output_dir, rows, summary)
         write_pairs(self.output_dir, pairs, top)
         print(
@@ -222,6 +241,9 @@ class RewardAttribution(L.Callback):
         )
         shares = ", ".join(f"top-{m} {share:.1%}" for m, share in summary["top_m_share"].items())
         print(f"sarm: share of each pair's |contributions| carried by its own largest terms: {shares}")
+        if self.residualized:
+            share = summary["feature_share"]
+            print(f"sarm: the features carry {share:.1%} of the |margins|, the dense residual the rest")
         if self.legibility is not None:
             print(describe(self.legibility))
         print(

@@ -17,25 +17,28 @@ from sarm.cache import ActivationCache, CacheSettings, PairActivationDataModule,
 from sarm.cache.layout import read_manifest
 from sarm.errors import SarmInputError
 from sarm.reward.export import read_config
+from sarm.reward.residual_sarm import ResidualSARM
 from sarm.reward.sarm import SARM
 
 
 def load_sarm(sarm: str) -> tuple[SARM, dict]:
-    """The exported SARM in ``sarm`` as a LightningModule, and its ``sarm.json``: the one place a command restores it.
+    """The exported SARM in ``sarm`` as a LightningModule (a ``ResidualSARM`` for a residualized one), and its
+    ``sarm.json``: the one place a command restores it.
 
     Its weights are loaded once, here; ``sarm.json`` is checked first, so that a dense model (no SAE features)
     and a fine-tuned (LoRA) backbone are refused with the reason: attribution reads cached activations of the
     original backbone.
     """
     config = read_config(sarm)
-    if config["kind"] != "sarm":
+    if config["kind"] not in ("sarm", "residual_sarm"):
         raise SarmInputError(f"{sarm}: a {config['kind']!r} reward model has no SAE features to attribute to")
     if config["backbone"].get("weights", "reference") != "reference":
         raise SarmInputError(
             f"{sarm}: its backbone was fine-tuned (LoRA); attribution reads cached activations "
             "of the original backbone, so it needs a head-only SARM"
         )
-    return SARM(init_from=sarm), config
+    module = ResidualSARM if config["kind"] == "residual_sarm" else SARM
+    return module(init_from=sarm), config
 
 
 def attribute(
@@ -140,7 +143,8 @@ def attribute_dataset(
     gc.collect()
     datamodule = PairActivationDataModule(str(directory), batch_size, split, pooling=config["pooling"])
     # accuracy against the number of features kept (ranked on the train split), and the dense baseline's line
-    curve = legibility_curve(model.network, datamodule, split)
+    # (a residualized SARM's curve would have to say what becomes of its residual: not drawn)
+    curve = None if config["kind"] == "residual_sarm" else legibility_curve(model.network, datamodule, split)
     callback = RewardAttribution(output_dir=output, top=top, stages=("predict",), legibility=curve)
     trainer = L.Trainer(accelerator="auto", devices=1, logger=False, callbacks=[callback], enable_model_summary=False)
     trainer.predict(model, datamodule, return_predictions=False)

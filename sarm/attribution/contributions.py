@@ -64,13 +64,21 @@ class FeatureAttributionSums(Metric):
         super().__init__(**kwargs)
         for name in ("chosen", "rejected", "active_chosen", "active_rejected", "agree"):
             self.add_state(name, torch.zeros(n_latents, dtype=torch.float64), dist_reduce_fx="sum")
-        for name in ("pairs", "margin", "correct"):
+        for name in ("pairs", "margin", "correct", "feature_abs", "residual_abs"):
             self.add_state(name, torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, contrib_chosen: torch.Tensor, contrib_rejected: torch.Tensor) -> None:
+    def update(
+        self, contrib_chosen: torch.Tensor, contrib_rejected: torch.Tensor, residual: torch.Tensor | None = None
+    ) -> None:
+        """``residual``: ``[P]`` a residualized SARM's residual margin term b_p (``sarm.reward.residual``), the one
+        part of each margin that is no feature's; the margin is then Σ_i c_i + b_p."""
         contrib_chosen, contrib_rejected = contrib_chosen.double(), contrib_rejected.double()
         diff = contrib_chosen - contrib_rejected
-        margin = diff.sum(-1)
+        features = diff.sum(-1)
+        residual = torch.zeros_like(features) if residual is None else residual.double()
+        margin = features + residual
+        self.feature_abs = self.feature_abs + features.abs().sum()
+        self.residual_abs = self.residual_abs + residual.abs().sum()
         # Out-of-place updates: under ddp_spawn the ranks share this buffer, and in-place updates count twice.
         self.chosen = self.chosen + contrib_chosen.sum(0)
         self.rejected = self.rejected + contrib_rejected.sum(0)
@@ -96,4 +104,10 @@ class FeatureAttributionSums(Metric):
             "pairs": self.pairs,
             "accuracy": self.correct / n,
             "mean_margin": self.margin / n,
+            # Σ_p |a_p| / (Σ_p |a_p| + Σ_p |b_p|): 1 without a residual (sarm.reward.residual.feature_share)
+            "feature_share": torch.where(
+                self.feature_abs + self.residual_abs > 0,
+                self.feature_abs / (self.feature_abs + self.residual_abs).clamp_min(torch.finfo(torch.float64).tiny),
+                torch.ones_like(self.feature_abs),
+            ),
         }

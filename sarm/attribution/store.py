@@ -6,13 +6,16 @@ scoring the pairs again.
                                   mean_margin_contribution (signed), ... (``sarm.attribution.contributions``);
                                   features.json also holds the summary and names the ranking
     pairs.csv                     pair, chosen_reward, rejected_reward, margin, correct: one line per pair, by pair id
-    summary.json                  pairs, accuracy, mean_margin, active_features, head_nonzero, ranking, top_m_share
+    summary.json                  pairs, accuracy, mean_margin, active_features, head_nonzero, ranking, top_m_share,
+                                  feature_share (a residualized SARM's: Σ_p|a_p| / (Σ_p|a_p| + Σ_p|b_p|)),
                                   (m → mean share of a pair's |c_i| its own m largest terms carry) and, for a val
                                   or test split, legibility (``sarm.attribution.legibility.legibility_curve``)
     contributions.safetensors     per pair, P pairs in ascending pair id:
         pair            [P] int64      the pair's index in the dataset (its cache)
         subset          [P] int64      its subset id (index into the cache's subset names; −1: none)
         chosen_reward   [P]            r_chosen, and rejected_reward [P]: r_rejected
+        residual        [P]            a residualized SARM's residual margin term b_p (0 for a SARM): the margin is
+                                       Σ_i c_i + residual
         features        [T] int64      the top T features in rank order: the first T rows of features.csv
         contributions   [P, T]         their margin terms c_i = w_i z_i^chosen − w_i z_i^rejected
         terms_feature   [P, K] int64   each pair's K largest |c_i| over all features, largest first (its waterfall),
@@ -37,7 +40,16 @@ from sarm.files import Tensors, read_json_object, read_tensors
 from sarm.io import atomic_path, save_tensors, write_json, write_text
 
 CONTRIBUTIONS = "contributions.safetensors"
-PAIR_TENSORS = ("pair", "subset", "chosen_reward", "rejected_reward", "contributions", "terms_feature", "terms_value")
+PAIR_TENSORS = (
+    "pair",
+    "subset",
+    "chosen_reward",
+    "rejected_reward",
+    "residual",
+    "contributions",
+    "terms_feature",
+    "terms_value",
+)
 
 
 @dataclass
@@ -50,6 +62,7 @@ class Attribution:
     subset: torch.Tensor
     chosen_reward: torch.Tensor
     rejected_reward: torch.Tensor
+    residual: torch.Tensor  # [P] the residual margin term (0 for a SARM, and in files from before it existed)
     top: torch.Tensor  # the file's ``features``: the top T features in rank order
     contributions: torch.Tensor
     terms_feature: torch.Tensor
@@ -100,6 +113,7 @@ def read_attribution(directory: str | Path) -> Attribution:
         subset=_integers(tensors, "subset", (n,)),
         chosen_reward=tensors.get("chosen_reward", (n,)),
         rejected_reward=tensors.get("rejected_reward", (n,)),
+        residual=tensors.get("residual", (n,)) if "residual" in tensors else torch.zeros(n),
         top=top,
         contributions=tensors.get("contributions", (n, t)),
         terms_feature=terms,

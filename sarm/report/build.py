@@ -45,7 +45,6 @@ from sarm.report.schema import (
     TopFeature,
 )
 from sarm.reward.export import SAE_DIR
-from sarm.reward.network import SARMNetwork
 
 
 def report(
@@ -94,7 +93,6 @@ def report(
     if cache_dirs is not None and len(cache_dirs) != len(data):
         raise SarmInputError(f"cache_dirs: one per dataset ({len(data)}), got {len(cache_dirs)}")
     model, config = load_sarm(sarm)  # restored once; each dataset gets one predict pass through it
-    network = model.network
     output_dir = Path(output)
     datasets, caches = [], []
     for i, source in enumerate(data):
@@ -129,7 +127,7 @@ def report(
         llm_model=llm_model,
         activate=_activation_probe(sarm) if explain_method == "llm" else None,
     )
-    weight = network.head.weight.detach()
+    weight = model.head.weight.detach()  # the features' head (a residualized SARM's too)
     pages = [
         FeaturePage(
             f,
@@ -151,7 +149,7 @@ def report(
         ),
         datasets=datasets,
         feature_pages=pages,
-        feature_map=_feature_map(network, features, datasets[0]),
+        feature_map=_feature_map(model.sae, features, datasets[0]),
         comparison=_comparison(datasets, features) if len(datasets) == 2 else None,
     )
     path = render_report(content, output_dir)
@@ -178,6 +176,7 @@ def _dataset(name: str, cache_dir: str, attribution_dir: Path, steer_top: int) -
         for j, f in enumerate(ranked)
     ]
 
+    residualized = "feature_share" in attribution.summary  # a residualized SARM: the residual is its own term
     pairs = cache.pairs
     selected = []
     order = margins.argsort()
@@ -196,6 +195,7 @@ def _dataset(name: str, cache_dir: str, attribution_dir: Path, steer_top: int) -
                 chosen_reward=float(chosen[row]),
                 rejected_reward=float(rejected[row]),
                 contributions=[Term(f, v) for f, v in terms if v != 0],
+                residual=float(attribution.residual[row]) if residualized else None,
             )
         )
 
@@ -217,6 +217,7 @@ def _dataset(name: str, cache_dir: str, attribution_dir: Path, steer_top: int) -
         pairs=selected,
         steering=steering,
         legibility=_legibility(attribution.summary.get("legibility")),
+        feature_share=attribution.summary.get("feature_share"),
     )
 
 
@@ -231,11 +232,11 @@ def _text(prompt: list[dict]) -> str:
     return "\n\n".join(f"{m['role']}: {m['content']}" for m in prompt)
 
 
-def _feature_map(network: SARMNetwork, features: list[int], dataset: Dataset) -> FeatureMap | None:
+def _feature_map(sae, features: list[int], dataset: Dataset) -> FeatureMap | None:
     """The top features' decoder directions projected on their first two principal components."""
     if len(features) < 3:
         return None
-    directions = torch.nn.functional.normalize(network.sae.W_dec.detach()[features].double(), dim=1)
+    directions = torch.nn.functional.normalize(sae.W_dec.detach()[features].double(), dim=1)
     centered = directions - directions.mean(0)
     _, _, v = torch.linalg.svd(centered, full_matrices=False)
     xy = centered @ v[:2].T

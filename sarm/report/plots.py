@@ -122,9 +122,12 @@ def contribution_distribution(contributions: Sequence[float], title: str = "") -
 
 
 def waterfall(pair: Pair, title: str = "") -> str:
-    """Waterfall of a pair's margin: starts at 0, one floating bar per listed term and one for the other
-    features' remainder, so the running sum lands exactly on the margin, the last bar."""
+    """Waterfall of a pair's margin: starts at 0, one floating bar per listed term, one for the other features'
+    remainder and (a residualized SARM) one for the residual, so the running sum lands exactly on the margin, the
+    last bar."""
     terms = [(f"f{t.feature}", t.value) for t in pair.contributions] + [("other features", pair.other)]
+    if pair.residual is not None:  # a residualized SARM: the dense residual is a term of its own
+        terms.append(("residual", pair.residual))
     labels = [t[0] for t in terms] + ["margin"]
     fig, ax = _figure(6.0, 3.0)
     running = 0.0

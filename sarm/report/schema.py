@@ -20,7 +20,7 @@ class Model:
     """The SARM the report is about, from its ``sarm.json``."""
 
     path: str  # the exported SARM's directory
-    kind: str  # reward model kind (always "sarm": other kinds have no features to report on)
+    kind: str  # reward model kind: "sarm" or "residual_sarm" (a dense model has no features to report on)
     backbone: dict  # the backbone settings of sarm.json ("model", "layer", ...), as written there
     n_features: int  # SAE latents, i.e. head weights
     head_nonzero: int | None  # non-zero head weights; None for an export that did not record it
@@ -65,6 +65,7 @@ class Pair:
     chosen_reward: float
     rejected_reward: float
     contributions: list[Term]  # the (up to 8) largest non-zero terms of the margin, largest |value| first
+    residual: float | None = None  # a residualized SARM's residual term of the margin; None for a SARM (it has none)
 
     @property
     def margin(self) -> float:
@@ -72,8 +73,8 @@ class Pair:
 
     @property
     def other(self) -> float:
-        """The margin's remainder: the sum of every feature not listed in ``contributions``."""
-        return self.margin - sum(t.value for t in self.contributions)
+        """The margin's remainder: the sum of every feature not listed in ``contributions`` (the residual apart)."""
+        return self.margin - sum(t.value for t in self.contributions) - (self.residual or 0.0)
 
 
 @dataclass
@@ -119,7 +120,8 @@ class Dataset:
     features: list[TopFeature]  # the top features, ranked
     pairs: list[Pair]  # the pairs with waterfalls
     steering: list[Steering]  # one row per zeroed top feature, in rank order
-    legibility: Legibility | None  # None for the train split or a split of a cache without a train split
+    legibility: Legibility | None  # None for the train split, a cache without a train split, a residualized SARM
+    feature_share: float | None = None  # a residualized SARM's share of the |margins| its features carry; else None
 
 
 @dataclass

@@ -186,6 +186,11 @@ class ResidualSARMNetwork(nn.Module):
             network.residual.head.weight.copy_(fit.residual.weight)
         return network
 
+    @property
+    def sae(self):
+        """The SAE the features come from."""
+        return self.sarm.sae
+
     def parts(self, hidden: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(z [batch, n_features], residual [batch])``: the pooled SAE features and the residual term v · h̃."""
         return self.sarm.features(hidden, mask), self.residual(hidden, mask)

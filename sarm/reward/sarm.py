@@ -182,21 +182,8 @@ class SARM(RewardModelModule):
         fit = budget_head(chosen - rejected, self.hparams.max_features, self.hparams.budget_l2, margin)
         network.head.weight.data.copy_(fit.weight)
         chosen, rejected, _ = pooled_features(network, data, "val")
-        rewards = torch.cat([chosen, rejected]) @ fit.weight
-        std = float(rewards.std()) if len(rewards) > 1 else 1.0
-        self.reward_norm.copy_(torch.tensor([float(rewards.mean()) if len(rewards) else 0.0, std if std > 0 else 1.0]))
         val_accuracy = pair_accuracy(chosen - rejected, fit.weight)
-        # The trainer's val metrics describe the head just replaced: the export carries the refit head's only.
-        metrics = self.trainer.callback_metrics
-        for stale in [k for k in metrics if k.startswith("val/")]:
-            del metrics[stale]
-        metrics.update(
-            {
-                "val/accuracy": torch.tensor(val_accuracy),
-                "val/reward_mean": self.reward_norm[0].clone(),
-                "val/reward_std": self.reward_norm[1].clone(),
-            }
-        )
+        self.replace_val_metrics(torch.cat([chosen, rejected]) @ fit.weight, val_accuracy)
         self.train(was_training)
         self.to(device)
         print(
@@ -204,6 +191,23 @@ class SARM(RewardModelModule):
             f"val accuracy {val_accuracy:.4f}, gradient norm {fit.grad_norm:.1e} "
             f"({'converged' if fit.converged else 'NOT converged'})",
             flush=True,
+        )
+
+    def replace_val_metrics(self, rewards: torch.Tensor, accuracy: float, extra: dict | None = None) -> None:
+        """After the head was replaced by a fit: ``rewards`` (both sides of every val pair) set ``reward_norm``, and
+        the trainer's ``val/`` metrics, which describe the head replaced, give way to the fit's (exported)."""
+        std = float(rewards.std()) if len(rewards) > 1 else 1.0
+        self.reward_norm.copy_(torch.tensor([float(rewards.mean()) if len(rewards) else 0.0, std if std > 0 else 1.0]))
+        metrics = self.trainer.callback_metrics
+        for stale in [k for k in metrics if k.startswith("val/")]:
+            del metrics[stale]
+        metrics.update(
+            {
+                "val/accuracy": torch.tensor(accuracy),
+                "val/reward_mean": self.reward_norm[0].clone(),
+                "val/reward_std": self.reward_norm[1].clone(),
+                **{k: torch.tensor(v) for k, v in (extra or {}).items()},
+            }
         )
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
