@@ -76,3 +76,39 @@ def test_a_sarm_with_max_features_exports_the_budget_head_of_its_train_split(tin
     assert set(exported["metrics"]) == {"val/accuracy", "val/reward_mean", "val/reward_std"}
     accuracy = float(((chosen - rejected) @ expected > 0).float().mean())
     assert exported["metrics"]["val/accuracy"] == pytest.approx(accuracy)
+
+
+def test_best_on_val_keeps_the_best_val_accuracy_and_the_larger_penalty_on_a_tie():
+    from sarm.reward.fit import Fit, best_on_val
+
+    val = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])  # feature 0 wins two val pairs, feature 1 one
+
+    def fit(weight):
+        return Fit(torch.tensor(weight), 0.0, 0.0, True, 0)
+
+    first, second, both = fit([1.0, 0.0]), fit([0.0, 1.0]), fit([1.0, 1.0])
+    assert best_on_val([(1e-3, second), (1e-4, first)], val)[0] == 1e-4  # 2/3 beats 1/3
+    assert best_on_val([(1e-5, both), (1e-2, both)], val)[0] == 1e-2  # equal: the larger λ
+
+
+def test_a_sarm_with_budget_l2_unset_chooses_the_elimination_penalty_on_val(tiny_cache, tmp_path):
+    import lightning as L
+
+    from sarm.cache import PairActivationDataModule
+    from sarm.reward import SARM
+    from sarm.reward.export import load_network
+    from sarm.reward.fit import best_budget_head, pooled_features
+    from sarm.sae import TopKSAE, save_sae
+
+    data = PairActivationDataModule(str(tiny_cache["cache"]), batch_size=8)
+    torch.manual_seed(0)
+    sae = str(save_sae(TopKSAE(data.hidden_size, 32, 4), tmp_path / "sae", extra={"hook_layer": 2}))
+    model = SARM(sae=sae, lr=0.05, max_features=3, budget_l2=None, export_dir=str(tmp_path / "rm"))
+    L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False).fit(model, data)
+    network, _ = load_network(tmp_path / "rm")
+    diff = {}
+    for split in ("train", "val"):
+        chosen, rejected, _ = pooled_features(network, PairActivationDataModule(str(tiny_cache["cache"])), split)
+        diff[split] = chosen - rejected
+    _, expected = best_budget_head(diff, 3)
+    assert torch.allclose(network.head.weight, expected.weight, atol=1e-5)

@@ -142,7 +142,7 @@ def pooled_features(
     loader = DataLoader(CachedPairs(data.cache, split), batch_size=batch_size, collate_fn=data.collate)
     chosen, rejected, margins = [], [], []
     for batch in loader:
-        z = network.features(batch["hidden"].float(), batch["mask"])
+        z = network.features(batch["hidden"].to(device).float(), batch["mask"].to(device)).cpu()
         half = z.shape[0] // 2
         chosen.append(z[:half])
         rejected.append(z[half:])
@@ -185,6 +185,12 @@ def sarm_and_dense_differences(network: RewardNetwork, cache_dir: str, stored: s
     features = {"sarm": split_differences(network, cache_dir), "dense": split_differences(dense, cache_dir)}
     save_tensors(stored, {f"{name}/{split}": d for name, by_split in features.items() for split, d in by_split.items()})
     return features
+
+
+def best_on_val(fits: list[tuple[float, Fit]], diff_val: torch.Tensor) -> tuple[float, Fit]:
+    """The ``(λ, fit)`` of ``fits`` whose head scores best on the val pairs ``diff_val``; ties go to the larger λ
+    (the simpler model)."""
+    return max(fits, key=lambda f: (pair_accuracy(diff_val, f[1].weight), f[0]))
 
 
 def best_l2_fit(diff: dict[str, torch.Tensor], grid=L2_GRID) -> tuple[float, Fit]:
@@ -237,6 +243,19 @@ def budget_head(
         support = support[rank_features(mean_contribution)[:keep]]
         weight = fit_head(diff, l2=l2, support=support, margin=margin, init=weight, tol=tol, max_iter=max_iter).weight
     return fit_head(diff, l2=0.0, support=support, margin=margin, init=weight, tol=tol, max_iter=max_iter)
+
+BUDGET_L2_GRID = (1e-2, 1e-3, 1e-4, 1e-5)
+
+
+def best_budget_head(
+    diff: dict[str, torch.Tensor], max_features: int, grid=BUDGET_L2_GRID, margin: torch.Tensor | None = None
+) -> tuple[float, Fit]:
+    """``budget_head`` on ``diff["train"]`` for each elimination penalty λ of ``grid``, the one best on
+    ``diff["val"]`` kept (ties: the larger λ). λ decides which features survive the cuts; the kept ones are refit
+    unpenalized either way."""
+    fits = [(lam, budget_head(diff["train"], max_features, lam, margin)) for lam in grid]
+    return best_on_val(fits, diff["val"])
+
 
 
 @dataclass

@@ -46,7 +46,8 @@ class SARM(RewardModelModule):
             many non-zero weights, fitted to convergence on the train split (``sarm.reward.fit.budget_head``:
             backward elimination by the one ranking rule, then an unpenalized refit), and exported like any head.
             Head mode on cached activations only (the refit reads the train split's pooled features).
-        budget_l2: the L2 penalty of the elimination's fits (``budget_head``'s ``l2``).
+        budget_l2: the L2 penalty of the elimination's fits (``budget_head``'s ``l2``); None: chosen on val from
+            ``BUDGET_L2_GRID`` (``best_budget_head``).
         **kwargs: the shared arguments of ``RewardModelModule`` (mode, pooling, lr, LoRA, init_from,
             export_dir, ...).
     """
@@ -60,7 +61,7 @@ class SARM(RewardModelModule):
         reconstruction_coefficient: float = 1.0,
         sae_lr: float = 1e-4,
         max_features: int | None = None,
-        budget_l2: float = 1e-3,
+        budget_l2: float | None = 1e-3,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -171,7 +172,7 @@ class SARM(RewardModelModule):
     def fit_budget_head(self) -> None:
         """Replace the trained head by ``budget_head`` on the train split; its validation reward mean and std
         become the export's ``reward_norm`` and, with its validation accuracy, the export's ``val/`` metrics."""
-        from sarm.reward.fit import budget_head, pair_accuracy, pooled_features
+        from sarm.reward.fit import best_budget_head, budget_head, pair_accuracy, pooled_features
 
         data = self.trainer.datamodule
         if data.yields_tokens:
@@ -179,15 +180,25 @@ class SARM(RewardModelModule):
         network = self.network.cpu()  # full-batch fit on the CPU; the module goes back to its device below
         device, was_training = self.device, self.training
         chosen, rejected, margin = pooled_features(network, data, "train")
-        fit = budget_head(chosen - rejected, self.hparams.max_features, self.hparams.budget_l2, margin)
-        network.head.weight.data.copy_(fit.weight)
+        diff = chosen - rejected
         chosen, rejected, _ = pooled_features(network, data, "val")
+        if self.hparams.budget_l2 is None:
+            l2, fit = best_budget_head(
+                {"train": diff, "val": chosen - rejected}, self.hparams.max_features, margin=margin
+            )
+        else:
+            l2, fit = (
+                self.hparams.budget_l2,
+                budget_head(diff, self.hparams.max_features, self.hparams.budget_l2, margin),
+            )
+        network.head.weight.data.copy_(fit.weight)
         val_accuracy = pair_accuracy(chosen - rejected, fit.weight)
         self.replace_val_metrics(torch.cat([chosen, rejected]) @ fit.weight, val_accuracy)
         self.train(was_training)
         self.to(device)
         print(
-            f"sarm: head refit on {network.head.nonzero()} features (max_features {self.hparams.max_features}): "
+            f"sarm: head refit on {network.head.nonzero()} features (max_features {self.hparams.max_features}, "
+            f"elimination λ {l2:g}): "
             f"val accuracy {val_accuracy:.4f}, gradient norm {fit.grad_norm:.1e} "
             f"({'converged' if fit.converged else 'NOT converged'})",
             flush=True,
