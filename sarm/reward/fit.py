@@ -195,8 +195,7 @@ def best_on_val(fits: list[tuple[float, Fit]], diff_val: torch.Tensor) -> tuple[
 
 def best_l2_fit(diff: dict[str, torch.Tensor], grid=L2_GRID) -> tuple[float, Fit]:
     """The converged fit on ``diff["train"]`` whose λ (from ``grid``) scores best on val; ties go to the larger λ."""
-    fits = [(lam, fit_head(diff["train"], l2=lam)) for lam in grid]
-    return max(fits, key=lambda f: (pair_accuracy(diff["val"], f[1].weight), f[0]))
+    return best_on_val([(lam, fit_head(diff["train"], l2=lam)) for lam in grid], diff["val"])
 
 
 def budget_head(
@@ -244,6 +243,7 @@ def budget_head(
         weight = fit_head(diff, l2=l2, support=support, margin=margin, init=weight, tol=tol, max_iter=max_iter).weight
     return fit_head(diff, l2=0.0, support=support, margin=margin, init=weight, tol=tol, max_iter=max_iter)
 
+
 BUDGET_L2_GRID = (1e-2, 1e-3, 1e-4, 1e-5)
 
 
@@ -255,7 +255,6 @@ def best_budget_head(
     unpenalized either way."""
     fits = [(lam, budget_head(diff["train"], max_features, lam, margin)) for lam in grid]
     return best_on_val(fits, diff["val"])
-
 
 
 @dataclass
