@@ -218,3 +218,24 @@ def test_sae_and_sarm_fit_and_export_through_lightning_on_the_device(device, tmp
     )
     test[0] = "test"
     main([*test, "--model.init_from", str(tmp_path / "sarm")])
+
+
+VARIANTS = {
+    "batchtopk": {"model.architecture": "batchtopk"},
+    "relu": {"model.architecture": "relu", "model.sparsity_coefficient": 0.01},
+    "whitened": {"model.whitening": True},
+    "scaled": {"model.scale_activations": True},
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+@pytest.mark.parametrize("device", DEVICES)
+def test_sae_variants_fit_and_export_on_the_device(device, variant, tmp_path, tiny_cache):
+    """The SAE families and input transforms whose set-up or forward has device-specific steps (first-batch
+    statistics, thresholds, whitening folded on export), one epoch each on the device."""
+    from sarm.cli import main
+    from sarm.sae import load_sae
+
+    main(fit_sae(tiny_cache["cache"], tmp_path, epochs=1, **{"trainer.accelerator": device}, **VARIANTS[variant]))
+    sae = load_sae(tmp_path / "sae")
+    assert all(torch.isfinite(p).all() for p in sae.parameters())

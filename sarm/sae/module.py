@@ -170,8 +170,8 @@ class SAEModule(L.LightningModule):
         first = next(batches).to(self.device)
         if self.hparams.scale_activations and not self.hparams.whitening:
             scale = self.sae.d_in**0.5 / self.sae.preprocess(first).norm(dim=-1).mean()
-            self.whitening.whiten_matrix.copy_(torch.eye(self.sae.d_in) * scale)
-            self.whitening.unwhiten_matrix.copy_(torch.eye(self.sae.d_in) / scale)
+            self.whitening.whiten_matrix.copy_(torch.eye(self.sae.d_in, device=scale.device) * scale)
+            self.whitening.unwhiten_matrix.copy_(torch.eye(self.sae.d_in, device=scale.device) / scale)
             self.whitening.to(self.device)
         elif self.whitening is not None:
             accumulator = CovarianceAccumulator(self.sae.d_in)
