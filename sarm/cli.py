@@ -33,6 +33,7 @@ COMMANDS = {
     "score": "sarm.score:score",
     "report": "sarm.report.build:report",
     "recovery": "sarm.cli:recovery",
+    "serve": "sarm.serve.server:serve",
 }
 
 

@@ -72,7 +72,7 @@ def score(
             if normalize:
                 record["reward_normalized"] = float(reward_model.normalize(scores.rewards[i]))
             if reward_model.residualized:
-                record |= _residual_fields(reward_model, scores.features[i], scores.residual[i])
+                record |= residual_fields(reward_model, scores.features[i], scores.residual[i])
             records.append((row.meta, record, scores.features[i]))
     else:
         pairs = load_preferences(data)
@@ -95,7 +95,7 @@ def score(
                 record["rejected_reward_normalized"] = float(reward_model.normalize(rejected.rewards[i]))
             diff = chosen.features[i] - rejected.features[i]
             if reward_model.residualized:
-                record |= _residual_fields(reward_model, diff, chosen.residual[i] - rejected.residual[i])
+                record |= residual_fields(reward_model, diff, chosen.residual[i] - rejected.residual[i])
             records.append((pair.meta, record, diff))
     with atomic_path(output) as tmp, open(tmp, "w") as f:
         for meta, record, z in records:
@@ -116,7 +116,7 @@ def score(
     return Path(output)
 
 
-def _residual_fields(reward_model: RewardModel, z, residual) -> dict:
+def residual_fields(reward_model: RewardModel, z, residual) -> dict:
     """``residual`` and ``feature_share`` of one row (module docstring): ``z`` the pooled features of a response
     (or a pair's difference), ``residual`` its residual term (or difference)."""
     a, b = reward_model.feature_term(z).detach().reshape(1), residual.detach().reshape(1)

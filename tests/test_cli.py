@@ -20,7 +20,7 @@ from sarm.cache import CacheSettings
 from sarm.cli import COMMANDS, main
 
 ROOT = Path(__file__).parents[1]
-SUBCOMMANDS = ("fit", "validate", "test", "predict", "cache", "attribute", "score", "report", "recovery")
+SUBCOMMANDS = ("fit", "validate", "test", "predict", "cache", "attribute", "score", "report", "recovery", "serve")
 
 
 def record_calls(monkeypatch, name: str) -> list[dict]:
@@ -89,6 +89,7 @@ CONFIGS = {
     "score": {"model": "runs/x/sarm", "data": "pairs.jsonl", "normalize": True, "copy_columns": ("id",)},
     "report": {"sarm": "runs/x/sarm", "data": ["a.jsonl", "b.jsonl"], "contexts": 2, "dtype": "float32"},
     "recovery": {"sarm": "runs/x/sarm", "cache": "runs/x/cache", "split": "val", "output": "recovery.json"},
+    "serve": {"model": "runs/x/sarm", "port": 8123, "workers": 2, "max_batch_delay": 0.05, "normalize": True},
 }
 
 

@@ -43,7 +43,7 @@ def load_responses(source: str | os.PathLike) -> list[ResponseRow]:
         try:
             if isinstance(row, BadRow):
                 raise RowError(None, row.reason)
-            rows.append(_response_row(row, f"{name}:{where}"))
+            rows.append(response_row(row, f"{name}:{where}"))
         except RowError as err:
             log.bad(where, err.field, err.reason, row)
     if log.failing:
@@ -51,7 +51,9 @@ def load_responses(source: str | os.PathLike) -> list[ResponseRow]:
     return rows
 
 
-def _response_row(row: Any, origin: str) -> ResponseRow:
+def response_row(row: Any, origin: str) -> ResponseRow:
+    """One row of ``prompt`` + ``response`` read as ``load_responses`` reads it (``sarm serve`` reads request items
+    with it too); a bad field raises ``RowError``."""
     if not isinstance(row, dict):
         raise RowError(None, f"expected a JSON object with 'response', got {kind_of(row)}")
     response = row.get("response")
