@@ -75,7 +75,7 @@ figures() {
         return
     fi
     case $name in
-        env) grep -E "^(gpu|torch|python|transformers|wheels):" "$log" | sed 's/^wheels: //' | paste -sd';' | tr '|' '/' ;;
+        env) grep -E "^(gpu|torch|python|transformers|wheels|imports):" "$log" | sed 's/^wheels: //' | paste -sd';' | tr '|' '/' ;;
         cache) grep -E "^cache:" "$log" | sed 's/^cache: //' ;;
         sae) grep -oE "SAE written to .*" "$log" | sed 's/SAE written to [^ ]* //' | cut -c1-160 ;;
         sarm_fit) grep -oE "(val/accuracy|val_accuracy)[ =:]+[0-9.]+" "$log" | tail -n 1 ;;
@@ -131,12 +131,21 @@ if cuda:
     p = torch.cuda.get_device_properties(0)
     print(f"gpu: {p.name} {p.total_memory / 2**30:.0f} GiB bf16={torch.cuda.is_bf16_supported()}")
 print(f"transformers: {transformers.__version__}")
-import datasets, gguf, jsonargparse, trl  # noqa: E401,F401
+import importlib
+import sys
 
-import sarm  # noqa: F401
-import sarm.cli  # noqa: F401
-
-print("imports: sarm jsonargparse trl datasets gguf ok")
+# The pipeline needs the first four; the others only name what failed (trl and datasets: sarm imports them
+# lazily; the peers: bench_sae skips a missing one).
+required = ["sarm", "sarm.cli", "jsonargparse", "gguf"]
+failed = []
+for name in [*required, "trl", "datasets", "sae_lens.saes.topk_sae", "sparsify"]:
+    try:
+        importlib.import_module(name)
+    except Exception as error:  # noqa: BLE001 (a peer may fail in any way)
+        failed.append(name)
+        print(f"import {name}: {type(error).__name__}: {error}")
+print("imports: " + ("all ok" if not failed else "failed: " + " ".join(failed)))
+sys.exit(1 if set(failed) & set(required) else 0)
 EOF
 '
 if grep -q "available=True" "$LOGS/env.log" 2>/dev/null && [ "${GPU_CHECK_SMALL:-0}" != 1 ]; then
@@ -212,6 +221,8 @@ if [ "$CACHED" = 1 ]; then
         --trainer.default_root_dir '$W/sarm' --model.init_args.sae '$W/sae/export' \
         --model.init_args.export_dir '$W/sarm/export' --model.init_args.init_from '$W/sarm/export' \
         --data.init_args.cache_dir '$W/cache'"
+else
+    printf '%s\tSKIP\t0\tno cache (the cache stage failed)\n' sae sarm_fit sarm_test >>"$ROWS"
 fi
 
 # --- 4./5. benchmarks ---------------------------------------------------------------------------------------------
@@ -234,6 +245,8 @@ if [ -f "$W/sarm/export/sarm.json" ]; then
         --cache_dirs '[$W/cache]' --output '$W/report' --contexts 4 || exit 1
         cp '$W/report/report.html' '$OUT/report.html' || exit 1
         echo \"report: report.html \$(du -k '$W/report/report.html' | cut -f1) KiB\""
+else
+    printf 'report\tSKIP\t0\tno SARM export (an earlier stage failed)\n' >>"$ROWS"
 fi
 
 # --- 6. summary ---------------------------------------------------------------------------------------------------
@@ -260,7 +273,7 @@ done
 tar -czf "$OUT/logs.tar.gz" -C "$WORK" logs 2>/dev/null
 cat "$OUT/gpu_check.md"
 say "done in ${total}s: $OUT/gpu_check.md, $OUT/logs.tar.gz$([ -f "$OUT/report.html" ] && echo ", $OUT/report.html")"
-awk -F'\t' '$2 == "FAIL" || $2 == "TIMEOUT" {f = 1} END {exit f}' "$ROWS"
+awk -F'\t' '$2 != "PASS" {f = 1} END {exit f}' "$ROWS"  # a failed, timed-out or skipped stage
 failed=$?
 [ "${GPU_CHECK_KEEP:-0}" = 1 ] || rm -rf "$WORK"
 exit $failed
