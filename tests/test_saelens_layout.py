@@ -18,7 +18,7 @@ from sarm.errors import SarmInputError
 from sarm.reward import SARM
 from sarm.reward.export import save_reward_model
 from sarm.reward.network import SARMNetwork
-from sarm.sae import BatchTopKSAE, JumpReLUSAE, ReLUSAE, TopKSAE, load_sae, save_sae
+from sarm.sae import BatchTopKSAE, JumpReLUSAE, MatryoshkaBatchTopKSAE, ReLUSAE, TopKSAE, load_sae, save_sae
 from sarm.sae.base import EPS
 from sarm.sae.saelens_layout import LAYER_NORM_RELATIVE_GAP, layer_of_hook
 
@@ -90,6 +90,7 @@ def sarm_raw_reconstruction(sae, x: torch.Tensor, latents: torch.Tensor) -> torc
 SAES = {
     "topk": lambda norm: TopKSAE(D_IN, D_SAE, K, norm),
     "batchtopk": lambda norm: BatchTopKSAE(D_IN, D_SAE, K, norm),
+    "matryoshka_batchtopk": lambda norm: MatryoshkaBatchTopKSAE(D_IN, D_SAE, K, norm, widths=[8, 32, D_SAE]),
     "relu": lambda norm: ReLUSAE(D_IN, D_SAE, norm),
     "jumprelu": lambda norm: JumpReLUSAE(D_IN, D_SAE, norm),
 }

@@ -1,12 +1,14 @@
 from sarm.sae.base import SAEOutput, SparseAutoencoder, standardize
 from sarm.sae.io import load_sae, save_sae
 from sarm.sae.jumprelu import JumpReLUSAE
+from sarm.sae.matryoshka import MatryoshkaBatchTopKSAE
 from sarm.sae.relu import ReLUSAE
 from sarm.sae.topk import BatchTopKSAE, TopKSAE
 
 __all__ = [
     "BatchTopKSAE",
     "JumpReLUSAE",
+    "MatryoshkaBatchTopKSAE",
     "ReLUSAE",
     "SAEModule",
     "SAEOutput",

@@ -23,7 +23,8 @@ checked against ``sae_lens/saes/{sae,standard_sae,topk_sae,batchtopk_sae,jumprel
       "jumprelu"   f = ReLU(pre) · 1[pre > relu(θ)]. With one θ for every latent (SAELens's final BatchTopK
                    files, sarm's BatchTopK exports) and a known k (``metadata.training_architecture_details.k``,
                    where SAELens 6 records it; sarm's ``metadata.sarm.k``; a top-level ``k``; or ``k=``) it is
-                   sarm's BatchTopK inference rule f = pre · 1[pre > θ] → BatchTopKSAE, trainable further.
+                   sarm's BatchTopK inference rule f = pre · 1[pre > θ] → BatchTopKSAE, trainable further
+                   (→ MatryoshkaBatchTopKSAE where ``training_architecture_details.matryoshka_widths`` is recorded).
                    Otherwise (per-latent thresholds, e.g. Gemma Scope, or no k anywhere) → JumpReLUSAE, which
                    needs no k: reading features and training a head never use one.
       "relu" / "topk" / "batchtopk" written by older sarm (cfg has a top-level ``input_norm``) load too.
@@ -68,6 +69,7 @@ from sarm.errors import SarmInputError
 from sarm.files import Fields, Tensors, read_json_object, read_tensors
 from sarm.sae.base import SparseAutoencoder
 from sarm.sae.jumprelu import JumpReLUSAE
+from sarm.sae.matryoshka import MatryoshkaBatchTopKSAE, prefix_widths
 from sarm.sae.relu import ReLUSAE
 from sarm.sae.saelens_layout import sarm_section, trained_on, unbiased_std_factor
 from sarm.sae.topk import BatchTopKSAE, TopKSAE
@@ -201,14 +203,20 @@ def load_saelens(
     else:
         thresholds = _jumprelu_thresholds(weights, d_sae)
         budget = _jumprelu_k(fields, ours, d_sae, k)
+        widths = _matryoshka_widths(fields)
         if budget is not None and torch.all(thresholds == thresholds[0]):
-            sae = BatchTopKSAE(d_in, d_sae, budget, input_norm)
+            if widths is None:
+                sae = BatchTopKSAE(d_in, d_sae, budget, input_norm)
+            else:
+                sae = MatryoshkaBatchTopKSAE(d_in, d_sae, budget, input_norm, widths=widths)
             sae.threshold.fill_(float(thresholds[0]))
         elif ours is not None and ours.data.get("architecture") == "batchtopk":
             raise weights.error("threshold", "differs between latents, but metadata.sarm says a BatchTopK SAE")
         else:
-            sae = JumpReLUSAE(d_in, d_sae, input_norm)
-            sae.threshold.copy_(thresholds)
+            bandwidth = 0.05 if ours is None else ours.number("bandwidth", positive=True, default=0.05)
+            sae = JumpReLUSAE(d_in, d_sae, input_norm, bandwidth=bandwidth)
+            with torch.no_grad():  # θ is a trainable parameter
+                sae.threshold.copy_(thresholds)
 
     with torch.no_grad():
         for name, value in (("W_enc", W_enc), ("b_enc", b_enc), ("W_dec", W_dec), ("b_dec", b_dec)):
@@ -263,6 +271,23 @@ def _jumprelu_k(fields: Fields, ours: Fields | None, d_sae: int, k: int | None) 
     if "k" in fields:
         return fields.integer("k", low=1, high=d_sae, integral_floats=True)
     return None if k is None else Fields({"k": k}, fields.path).integer("k", low=1, high=d_sae)
+
+
+def _matryoshka_widths(fields: Fields) -> list[int] | None:
+    """The prefix ends of a Matryoshka BatchTopK file (``metadata.training_architecture_details``), or None."""
+    metadata = fields.data.get("metadata")
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("training_architecture_details"), dict):
+        return None
+    details = fields.section("metadata").section("training_architecture_details")
+    widths = details.data.get("matryoshka_widths")
+    if not widths:
+        return None
+    if not isinstance(widths, list) or not all(isinstance(w, int) and not isinstance(w, bool) for w in widths):
+        raise details.error("matryoshka_widths", f"expected a list of integers, got {widths!r}")
+    try:
+        return prefix_widths(fields.integer("d_sae", low=1), widths)
+    except ValueError as error:
+        raise details.error("matryoshka_widths", str(error)) from None
 
 
 def _batchtopk_threshold(fields: Fields, weights: Tensors) -> float:

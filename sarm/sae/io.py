@@ -21,6 +21,8 @@ from sarm.errors import SarmInputError
 from sarm.io import save_tensors, write_json
 from sarm.sae.base import SparseAutoencoder
 from sarm.sae.interop import detect_layout, load_saelens, load_sparsify
+from sarm.sae.jumprelu import JumpReLUSAE
+from sarm.sae.matryoshka import MatryoshkaBatchTopKSAE
 from sarm.sae.relu import ReLUSAE
 from sarm.sae.saelens_layout import saelens_files
 from sarm.sae.topk import BatchTopKSAE, TopKSAE
@@ -28,17 +30,31 @@ from sarm.sae.topk import BatchTopKSAE, TopKSAE
 CFG, WEIGHTS = "cfg.json", "sae_weights.safetensors"
 
 
+ARCHITECTURES = ("topk", "batchtopk", "matryoshka_batchtopk", "jumprelu", "relu")
+
+
 def build_sae(
-    architecture: str, d_in: int, n_latents: int, k: int | None = None, input_norm: str = "standardize"
+    architecture: str,
+    d_in: int,
+    n_latents: int,
+    k: int | None = None,
+    input_norm: str = "standardize",
+    matryoshka_widths: list[int] | None = None,
+    jumprelu_bandwidth: float = 0.05,
 ) -> SparseAutoencoder:
-    """The one place an architecture name becomes an SAE."""
+    """The one place an architecture name becomes an SAE (``matryoshka_widths``: Matryoshka's prefix ends;
+    ``jumprelu_bandwidth``: JumpReLU's ε)."""
     if architecture == "topk":
         return TopKSAE(d_in, n_latents, k, input_norm)
     if architecture == "batchtopk":
         return BatchTopKSAE(d_in, n_latents, k, input_norm)
+    if architecture == "matryoshka_batchtopk":
+        return MatryoshkaBatchTopKSAE(d_in, n_latents, k, input_norm, widths=matryoshka_widths)
+    if architecture == "jumprelu":
+        return JumpReLUSAE(d_in, n_latents, input_norm, bandwidth=jumprelu_bandwidth)
     if architecture == "relu":
         return ReLUSAE(d_in, n_latents, input_norm)
-    raise SarmInputError(f"architecture = {architecture!r}: expected 'topk', 'batchtopk' or 'relu'")
+    raise SarmInputError(f"architecture = {architecture!r}: expected one of {', '.join(map(repr, ARCHITECTURES))}")
 
 
 def save_sae(sae: SparseAutoencoder, directory: str | Path, extra: dict | None = None) -> Path:

@@ -1,7 +1,8 @@
 """The LightningModule that trains an SAE on cached activations.
 
-loss = FVU-normalized MSE
+loss = FVU-normalized MSE                   Matryoshka: Σ over its nested prefixes (``sarm.sae.matryoshka``)
      + sparsity_coefficient · S_p(f)          ReLU SAEs: L1 at p = 1; PAnnealing lowers p (Lp^p)
+     + sparsity_coefficient · L0 loss         JumpReLU: (2/k)(‖f‖₀ − k)² or ‖f‖₀ (``sarm.sae.jumprelu``)
      + auxk_coefficient · AuxK                 dead latents learn to explain the residual (Gao et al.)
 
 AuxK: the residual e = (x − x̂).detach() is reconstructed from the top ``auxk_k`` pre-activations of
@@ -29,7 +30,9 @@ from sarm.errors import SarmInputError
 from sarm.io import write_json
 from sarm.sae.base import SAEOutput, SparseAutoencoder
 from sarm.sae.io import build_sae, save_sae
+from sarm.sae.jumprelu import JumpReLUSAE
 from sarm.sae.losses import auxk_loss, check_finite, normalized_mse
+from sarm.sae.matryoshka import MatryoshkaBatchTopKSAE
 from sarm.sae.metrics import LatentFrequency, ReconstructionMetrics
 from sarm.sae.relu import sparsity_penalty
 from sarm.sae.whitening import CovarianceAccumulator, PCAWhitening, fold_whitening
@@ -77,12 +80,19 @@ class SAEModule(L.LightningModule):
     """Trains an SAE to reconstruct hidden states; reports held-out FVU, L0, dead/dense latents, cosine, bias.
 
     Args:
-        architecture: ``topk``, ``batchtopk`` or ``relu``.
+        architecture: ``topk``, ``batchtopk``, ``matryoshka_batchtopk``, ``jumprelu`` or ``relu``.
         n_latents: dictionary size.
-        k: active latents per token (TopK) or per token on average (BatchTopK); unused for ReLU.
+        k: active latents per token (TopK) or per token on average (BatchTopK, Matryoshka); JumpReLU's target
+            L0 under ``jumprelu_l0: quadratic``, and where its thresholds start (below); unused for ReLU.
         d_in: input width; default: read from the datamodule (the cache's hidden size).
         input_norm: ``standardize`` each token over the hidden dim (SARM's recipe) or ``none``.
-        sparsity_coefficient: λ of the sparsity penalty S_p (ReLU SAEs; 0 for TopK).
+        sparsity_coefficient: λ of the sparsity penalty S_p (ReLU SAEs) or of the L0 loss (JumpReLU); 0 for TopK.
+        matryoshka_widths: Matryoshka's prefix ends m_1 < … < m_L = n_latents; default n/8, n/4, n/2, n.
+        jumprelu_bandwidth: ε of JumpReLU's threshold pseudo-derivative.
+        jumprelu_l0: JumpReLU's L0 loss: ``quadratic`` (2/k)(‖f‖₀ − k)², which holds L0 near k (GemmaScope 2,
+            SAELens's "quadratic"), or ``step``, the paper's ‖f‖₀. Its thresholds start where BatchTopK at k cuts
+            the first batch (one θ for all latents), so a short run starts near its L0 instead of at half the
+            dictionary (SAELens starts at θ = 0.01 and trains far longer).
         lr: Adam learning rate (peak).
         warmup_steps: linear warm-up; the rate then decays linearly to 0 at the end of training.
         auxk_coefficient: weight of the AuxK loss (0 turns it off).
@@ -101,7 +111,7 @@ class SAEModule(L.LightningModule):
 
     def __init__(
         self,
-        architecture: Literal["topk", "batchtopk", "relu"] = "topk",
+        architecture: Literal["topk", "batchtopk", "matryoshka_batchtopk", "jumprelu", "relu"] = "topk",
         n_latents: int = 4096,
         k: int = 32,
         d_in: int | None = None,
@@ -116,6 +126,9 @@ class SAEModule(L.LightningModule):
         whitening_eps: float = 1e-4,
         whitening_batches: int = 20,
         scale_activations: bool = False,
+        matryoshka_widths: list[int] | None = None,
+        jumprelu_bandwidth: float = 0.05,
+        jumprelu_l0: Literal["quadratic", "step"] = "quadratic",
         export_dir: str | None = None,
     ):
         super().__init__()
@@ -136,7 +149,9 @@ class SAEModule(L.LightningModule):
         if self.hparams.d_in is None:
             self.hparams.d_in = self.trainer.datamodule.hidden_size
         h = self.hparams
-        self.sae = build_sae(h.architecture, h.d_in, h.n_latents, h.k, h.input_norm)
+        self.sae = build_sae(
+            h.architecture, h.d_in, h.n_latents, h.k, h.input_norm, h.matryoshka_widths, h.jumprelu_bandwidth
+        )
         # An affine input map (PCA whitening, or a scalar scale as its special case): identity until
         # fitted at the start of training; its buffers travel in checkpoints and fold into the export.
         self.whitening = PCAWhitening(h.d_in) if h.whitening or h.scale_activations else None
@@ -181,8 +196,15 @@ class SAEModule(L.LightningModule):
             self.whitening.to(self.device)
         with torch.no_grad():
             self.sae.b_dec.copy_(geometric_median(self._input(first)))
+            if isinstance(self.sae, JumpReLUSAE):  # θ where BatchTopK at k cuts this batch (module docstring)
+                pre = self.sae.pre_activations(self._input(first)).flatten()
+                self.sae.threshold.fill_(float(pre.topk(min(self.hparams.k * first.shape[0], pre.numel())).values[-1]))
+                self.sae.project()
         # Under DDP each rank saw its own first batches: every rank takes rank 0's estimates.
-        for tensor in [self.sae.b_dec.data, *(self.whitening.buffers() if self.whitening is not None else [])]:
+        broadcast = [self.sae.b_dec.data, *(self.whitening.buffers() if self.whitening is not None else [])]
+        if isinstance(self.sae, JumpReLUSAE):
+            broadcast.append(self.sae.threshold.data)
+        for tensor in broadcast:
             tensor.copy_(self.trainer.strategy.broadcast(tensor, src=0))
 
     def _input(self, batch: torch.Tensor) -> torch.Tensor:
@@ -210,7 +232,15 @@ class SAEModule(L.LightningModule):
         reconstruction = normalized_mse(out.x, out.x_hat)
         loss = reconstruction
         logs = {"train/fvu": reconstruction}
-        if self.sparsity_coefficient:
+        if isinstance(self.sae, MatryoshkaBatchTopKSAE):  # every prefix reconstructs; the last one is x̂ itself
+            loss = sum(normalized_mse(out.x, x_hat) for _, x_hat in self.sae.prefix_reconstructions(out.latents))
+            logs["train/matryoshka"] = loss
+        if isinstance(self.sae, JumpReLUSAE):
+            target = self.hparams.k if self.hparams.jumprelu_l0 == "quadratic" else None
+            penalty = self.sae.l0_penalty(out.pre, target)
+            loss = loss + self.sparsity_coefficient * penalty
+            logs["train/l0_loss"] = penalty
+        elif self.sparsity_coefficient:
             penalty = sparsity_penalty(out.latents, self.sae.W_dec, self.sparsity_p)
             loss = loss + self.sparsity_coefficient * penalty
             logs["train/sparsity"] = penalty
@@ -241,6 +271,8 @@ class SAEModule(L.LightningModule):
         """
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         self.sae.normalize_decoder()
+        if isinstance(self.sae, JumpReLUSAE):
+            self.sae.project()
 
     def _evaluate(self, x: torch.Tensor) -> None:
         out = self.sae.reconstruct(self._input(x))

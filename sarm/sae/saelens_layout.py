@@ -9,8 +9,10 @@ the scalar scale), the plain form SAELens computes with ``apply_b_dec_to_input =
     topk (k)               "topk", k, rescale_acts_by_decoder_norm = false
     batchtopk (k, θ ≥ 0)   "jumprelu", threshold [d_sae] = θ for every latent (ReLU(pre)·1[pre > θ] = pre·1[pre > θ]);
                            k under metadata.training_architecture_details, where SAELens's own BatchTopK runs keep it
+    matryoshka_batchtopk   as batchtopk; training_architecture "matryoshka_batchtopk" with k and the prefix ends
+                           (``matryoshka_widths``) under training_architecture_details, as SAELens records its own
     relu                   "standard"
-    jumprelu (θ_i)         "jumprelu", threshold [d_sae]
+    jumprelu (θ_i)         "jumprelu", threshold [d_sae]; sarm's bandwidth ε under metadata.sarm
 
 Input standardization. sarm's ``input_norm = "standardize"`` is x' = (x − μ)/(σ + 1e-6), σ the *population*
 std over the hidden dimension (``sarm.sae.base.standardize``). SAELens's ``normalize_activations = "layer_norm"``
@@ -48,12 +50,19 @@ from sarm.backbone import hub_id
 from sarm.errors import SarmInputError
 from sarm.files import Fields
 from sarm.sae.base import EPS, SparseAutoencoder
+from sarm.sae.topk import BatchTopKSAE
 
 # The SAELens release this layout was checked against (tests/peers); SAELens reads any layout >= 6.0 as 6.x.
 SAELENS_VERSION = "6.54.12"
 SAELENS_LAYER_NORM_EPS = 1e-5  # sae_lens.saes.sae.SAE._setup_activation_normalization
 LAYER_NORM_RELATIVE_GAP = SAELENS_LAYER_NORM_EPS - EPS  # ≥ (1e-5/c − 1e-6): the bound above, times σ
-SAELENS_ARCHITECTURE = {"topk": "topk", "batchtopk": "jumprelu", "relu": "standard", "jumprelu": "jumprelu"}
+SAELENS_ARCHITECTURE = {
+    "topk": "topk",
+    "batchtopk": "jumprelu",
+    "matryoshka_batchtopk": "jumprelu",
+    "relu": "standard",
+    "jumprelu": "jumprelu",
+}
 PROVENANCE_KEYS = ("model_name", "hook_layer", "context_size")  # sarm's spelling: backbone spec, L, max_length
 
 
@@ -90,7 +99,8 @@ def saelens_files(sae: SparseAutoencoder, provenance: dict | None = None) -> tup
     any other key is kept under ``metadata.sarm``.
     """
     threshold = getattr(sae, "threshold", None)
-    if sae.architecture == "batchtopk" and float(threshold) < 0:
+    batch_topk = isinstance(sae, BatchTopKSAE)  # Matryoshka included
+    if batch_topk and float(threshold) < 0:
         raise ValueError(
             "a BatchTopK SAE without an inference threshold (it has not trained a step) has no per-token rule "
             "to save: train it first"
@@ -110,6 +120,8 @@ def saelens_files(sae: SparseAutoencoder, provenance: dict | None = None) -> tup
     ours = {"architecture": sae.architecture, "input_norm": sae.input_norm}
     if hasattr(sae, "k"):
         ours["k"] = sae.k
+    if hasattr(sae, "bandwidth"):
+        ours["bandwidth"] = sae.bandwidth
     if standardized:
         ours["standardize"] = {"eps": EPS, "std": "population", "saelens_layer_norm_fold": c}
     ours |= {"backbone": model, "layer": layer, **provenance}
@@ -120,8 +132,11 @@ def saelens_files(sae: SparseAutoencoder, provenance: dict | None = None) -> tup
         metadata |= hook_names(int(layer))
     if context is not None:
         metadata["context_size"] = context
-    if sae.architecture == "batchtopk":
-        metadata |= {"training_architecture": "batchtopk", "training_architecture_details": {"k": sae.k}}
+    if batch_topk:
+        details = {"k": sae.k}
+        if hasattr(sae, "widths"):
+            details["matryoshka_widths"] = list(sae.widths)
+        metadata |= {"training_architecture": sae.architecture, "training_architecture_details": details}
     metadata["sarm"] = {k: v for k, v in ours.items() if v is not None}
 
     cfg = {

@@ -16,7 +16,15 @@ import torch
 sae_lens = pytest.importorskip("sae_lens", reason="the peer round trips need SAELens: `make test-peers`")
 sparsify = pytest.importorskip("sparsify", reason="the peer round trips need sparsify: `make test-peers`")
 
-from sarm.sae import BatchTopKSAE, JumpReLUSAE, ReLUSAE, TopKSAE, load_sae, save_sae  # noqa: E402
+from sarm.sae import (  # noqa: E402
+    BatchTopKSAE,
+    JumpReLUSAE,
+    MatryoshkaBatchTopKSAE,
+    ReLUSAE,
+    TopKSAE,
+    load_sae,
+    save_sae,
+)
 from sarm.sae.whitening import PCAWhitening, fold_whitening, whitened_forward  # noqa: E402
 
 pytestmark = pytest.mark.peers
@@ -64,6 +72,7 @@ def variants():
         for name, make in (
             ("TopK", lambda n: TopKSAE(D_IN, D_SAE, K, n)),
             ("BatchTopK", lambda n: BatchTopKSAE(D_IN, D_SAE, K, n)),
+            ("Matryoshka BatchTopK", lambda n: MatryoshkaBatchTopKSAE(D_IN, D_SAE, K, n)),
             ("ReLU", lambda n: ReLUSAE(D_IN, D_SAE, n)),
             ("JumpReLU", lambda n: JumpReLUSAE(D_IN, D_SAE, n)),
         ):
@@ -156,6 +165,15 @@ def saelens_files(kind: str, directory):
         sae = randomized(SLTopK(TopKSAEConfig(d_in=D_IN, d_sae=D_SAE, k=K)))
     elif kind == "jumprelu (per-latent θ)":
         sae = randomized(SLJumpReLU(JumpReLUSAEConfig(d_in=D_IN, d_sae=D_SAE)))
+    elif kind == "matryoshka batchtopk, final file":  # jumprelu, k and matryoshka_widths in metadata
+        from sae_lens.saes.matryoshka_batchtopk_sae import (
+            MatryoshkaBatchTopKTrainingSAE,
+            MatryoshkaBatchTopKTrainingSAEConfig,
+        )
+
+        config = MatryoshkaBatchTopKTrainingSAEConfig(d_in=D_IN, d_sae=D_SAE, k=K, matryoshka_widths=MATRYOSHKA_WIDTHS)
+        randomized(MatryoshkaBatchTopKTrainingSAE(config)).save_inference_model(directory)
+        return SAE.load_from_disk(directory)
     else:  # a BatchTopK run: its final file (jumprelu, k in metadata) or its training checkpoint (batchtopk)
         training = randomized(BatchTopKTrainingSAE(BatchTopKTrainingSAEConfig(d_in=D_IN, d_sae=D_SAE, k=K)))
         training.save_inference_model(directory / "final")
@@ -175,13 +193,17 @@ SAELENS_KINDS = [
     "jumprelu (per-latent θ)",
     "batchtopk, final file",
     "batchtopk, training checkpoint",
+    "matryoshka batchtopk, final file",
 ]
+MATRYOSHKA_WIDTHS = [32, 128, D_SAE]
 
 
 @pytest.mark.parametrize("kind", SAELENS_KINDS)
 def test_saelens_to_sarm(tmp_path, record, kind):
     reference = saelens_files(kind, tmp_path)
     ours = load_sae(tmp_path)  # no k, no options
+    if kind.startswith("matryoshka"):  # its prefixes come along, so sarm can train it further as Matryoshka
+        assert type(ours) is MatryoshkaBatchTopKSAE and ours.widths == MATRYOSHKA_WIDTHS and ours.k == K
     x = residual_like() / 6  # σ ≈ 1, ‖x‖ ≈ √d: the scale SAELens trains at (normalize_activations)
     with torch.no_grad():
         f = reference.encode(x)
