@@ -95,7 +95,6 @@ stage env 90 '
     wheels=$(ls .gpu/wheels/*.whl 2>/dev/null | wc -l)
     if [ "$wheels" -gt 0 ]; then
         mkdir -p "'"$SITE"'"
-        # the wheels for this Python only (multiprocess comes per version)
         '"$PY"' - .gpu/wheels >"'"$WORK"'/wheels.txt" <<"EOF"
 import sys
 from pathlib import Path
@@ -107,10 +106,17 @@ except ImportError:
     from pip._vendor.packaging.tags import sys_tags
     from pip._vendor.packaging.utils import parse_wheel_filename
 
-ours = set(sys_tags())
+# Per project, the wheel whose tags this Python ranks first (a py312 wheel before a py311 one, both of which
+# 3.12 accepts); none for a project with no wheel this Python accepts.
+rank = {tag: i for i, tag in enumerate(sys_tags())}
+best = {}
 for wheel in sorted(Path(sys.argv[1]).glob("*.whl")):
-    if ours & parse_wheel_filename(wheel.name)[3]:
-        print(wheel)
+    name, _, _, tags = parse_wheel_filename(wheel.name)
+    score = min((rank[t] for t in tags if t in rank), default=None)
+    if score is not None and (name not in best or score < best[name][0]):
+        best[name] = (score, wheel)
+for _, wheel in sorted(best.values(), key=lambda item: str(item[1])):
+    print(wheel)
 EOF
         '"$PY"' -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
             --target "'"$SITE"'" $(cat "'"$WORK"'/wheels.txt") || exit 1
