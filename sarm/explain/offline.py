@@ -37,8 +37,11 @@ evidence is the likelier to occur in held-out text.
 Measured (``scripts/explanations.py``, top-20 features, written from train windows, detection / fuzzing
 balanced accuracy on val + test windows, seed 0): on the RewardBench 2 safety cache (runs/hh), 0.812 /
 0.747 before these three changes, 0.863 / 0.777 with distinct windows and general-first selection,
-0.857 / 0.783 with the token classes as well. (The changes were chosen looking at hh's held-out scores,
-so the planted demo is the cleaner check.)
+0.857 / 0.783 with the token classes as well; on the planted demo (runs/demo), 0.834 / 0.730 before,
+0.907 / 0.724 without the classes, 0.877 / 0.796 with them. The classes trade detection for fuzzing: line
+breaks and digits are where code and list features fire (fuzzing gains), but background windows hold them
+too (detection loses). (The changes were chosen looking at hh's held-out scores; the demo is the cleaner
+check.)
 """
 
 from __future__ import annotations
