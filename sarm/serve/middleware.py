@@ -54,6 +54,8 @@ class CheckedRoutes:
         return await self.app(forwarded, replay, send)
 
     async def _body(self, receive) -> bytes:
+        """The request body; one over ``max_body_bytes`` is read to its end but not kept, then refused (a client
+        that sends all of its body before reading the answer, as most do, gets the 413 rather than a reset)."""
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -61,11 +63,13 @@ class CheckedRoutes:
                 raise BadRequest(400, "body: the client disconnected before sending it")
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_body_bytes:
-                raise BadRequest(413, f"body: more than this server's max_body_bytes ({self.max_body_bytes})")
-            chunks.append(chunk)
+            if size <= self.max_body_bytes:
+                chunks.append(chunk)
             if not message.get("more_body", False):
-                return b"".join(chunks)
+                break
+        if size > self.max_body_bytes:
+            raise BadRequest(413, f"body: {size} bytes, more than this server's max_body_bytes ({self.max_body_bytes})")
+        return b"".join(chunks)
 
 
 async def _answer(send, status: int, detail: str, headers: list | None = None) -> None:

@@ -73,6 +73,7 @@ def serve(
         "backbone": config.get("backbone", {}).get("model"),
         "layer": config.get("backbone", {}).get("layer"),
         "normalize": normalize,
+        "limits": {"max_texts": max_texts, "max_chars": max_chars, "max_body_bytes": max_body_bytes},
     }
     server = ls.LitServer(
         api,
