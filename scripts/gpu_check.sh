@@ -31,7 +31,10 @@ mkdir -p "$LOGS" && : >"$ROWS"
 export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 export SARM_CACHE=$WORK/sarm-cache HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
 export TOKENIZERS_PARALLELISM=false MPLBACKEND=Agg WANDB_MODE=disabled TQDM_DISABLE=1
-export PYTHONPATH="$ROOT:$SITE:$ROOT/.gpu/stubs${PYTHONPATH:+:$PYTHONPATH}"
+export HF_HOME=$WORK/hf MPLCONFIGDIR=$WORK/matplotlib TRITON_CACHE_DIR=$WORK/triton  # nothing written to $HOME
+export PYTHONPATH="$ROOT:$SITE${PYTHONPATH:+:$PYTHONPATH}"
+# The wandb stand-in only where SAELens is imported (elsewhere a found `wandb` could switch integrations on).
+PEERS_PATH="PYTHONPATH=$PYTHONPATH:$ROOT/.gpu/stubs"
 
 say() { echo "[gpu_check $(date -u +%H:%M:%S) +$(($(date +%s) - T0))s] $*"; }
 
@@ -124,7 +127,7 @@ EOF
     else
         echo "wheels: none in .gpu/wheels (scripts/gpu_pack.sh builds them)"
     fi
-    '"$PY"' - <<"EOF"
+    '"$PEERS_PATH $PY"' - <<"EOF"
 import platform
 
 import torch
@@ -236,9 +239,10 @@ for size in $BENCH_SIZES; do
     n=${size%/*} k=${size#*/} d_in=576
     [ "$n" = 65536 ] && d_in=4096  # the Llama-3.1-8B recipe's width (configs/llama3_8b)
     if [ "$SMALL" = 1 ]; then
-        stage "bench_sae_$n" 120 "$PY -W ignore scripts/bench_sae.py $BENCH --device $DEVICE --d_in 64"
+        stage "bench_sae_$n" 120 "$PEERS_PATH $PY -W ignore scripts/bench_sae.py $BENCH --device $DEVICE --d_in 64"
     else
-        stage "bench_sae_$n" 120 "$PY -W ignore scripts/bench_sae.py $BENCH --device $DEVICE --n_latents $n --k $k \
+        stage "bench_sae_$n" 120 "$PEERS_PATH $PY -W ignore scripts/bench_sae.py $BENCH --device $DEVICE \
+            --n_latents $n --k $k \
             --d_in $d_in"
     fi
 done
