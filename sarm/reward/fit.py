@@ -321,7 +321,7 @@ def fit_logistic(
     def closure():
         optimizer.zero_grad()
         logits = x64 @ w[:-1] + w[-1]
-        loss = -F.logsigmoid(sign * logits).mean() + 0.5 * l2 * w[:-1].pow(2).sum()
+        loss = -(class_weight * F.logsigmoid(sign * logits)).mean() + 0.5 * l2 * w[:-1].pow(2).sum()
         loss.backward()
         return loss
 
