@@ -56,7 +56,7 @@ def test_sparse_path_matches_dense_reference_on_the_device(device, dtype):
     slow, slow_grads = grads(sae, x, SparseAutoencoder.reconstruct)
     assert fast.top is not None and slow.top is None  # the sparse kernels ran
     assert fast.x_hat.device.type == device
-    tolerance = {} if dtype == torch.float64 else {"atol": 1e-4, "rtol": 1e-4}
+    tolerance = {} if dtype == torch.float64 else {"atol": 1e-3, "rtol": 1e-3}
     torch.testing.assert_close(fast.x_hat, slow.x_hat, **tolerance)
     torch.testing.assert_close(fast.latents, slow.latents, **tolerance)
     for name in slow_grads:
@@ -102,7 +102,7 @@ def test_kernels_values_and_gradients_for_their_own_selection(device, dtype):
     ref_values, ref_x_hat = reference_for(indices, *leaves.values())
     slow = torch.autograd.grad((ref_x_hat * upstream).sum() + ref_values.pow(2).sum(), list(leaves.values()))
 
-    tolerance = {"atol": 3e-2, "rtol": 3e-2} if dtype == torch.bfloat16 else {"atol": 1e-4, "rtol": 1e-4}
+    tolerance = {"atol": 3e-2, "rtol": 3e-2} if dtype == torch.bfloat16 else {"atol": 1e-3, "rtol": 1e-3}
     torch.testing.assert_close(values, ref_values, **tolerance)
     torch.testing.assert_close(x_hat, ref_x_hat, **tolerance)
     for name, a, b in zip(leaves, fast, slow):
