@@ -77,17 +77,20 @@ def start(command: list[str], cwd: Path) -> tuple[subprocess.Popen, str]:
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + START_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"the server exited ({process.returncode}):\n{process.stderr.read().decode()[-4000:]}")
-        try:
-            if get(f"{url}/health") == (200, "ok"):
-                return process, url
-        except OSError:
-            pass
-        time.sleep(0.3)
-    stop(process)
-    pytest.fail(f"the server did not answer /health within {START_SECONDS} s")
+    try:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                pytest.fail(f"the server exited ({process.returncode}):\n{process.stderr.read().decode()[-4000:]}")
+            try:
+                if get(f"{url}/health") == (200, "ok"):
+                    return process, url
+            except OSError:
+                pass
+            time.sleep(0.3)
+        pytest.fail(f"the server did not answer /health within {START_SECONDS} s")
+    except BaseException:
+        stop(process)  # whatever went wrong, no server is left behind
+        raise
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -154,9 +157,15 @@ def test_get_reward_answers_openrlhf_with_the_offline_rewards(server, exports):
     status, answer = post(f"{server}/get_reward", body)
     assert status == 200
     assert set(answer) == {"rewards", "scores", "extra_logs"}
-    _, scores = offline(exports["sarm"], PROMPTS, RESPONSES)
+    _, scores = offline(exports["sarm"], PROMPTS, [r.lstrip() for r in RESPONSES])  # the space only separates
     assert answer["rewards"] == pytest.approx(scores.rewards.tolist(), abs=1e-5)
     assert answer["scores"] == answer["rewards"]
+
+
+def test_the_separator_after_the_prompt_is_not_part_of_the_response(server):
+    bodies = [{"query": [PROMPTS[0] + gap + "paris"], "prompts": [PROMPTS[0]]} for gap in ("", " ", "\n\n")]
+    rewards = [post(f"{server}/get_reward", body)[1]["rewards"] for body in bodies]
+    assert rewards[0] == rewards[1] == rewards[2]
 
 
 def test_a_query_ending_in_eos_or_padding_scores_as_its_response(server):
@@ -252,7 +261,7 @@ def test_batching_does_not_change_a_reward(exports, kind):
     the same reward to float rounding."""
     model = RewardModel.load(exports[kind])
     limits = Limits()
-    text = read_sarm({"items": [{"prompt": "hello", "response": " the capital is paris"}]}, limits)
+    text = read_sarm({"items": [{"prompt": "hello", "response": "the capital is paris"}]}, limits)
     others = read_sarm(
         {"items": [{"prompt": "a " * 20, "response": "b " * 15}, {"prompt": None, "response": "go"}]}, limits
     )
@@ -317,6 +326,6 @@ def test_a_batch_that_crashes_fails_its_requests_only(exports, tmp_path):
         assert status == 500 and reply["detail"]
         status, answer = post(f"{url}/get_reward", GOOD)
         assert status == 200
-        assert answer["rewards"] == pytest.approx(offline(exports["sarm"], ["hello"], [" there"])[1].rewards.tolist())
+        assert answer["rewards"] == pytest.approx(offline(exports["sarm"], ["hello"], ["there"])[1].rewards.tolist())
     finally:
         stop(process)

@@ -7,9 +7,10 @@ Both endpoints become one payload the inference worker scores, ``{"protocol", "i
 
 ``POST /get_reward`` (OpenRLHF's remote reward model): ``{"query": [full texts], "prompts": [prompts]}`` (other
 keys, such as OpenRLHF's ``labels``, are ignored). A query is its prompt followed by the response, so each
-``prompts[i]`` must be a prefix of ``query[i]`` and the response is what follows it; the prompt is then read as
-above. sarm renders prompt and response with the reward model's own chat template, so prompts are sent as plain
-text (or a transcript or conversation), not already rendered with a template.
+``prompts[i]`` must be a prefix of ``query[i]`` and the response is what follows it, less the whitespace that
+separates it from the prompt (and, in the worker, less trailing pad/eos strings: ``sarm.serve.scoring``); the prompt
+is then read as above. sarm renders prompt and response with the reward model's own chat template, so prompts are
+sent as plain text (or a transcript or conversation), not already rendered with a template.
 
 ``POST /score`` (sarm's own): ``{"items": [{"prompt": text | [messages] | null, "response": text}],
 "top_features": k, "normalize": bool}``; unknown keys are refused (a misspelt option would otherwise be ignored).
@@ -73,7 +74,8 @@ def read_openrlhf(body: Any, limits: Limits) -> dict:
             raise BadRequest(422, f"query[{i}]: empty")
         if not text.startswith(prompt):
             raise BadRequest(422, f"prompts[{i}]: not a prefix of query[{i}] (a query is its prompt + the response)")
-        items.append(_item({"prompt": prompt, "response": text[len(prompt) :]}, f"prompts[{i}]", f"query[{i}]"))
+        response = text[len(prompt) :].lstrip()  # the space or newline after the prompt separates, it is not said
+        items.append(_item({"prompt": prompt, "response": response}, f"prompts[{i}]", f"query[{i}]"))
     return {"protocol": OPENRLHF, "items": items}
 
 
