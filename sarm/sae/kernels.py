@@ -91,13 +91,17 @@ class SparseDecode(torch.autograd.Function):
     def forward(ctx, values, indices, W_dec):
         # embedding_bag's own per-sample-weight gradient (a k·d dot product per token) is fast, its
         # weight gradient is not: record the product for the former, with the weight detached.
+        # CUDA has no bfloat16/float16 kernel for that gradient (found by scripts/gpu_check.sh on an H200):
+        # there the product is kept in float32.
+        upcast = values.is_cuda and values.dtype in (torch.bfloat16, torch.float16)
         with torch.enable_grad():
-            v = values.detach().requires_grad_()
-            out = F.embedding_bag(indices, W_dec.detach(), per_sample_weights=v, mode="sum")
+            v = (values.detach().float() if upcast else values.detach()).requires_grad_()
+            weight = W_dec.detach().float() if upcast else W_dec.detach()
+            out = F.embedding_bag(indices, weight, per_sample_weights=v, mode="sum")
         ctx.product = (v, out)
         ctx.save_for_backward(values, indices)
         ctx.n_latents = W_dec.shape[0]
-        return out.detach()
+        return out.detach().to(values.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -105,7 +109,8 @@ class SparseDecode(torch.autograd.Function):
         v, out = ctx.product
         grad_values = grad_W_dec = None
         if ctx.needs_input_grad[0]:
-            (grad_values,) = torch.autograd.grad(out, v, grad_out, retain_graph=True)
+            (grad_values,) = torch.autograd.grad(out, v, grad_out.to(out.dtype), retain_graph=True)
+            grad_values = grad_values.to(values.dtype)
         if ctx.needs_input_grad[2]:
             grad_W_dec = _sum_by_latent(indices, values, grad_out, ctx.n_latents)
         return grad_values, None, grad_W_dec
