@@ -7,6 +7,7 @@ store           the files it writes (tables, per-pair terms of the top features)
 command         ``sarm attribute`` (``attribute``), one restored SARM and one predict pass per dataset
 steering        zero, scale or add to features before the head and re-score
 recovery        planted-attribute recovery: do the top features detect the attribute that decided?
+shares          each feature's share of reward over a set of responses (the TRL logging and the drift monitor's)
 """
 
 from sarm.attribution.callback import RewardAttribution
