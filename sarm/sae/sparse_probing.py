@@ -1,8 +1,9 @@
 """k-sparse probing of an SAE's latents on the responses of an activation cache (SAEBench's sparse probing,
 Karvonen et al. 2025, arXiv 2503.09532; after Gao et al. 2024, arXiv 2406.04093).
 
-Each response is one row: its SAE latents mean-pooled over its cached response tokens (SAEBench pools the same
-way). For a binary property y and k ∈ ``SPARSE_K`` (1, 5):
+Each response is one row: its SAE latents at its last token (``pooling="last"``, where SARM's default head reads a
+response, and one encode per response) or mean-pooled over its cached response tokens (``"mean"``, as SAEBench
+pools). For a binary property y and k ∈ ``SPARSE_K`` (1, 5):
 
     selected = the k latents with the largest |mean_{y} z_j − mean_{not y} z_j| on the train split
     F1_k     = test F1 of a balanced logistic probe on those k latents (fit on train, λ on val)
@@ -25,10 +26,17 @@ from sarm.sae.base import SparseAutoencoder
 
 
 @torch.no_grad()
-def pooled_latents(sae: SparseAutoencoder, cache: ActivationCache, batch_sequences: int = 128) -> torch.Tensor:
-    """``[num_sequences, n_latents]``: each sequence's latents averaged over its cached response tokens
-    (sequence 2i is pair i's chosen response, 2i + 1 its rejected one; a sequence without tokens is all zeros)."""
+def pooled_latents(
+    sae: SparseAutoencoder, cache: ActivationCache, pooling: str = "last", batch_sequences: int = 128
+) -> torch.Tensor:
+    """``[num_sequences, n_latents]``: each sequence's latents at its last token, or (``pooling="mean"``) averaged
+    over its cached response tokens (sequence 2i is pair i's chosen response, 2i + 1 its rejected one; a sequence
+    without response tokens is all zeros under "mean")."""
     sae = sae.eval()
+    if pooling == "last":
+        return torch.cat([sae.encode(rows.float()) for rows in cache.last_token_activations().split(1024)])
+    if pooling != "mean":
+        raise ValueError(f"pooling = {pooling!r}: expected 'last' or 'mean'")
     n = cache.manifest["num_sequences"]
     pooled = torch.zeros(n, sae.n_latents)
     for start in range(0, n, batch_sequences):
