@@ -34,6 +34,7 @@ COMMANDS = {
     "report": "sarm.report.build:report",
     "recovery": "sarm.cli:recovery",
     "serve": "sarm.serve.server:serve",
+    "rerank": "sarm.rl.rerank:rerank",
 }
 
 

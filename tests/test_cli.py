@@ -20,7 +20,19 @@ from sarm.cache import CacheSettings
 from sarm.cli import COMMANDS, main
 
 ROOT = Path(__file__).parents[1]
-SUBCOMMANDS = ("fit", "validate", "test", "predict", "cache", "attribute", "score", "report", "recovery", "serve")
+SUBCOMMANDS = (
+    "fit",
+    "validate",
+    "test",
+    "predict",
+    "cache",
+    "attribute",
+    "score",
+    "report",
+    "recovery",
+    "serve",
+    "rerank",
+)
 
 
 def record_calls(monkeypatch, name: str) -> list[dict]:
@@ -90,6 +102,7 @@ CONFIGS = {
     "report": {"sarm": "runs/x/sarm", "data": ["a.jsonl", "b.jsonl"], "contexts": 2, "dtype": "float32"},
     "recovery": {"sarm": "runs/x/sarm", "cache": "runs/x/cache", "split": "val", "output": "recovery.json"},
     "serve": {"model": "runs/x/sarm", "port": 8123, "workers": 2, "max_batch_delay": 0.05, "normalize": True},
+    "rerank": {"model": "runs/x/sarm", "data": "prompts.jsonl", "top_features": 3, "copy_columns": ("id",)},
 }
 
 
