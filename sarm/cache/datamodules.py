@@ -210,6 +210,10 @@ class TokenActivationDataModule(CacheBacked, L.LightningDataModule):
         return self._loader("test", shuffle=False)
 
 
+# Pooled features kept in memory for a head's epochs at most (a cache of 100k pairs at 4,096 features: 3.3 GB).
+POOLED_BYTES = 2 << 30
+
+
 class CachedPairs(Dataset):
     """The pairs of one split, as indices; ``collate`` turns a list of them into a batch."""
 
@@ -229,7 +233,8 @@ class PairActivationDataModule(CacheBacked, SplitDataModule):
     Batches have the layout of ``sarm.data.pairs`` with hidden states in place of token ids: both
     sides stacked (rows [0, B) chosen, [B, 2B) rejected) as ``hidden`` ``[2B, T, d]`` with a
     response ``mask`` ``[2B, T]``; T = 1 (the last token) for ``pooling: last``, the longest
-    response in the batch for ``pooling: mean``. Plus ``margin``, ``pair`` and ``subset`` per pair.
+    response in the batch for ``pooling: mean``. Plus ``margin``, ``pair`` and ``subset`` per pair. While a
+    head-only model trains, ``serve_pooled`` replaces ``hidden`` and ``mask`` by the pooled ``features`` [2B, n].
 
     Args:
         cache_dir: a directory written by ``sarm cache``.
@@ -255,6 +260,8 @@ class PairActivationDataModule(CacheBacked, SplitDataModule):
             raise SarmInputError(f"data.pooling = {pooling!r}: expected 'last' or 'mean' (or unset: the model's)")
         self.cache_dir, self.batch_size, self.predict_split = cache_dir, batch_size, predict_split
         self.declared_pooling, self.model_pooling = pooling, None
+        self.pooled: torch.Tensor | None = None  # [sequences, width] features served instead of hidden states
+        self.pooled_pairs: torch.Tensor | None = None  # [pairs] bool: the pairs whose features ``pooled`` holds
 
     @property
     def pooling(self) -> str:
@@ -275,7 +282,52 @@ class PairActivationDataModule(CacheBacked, SplitDataModule):
     def subsets(self) -> list[str]:
         return self.cache.columns.subset_names
 
+    def serve_pooled(self, features, width: int, splits: tuple[str, ...], max_bytes: int = POOLED_BYTES) -> bool:
+        """From now on, batches of ``splits`` carry ``features`` ``[2B, width]`` (rows as ``hidden``'s) in place of
+        ``hidden`` and ``mask``: ``features(hidden, mask)``, a frozen network's pooling of the hidden states, run
+        here once over every pair of those splits and kept in memory.
+
+        Why: a head-only reward model over a frozen SAE reads the same pooled features every epoch; encoding each
+        response token through the SAE once instead of once per epoch is what makes its epochs cheap. The features
+        must not change while they are served (a frozen SAE; nothing the optimizer moves). Returns False, and
+        serves hidden states as before, when they would take more than ``max_bytes``.
+        """
+        index = torch.cat([self.cache.pair_indices(split) for split in splits])
+        sequences = 2 * int(self.cache.columns.margin.numel())
+        if sequences * width * 4 > max_bytes:
+            return False
+        pooled = torch.zeros(sequences, width)
+        self.pooled = None  # pooling reads hidden states
+        for batch_pairs in index.split(256):
+            batch = self.hidden_batch(batch_pairs.tolist())
+            half = len(batch_pairs)
+            z = features(batch["hidden"], batch["mask"]).float().cpu()
+            pooled[2 * batch_pairs] = z[:half]
+            pooled[2 * batch_pairs + 1] = z[half:]
+        self.pooled, self.pooled_pairs = pooled, torch.zeros(sequences // 2, dtype=torch.bool)
+        self.pooled_pairs[index] = True
+        return True
+
+    def stop_serving_pooled(self) -> None:
+        """Back to hidden states (``serve_pooled``'s features are only good while the network stays frozen)."""
+        self.pooled = self.pooled_pairs = None
+
     def collate(self, pairs: list[int]) -> dict[str, torch.Tensor]:
+        """A batch of ``pairs``: their hidden states (``hidden_batch``), or their pooled features once
+        ``serve_pooled`` has made them."""
+        index = torch.tensor(pairs, dtype=torch.long)
+        if self.pooled is None or not self.pooled_pairs[index].all():  # a split that was not pooled
+            return self.hidden_batch(pairs)
+        columns = self.cache.columns
+        return {
+            "features": self.pooled[torch.cat([2 * index, 2 * index + 1])],
+            "margin": columns.margin[index],
+            "pair": index,
+            "subset": columns.subset[index],
+        }
+
+    def hidden_batch(self, pairs: list[int]) -> dict[str, torch.Tensor]:
+        """The hidden states of ``pairs``, both sides stacked, as the class docstring lays them out."""
         index = torch.tensor(pairs, dtype=torch.long)
         sequences = torch.cat([2 * index, 2 * index + 1])
         if self.pooling == "last":

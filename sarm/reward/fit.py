@@ -139,7 +139,7 @@ def pooled_features(
     data.take_pooling(network.pooling)
     network = network.eval()
     device = next(network.parameters()).device  # where the network is (a trainer may have moved it); CPU results
-    loader = DataLoader(CachedPairs(data.cache, split), batch_size=batch_size, collate_fn=data.collate)
+    loader = DataLoader(CachedPairs(data.cache, split), batch_size=batch_size, collate_fn=data.hidden_batch)
     chosen, rejected, margins = [], [], []
     for batch in loader:
         z = network.features(batch["hidden"].to(device).float(), batch["mask"].to(device)).cpu()

@@ -231,10 +231,43 @@ class RewardModelModule(L.LightningModule):
         """Rewards of hidden states: ``[B, d]`` last tokens, or ``[B, T, d]`` with a response mask."""
         return self.network(hidden, mask)
 
+    def on_fit_start(self) -> None:
+        """Head mode on cached activations: the pooled features are computed once, here (on the model's device),
+        and served to every epoch's batches (``PairActivationDataModule.serve_pooled``): with the backbone and the
+        SAE frozen they never change, so an epoch is a pass of the head alone."""
+        data = self.trainer.datamodule
+        frozen = self.hparams.mode == "head" and not any(
+            p.requires_grad for p in self.network.parameters() if p is not self.network.head.weight
+        )
+        if not frozen or data is None or data.yields_tokens or not hasattr(data, "serve_pooled"):
+            return
+        network = self.network
+        was_training = network.training
+        network.eval()
+
+        @torch.no_grad()
+        def features(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            return network.features(hidden.to(self.device).float(), mask.to(self.device))
+
+        served = data.serve_pooled(features, network.head.weight.numel(), ("train", "val"))
+        network.train(was_training)
+        if not served:
+            print("sarm: pooled features too large to keep in memory: hidden states are pooled every epoch", flush=True)
+
+    def on_fit_end(self) -> None:
+        data = self.trainer.datamodule
+        if data is not None and hasattr(data, "stop_serving_pooled"):
+            data.stop_serving_pooled()  # a test or predict run after fit pools through the network again
+
     def score(self, batch: dict) -> dict:
-        """Features and rewards of both sides of every pair in the batch."""
-        hidden, mask = self.hidden_states(batch)
-        z = self.network.features(hidden, mask)
+        """Features and rewards of both sides of every pair in the batch (pooled features served by the data, or
+        pooled here from its hidden states)."""
+        if "features" in batch:
+            hidden = mask = None
+            z = batch["features"]
+        else:
+            hidden, mask = self.hidden_states(batch)
+            z = self.network.features(hidden, mask)
         rewards = self.network.head(z)
         n = rewards.shape[0] // 2
         return {
@@ -264,7 +297,12 @@ class RewardModelModule(L.LightningModule):
                 loss = loss + h.head_l1 * self.network.head.weight.abs().sum()
             extra, logs = self.extra_loss(scored)
             loss = loss + extra
-            check_finite(loss, "reward-model loss", self.global_step, scored["hidden"])
+            check_finite(
+                loss,
+                "reward-model loss",
+                self.global_step,
+                scored["hidden"] if scored["hidden"] is not None else scored["z_chosen"],
+            )
         n = chosen.shape[0]
         accuracy, margin = self.metrics[f"{stage}_accuracy"], self.metrics[f"{stage}_margin"]
         correct = (chosen > rejected).float()
