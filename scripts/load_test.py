@@ -28,6 +28,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -142,14 +143,20 @@ def _start_server(model, port, batch_size, max_batch_size, max_batch_delay) -> s
     command = [str(sarm), "serve", "--model", model, "--host", "127.0.0.1", "--port", str(port)]
     command += ["--batch_size", str(batch_size), "--max_batch_size", str(max_batch_size)]
     command += ["--max_batch_delay", str(max_batch_delay)]
-    # its own process group, so that stopping it stops LitServe's workers too
-    return subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # its own process group, so that stopping it stops LitServe's workers too; stderr to a file, never a pipe that
+    # nobody reads while the server runs (a full pipe would block the server)
+    log = tempfile.TemporaryFile()
+    server = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=log)
+    server.stderr_file = log
+    return server
 
 
 def _wait_healthy(url: str, server: subprocess.Popen | None, deadline: float) -> None:
     while time.monotonic() < deadline:
         if server is not None and server.poll() is not None:
-            raise SystemExit(f"load_test: the server exited ({server.returncode}):\n{server.stderr.read().decode()}")
+            server.stderr_file.seek(0)
+            stderr = server.stderr_file.read().decode(errors="replace")
+            raise SystemExit(f"load_test: the server exited ({server.returncode}):\n{stderr}")
         try:
             with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
                 if answer.status == 200:

@@ -68,19 +68,21 @@ def free_port() -> int:
 def start(command: list[str], cwd: Path) -> tuple[subprocess.Popen, str]:
     """A server in its own process group, once /health answers (or a failure with its stderr)."""
     port = free_port()
-    process = subprocess.Popen(
-        [*map(str, command), "--host", "127.0.0.1", "--port", str(port)],
-        cwd=cwd,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    log = cwd / f"server-{port}.log"  # a file, not a pipe nobody reads while the server runs (it would block it)
+    with open(log, "wb") as stderr:
+        process = subprocess.Popen(
+            [*map(str, command), "--host", "127.0.0.1", "--port", str(port)],
+            cwd=cwd,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + START_SECONDS
     try:
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                pytest.fail(f"the server exited ({process.returncode}):\n{process.stderr.read().decode()[-4000:]}")
+                pytest.fail(f"the server exited ({process.returncode}):\n{log.read_text()[-4000:]}")
             try:
                 if get(f"{url}/health") == (200, "ok"):
                     return process, url
