@@ -35,6 +35,7 @@ COMMANDS = {
     "recovery": "sarm.cli:recovery",
     "serve": "sarm.serve.server:serve",
     "rerank": "sarm.rl.rerank:rerank",
+    "drift": "sarm.rl.monitor:drift",
 }
 
 

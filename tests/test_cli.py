@@ -32,6 +32,7 @@ SUBCOMMANDS = (
     "recovery",
     "serve",
     "rerank",
+    "drift",
 )
 
 
@@ -103,6 +104,7 @@ CONFIGS = {
     "recovery": {"sarm": "runs/x/sarm", "cache": "runs/x/cache", "split": "val", "output": "recovery.json"},
     "serve": {"model": "runs/x/sarm", "port": 8123, "workers": 2, "max_batch_delay": 0.05, "normalize": True},
     "rerank": {"model": "runs/x/sarm", "data": "prompts.jsonl", "top_features": 3, "copy_columns": ("id",)},
+    "drift": {"model": "runs/x/sarm", "samples": "s.jsonl", "reference": "runs/x/cache", "threshold": 0.02},
 }
 
 

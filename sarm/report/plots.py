@@ -220,3 +220,28 @@ def legibility_curve(curve: Legibility, title: str = "") -> str:
     ax.set_xticks(xs, [m if m != "all" else f"all\n({curve.n_features})" for m in curve.ms])
     ax.minorticks_off()
     return _finish(fig, ax, title, "features kept (m)", f"{curve.split} accuracy", legend=True)
+
+
+def drift_bars(
+    features: Sequence[int],
+    delta: Sequence[float],
+    lower: Sequence[float],
+    upper: Sequence[float],
+    flagged: Sequence[bool],
+    threshold: float,
+    title: str = "",
+) -> str:
+    """The features' change of reward share from a reference to samples (``sarm.rl.drift``), first at the top: Δ as
+    a bar with its simultaneous interval, flagged features (lower bound above the threshold) in red, the threshold
+    as a dashed line."""
+    height = min(8.0, max(2.0, 0.28 * len(delta) + 0.9))
+    fig, ax = _figure(6.0, height)
+    ys = list(range(len(delta)))
+    colors = [NEGATIVE if f else NEUTRAL for f in flagged]
+    errors = [[d - lo for d, lo in zip(delta, lower)], [up - d for d, up in zip(delta, upper)]]
+    ax.barh(ys, delta, color=colors, xerr=errors, error_kw={"elinewidth": 0.8, "capsize": 2})
+    ax.set_yticks(ys, [f"f{f}" for f in features])
+    ax.invert_yaxis()
+    ax.axvline(0, color="black", lw=0.6)
+    ax.axvline(threshold, color=NEGATIVE, lw=0.8, ls="--", label=f"threshold τ = {threshold:g}")
+    return _finish(fig, ax, title, "Δ share of reward (samples − reference)", legend=True)

@@ -86,7 +86,7 @@ class SARMRewardFunction:
                 raise SarmInputError(f"{self.__name__}: completion {i}: field '{err.field}': {err.reason}") from None
         scores = self.model.score([p for p, _ in samples], [r for _, r in samples], self.batch_size)
         with torch.no_grad():  # the head's weights require grad; nothing here is differentiated
-            terms = self.model.feature_head.contributions(scores.features).double()
+            terms = self.model.feature_head.contributions(scores.features.to(self.model.device)).double().cpu()
         self._log(terms, scores.residual, kwargs.get("log_metric"), kwargs.get("log_extra"))
         rewards = self.model.normalize(scores.rewards) if self.normalize else scores.rewards
         return rewards.tolist()
