@@ -1,6 +1,6 @@
 """An exported reward model as an in-process reward function for TRL's ``GRPOTrainer(reward_funcs=...)``.
 
-    from sarm.rl import SARMRewardFunction
+    from sarm.rl.reward_function import SARMRewardFunction
     reward = SARMRewardFunction("runs/demo/sarm/export")        # loaded once
     trainer = GRPOTrainer(model=policy, reward_funcs=reward, train_dataset=prompts, args=GRPOConfig(...))
 
