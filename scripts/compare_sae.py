@@ -29,12 +29,12 @@ import warnings
 from pathlib import Path
 
 import lightning as L
-import torch
 from jsonargparse import CLI
 
 from sarm.cache import ActivationCache, TokenActivationDataModule
 from sarm.callbacks import AdaptiveTemporalMasking, PAnnealing
 from sarm.callbacks.coverage import PlantedCoverage
+from sarm.io import save_tensors
 from sarm.sae import SAEModule, load_sae
 from sarm.sae.absorption import absorption, first_letter_words, letter_probes, word_activations, word_splits
 from sarm.sae.coverage import planted_labels
@@ -79,9 +79,14 @@ def train(name: str, config: dict, callbacks: list, cache: str, epochs: int, bat
 
 
 def first_letter_data(model: str, layer: int, per_letter: int, path: Path) -> dict:
-    """Words, their letters and hidden states (computed once, kept at ``path``)."""
+    """Words, their letters and hidden states (computed once, kept at ``path``: safetensors, the words in its
+    metadata)."""
     if path.exists():
-        return torch.load(path)
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            words = json.loads(f.metadata()["words"])
+            return {"words": words, "letters": [w[0] for w in words], "x": f.get_tensor("x")}
     from sarm.backbone import TruncatedBackbone, load_tokenizer
 
     tokenizer = load_tokenizer(model)
@@ -91,7 +96,7 @@ def first_letter_data(model: str, layer: int, per_letter: int, path: Path) -> di
     x = word_activations(backbone, tokenizer, words)
     print(f"first-letter data: {len(words)} words in {time.perf_counter() - start:.0f} s", flush=True)
     data = {"words": [w for w, _ in words], "letters": [w[0] for w, _ in words], "x": x}
-    torch.save(data, path)
+    save_tensors(path, {"x": x}, metadata={"words": json.dumps(data["words"])})
     return data
 
 
@@ -127,7 +132,7 @@ def main(
     out.mkdir(parents=True, exist_ok=True)
     source = ActivationCache(cache)
     settings = source.manifest
-    words = first_letter_data(settings["model"], settings["layer"], words_per_letter, out / "first_letter.pt")
+    words = first_letter_data(settings["model"], settings["layer"], words_per_letter, out / "first_letter.safetensors")
     splits = word_splits(len(words["letters"]))
     planted = planted_labels(source.pairs)
     planted = {name: y for name, y in planted.items() if y.any()}

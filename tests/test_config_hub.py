@@ -70,7 +70,7 @@ def test_fit_config_runs_on_a_tiny_model(path, tiny_cache, tiny_sae, tiny_sarm, 
         args += ["--model.init_args.n_latents", "64", "--model.init_args.k", "4"]
     if "init_from" in config["model"]["init_args"]:  # a second stage: restarts from an exported SARM
         args += ["--model.init_args.init_from", tiny_sarm]
-    elif model_class == "sarm.reward.SARM":
+    elif model_class in ("sarm.reward.SARM", "sarm.reward.ResidualSARM"):
         args += ["--model.init_args.sae", tiny_sae]
     if config["model"]["init_args"].get("lora_layers"):
         args += ["--model.init_args.lora_layers", "1"]

@@ -67,7 +67,9 @@ def test_rerunning_the_cache_reuses_it(run, capsys):
 def test_sae_export_and_heldout_metrics(run):
     root = run["root"]
     cfg = json.loads((root / "sae" / "cfg.json").read_text())
-    assert cfg["d_in"] == 32 and cfg["d_sae"] == 64 and cfg["k"] == 4 and cfg["hook_layer"] == 2
+    assert cfg["d_in"] == 32 and cfg["d_sae"] == 64 and cfg["k"] == 4
+    # SAELens 6 layout: the layer-2 residual stream is block 1's output; sarm's own layer under metadata.sarm
+    assert cfg["metadata"]["hook_name"] == "blocks.1.hook_resid_post" and cfg["metadata"]["sarm"]["layer"] == 2
     metrics = json.loads((root / "sae" / "metrics.json").read_text())
     assert 0 < metrics["val/fvu"] < 1 and 0 < metrics["val/l0"] <= 4
 

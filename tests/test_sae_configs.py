@@ -29,7 +29,8 @@ def test_recipe_trains_and_its_export_reads_raw_activations(config, extra, tiny_
     export = tmp_path / "export"
     main(fit_sae(tiny_cache["cache"], tmp_path, *extra, epochs=3, export=export, config=config.relative_to(ROOT)))
     if "--model.scale_activations" in extra:
-        assert json.loads((export / "cfg.json").read_text())["input_norm"] == "none"
+        cfg = json.loads((export / "cfg.json").read_text())
+        assert cfg["metadata"]["sarm"]["input_norm"] == "none" and cfg["normalize_activations"] == "none"
     metrics = json.loads((export / "metrics.json").read_text())
     assert 0 < metrics["val/fvu"] < 1.5 and metrics["val/l0"] > 0
     # The exported SAE (whitening folded in, BatchTopK threshold applied) reproduces the held-out FVU
