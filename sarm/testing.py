@@ -80,3 +80,17 @@ def save_tiny_model(path, family: str = "llama", num_layers: int = 4, seed: int 
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return str(path)
+
+
+def quiet_trainer(**kwargs):
+    """A Lightning ``Trainer`` with nothing but the run (no logger, checkpoints, bars or model summary), for
+    tests and benchmarks; ``kwargs`` set the rest (and may switch any of those back on)."""
+    import lightning as L
+
+    quiet = {
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+    }
+    return L.Trainer(**(quiet | kwargs))

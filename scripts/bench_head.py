@@ -28,6 +28,7 @@ from jsonargparse import CLI
 from sarm.cache import CacheSettings, PairActivationDataModule, cache_activations
 from sarm.reward import SARM
 from sarm.sae import TopKSAE, save_sae
+from sarm.testing import quiet_trainer
 
 
 def train_head(cache: Path, sae: str, epochs: int, serve: bool, root: Path) -> float:
@@ -37,14 +38,7 @@ def train_head(cache: Path, sae: str, epochs: int, serve: bool, root: Path) -> f
     data = PairActivationDataModule(str(cache), batch_size=64)
     if not serve:
         data.serve_pooled = lambda *args, **kwargs: False  # pool every epoch, as before serve_pooled existed
-    trainer = L.Trainer(
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=str(root),
-    )
+    trainer = quiet_trainer(max_epochs=epochs, default_root_dir=str(root))
     start = time.perf_counter()
     trainer.fit(model, data)
     return time.perf_counter() - start

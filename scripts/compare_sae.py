@@ -39,6 +39,7 @@ from sarm.sae import SAEModule, load_sae
 from sarm.sae.absorption import absorption, first_letter_words, letter_probes, word_activations, word_splits
 from sarm.sae.coverage import planted_labels
 from sarm.sae.sparse_probing import chosen_labels, pooled_latents, response_splits, sparse_probing
+from sarm.testing import quiet_trainer
 
 
 def variants(n_latents: int, k: int, l1: float) -> dict[str, tuple[dict, list]]:
@@ -64,14 +65,7 @@ def train(name: str, config: dict, callbacks: list, cache: str, epochs: int, bat
     L.seed_everything(0, verbose=False)
     module = SAEModule(lr=1e-3, warmup_steps=20, dead_after_tokens=100_000, export_dir=str(export), **config)
     data = TokenActivationDataModule(cache, batch_size=batch_size, sequence_fraction=0.25)
-    trainer = L.Trainer(
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=False,
-        callbacks=[*callbacks, PlantedCoverage()],
-    )
+    trainer = quiet_trainer(max_epochs=epochs, callbacks=[*callbacks, PlantedCoverage()])
     start = time.perf_counter()
     trainer.fit(module, data)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}

@@ -34,6 +34,7 @@ from sarm.cache import TokenActivationDataModule
 from sarm.sae import SAEModule
 from sarm.sae.base import standardize
 from sarm.sae.metrics import LatentFrequency, ReconstructionMetrics
+from sarm.testing import quiet_trainer
 
 
 def data_module(cache: str, batch_size: int) -> TokenActivationDataModule:
@@ -59,13 +60,7 @@ def train_sarm(
 ):
     L.seed_everything(0, verbose=False)
     module = SAEModule(architecture=architecture, n_latents=n_latents, k=k, lr=lr, warmup_steps=warmup)
-    trainer = L.Trainer(
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=False,
-    )
+    trainer = quiet_trainer(max_epochs=epochs)
     trainer.fit(module, data_module(cache, batch_size))
     sae = module.sae.eval()
     return sae, trainer.global_step

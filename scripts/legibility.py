@@ -42,6 +42,7 @@ from sarm.reward.fit import (
     pair_accuracy,
     sarm_and_dense_differences,
 )
+from sarm.testing import quiet_trainer
 
 
 def train_dense(cache: str, pooling: str, epochs: int, lr: float, root: Path) -> torch.Tensor:
@@ -52,15 +53,7 @@ def train_dense(cache: str, pooling: str, epochs: int, lr: float, root: Path) ->
 
     L.seed_everything(0, verbose=False)
     module = DenseRM(pooling=pooling, lr=lr)
-    trainer = L.Trainer(
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=False,
-        default_root_dir=str(root),
-        num_sanity_val_steps=0,
-    )
+    trainer = quiet_trainer(max_epochs=epochs, default_root_dir=str(root), num_sanity_val_steps=0)
     trainer.fit(module, PairActivationDataModule(cache, batch_size=64))
     return module.network.head.weight.detach().cpu().clone()
 

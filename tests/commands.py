@@ -116,15 +116,6 @@ def attribute(sarm, data, cache_dir, output, **overrides) -> list[str]:
 
 def quiet_trainer(max_steps: int, callbacks=(), **kwargs):
     """An in-process CPU Trainer with nothing but the run: no logger, checkpoints, bars or summary."""
-    import lightning as L
+    from sarm.testing import quiet_trainer
 
-    return L.Trainer(
-        accelerator="cpu",
-        max_steps=max_steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=list(callbacks),
-        **kwargs,
-    )
+    return quiet_trainer(accelerator="cpu", max_steps=max_steps, callbacks=list(callbacks), **kwargs)

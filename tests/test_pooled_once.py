@@ -11,6 +11,7 @@ from sarm.cache import PairActivationDataModule
 from sarm.reward import SARM
 from sarm.reward.network import SARMNetwork
 from sarm.sae import TopKSAE, save_sae
+from sarm.testing import quiet_trainer
 
 
 def train(cache, sae, root, epochs: int, serve: bool, patch: pytest.MonkeyPatch) -> tuple[SARM, int, L.Trainer]:
@@ -27,14 +28,7 @@ def train(cache, sae, root, epochs: int, serve: bool, patch: pytest.MonkeyPatch)
         patch.setattr(PairActivationDataModule, "serve_pooled", lambda self, *args, **kwargs: False)
     torch.manual_seed(0)
     model = SARM(sae=sae, pooling="mean", lr=0.05)
-    trainer = L.Trainer(
-        max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=str(root),
-    )
+    trainer = quiet_trainer(max_epochs=epochs, default_root_dir=str(root))
     data = PairActivationDataModule(str(cache), batch_size=8)
     trainer.fit(model, data)
     patch.undo()

@@ -268,17 +268,19 @@ class RewardModelModule(L.LightningModule):
         else:
             hidden, mask = self.hidden_states(batch)
             z = self.network.features(hidden, mask)
-        rewards = self.network.head(z)
+        return self.scored(batch, hidden, mask, self.network.head(z), z=z)
+
+    @staticmethod
+    def scored(batch: dict, hidden, mask, rewards: torch.Tensor, **sides: torch.Tensor) -> dict:
+        """``score``'s dict: ``rewards`` and ``sides`` (``[2B, ...]``, chosen rows first) split into
+        ``chosen_reward``/``rejected_reward`` and ``<name>_chosen``/``<name>_rejected``, with the hidden states, the
+        mask and the pair ids."""
         n = rewards.shape[0] // 2
-        return {
-            "hidden": hidden,
-            "mask": mask,
-            "z_chosen": z[:n],
-            "z_rejected": z[n:],
-            "chosen_reward": rewards[:n],
-            "rejected_reward": rewards[n:],
-            "pair": batch["pair"],
-        }
+        out = {"hidden": hidden, "mask": mask, "pair": batch["pair"]}
+        out["chosen_reward"], out["rejected_reward"] = rewards[:n], rewards[n:]
+        for name, value in sides.items():
+            out[f"{name}_chosen"], out[f"{name}_rejected"] = value[:n], value[n:]
+        return out
 
     def extra_loss(self, scored: dict) -> tuple[torch.Tensor, dict]:
         """Subclass losses beyond Bradley–Terry (SARM's joint reconstruction)."""

@@ -68,19 +68,7 @@ class ResidualSARM(SARM):
             return super().score(batch)
         hidden, mask = self.hidden_states(batch)
         z, residual = self.network.parts(hidden, mask)
-        rewards = self.network.reward(z, residual)
-        n = rewards.shape[0] // 2
-        return {
-            "hidden": hidden,
-            "mask": mask,
-            "z_chosen": z[:n],
-            "z_rejected": z[n:],
-            "residual_chosen": residual[:n],
-            "residual_rejected": residual[n:],
-            "chosen_reward": rewards[:n],
-            "rejected_reward": rewards[n:],
-            "pair": batch["pair"],
-        }
+        return self.scored(batch, hidden, mask, self.network.reward(z, residual), z=z, residual=residual)
 
     @staticmethod
     def _public(scored: dict) -> dict:
