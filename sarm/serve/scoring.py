@@ -3,8 +3,8 @@ payload's answer.
 
 Scoring is ``RewardModel.score``'s, the path ``sarm score`` takes: the same rendering, left truncation at the
 model's ``max_length``, right padding and pooling, so a served reward is the offline one; what differs is only which
-texts share a forward pass (a batch's texts are scored shortest first, so that like lengths share a pass), which
-moves a reward by float rounding at most (right padding leaves every real token's hidden state as it was).
+texts share a forward pass, which moves a reward by float rounding at most (right padding leaves every real token's
+hidden state as it was).
 
 Answers:
 
@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import math
 
-import torch
-
-from sarm.reward.inference import RewardModel, Scores
+from sarm.reward.inference import RewardModel
 from sarm.score import residual_fields
 from sarm.serve.requests import OPENRLHF
 
@@ -38,7 +36,7 @@ def score_payloads(model: RewardModel, payloads: list[dict], batch_size: int, no
             prompts.append(item["prompt"])
             response = item["response"]
             responses.append(_strip_end(response, ends) if payload["protocol"] == OPENRLHF else response)
-    scores = _score_by_length(model, prompts, responses, batch_size)
+    scores = model.score(prompts, responses, batch_size)
     answers, start = [], 0
     for payload in payloads:
         rows = range(start, start + len(payload["items"]))
@@ -48,17 +46,6 @@ def score_payloads(model: RewardModel, payloads: list[dict], batch_size: int, no
         else:
             answers.append(_sarm(model, scores, rows, payload["top_features"], payload["normalize"]))
     return answers
-
-
-def _score_by_length(model: RewardModel, prompts: list, responses: list[str], batch_size: int):
-    """``model.score`` of the texts shortest first, answered in their own order: a forward pass pads its texts to the
-    longest, and requests arrive in any order, so texts of like length share a pass (fewer padding tokens)."""
-    order = sorted(range(len(responses)), key=lambda i: len(responses[i]) + sum(len(m["content"]) for m in prompts[i]))
-    scores = model.score([prompts[i] for i in order], [responses[i] for i in order], batch_size)
-    back = torch.empty(len(order), dtype=torch.long)
-    back[torch.tensor(order, dtype=torch.long)] = torch.arange(len(order))
-    residual = None if scores.residual is None else scores.residual[back]
-    return Scores(scores.rewards[back], scores.features[back], residual)
 
 
 def _openrlhf(model: RewardModel, scores, rows: range, normalize: bool) -> dict:
