@@ -1,7 +1,8 @@
 """The activation cache, the pivot of the pipeline: text → backbone → **cache** → SAE → reward.
 
 ``settings`` (what a cache holds and its fingerprint), ``layout`` (the files, and who may write them),
-``writer`` (``sarm cache``), ``reader`` (``ActivationCache``) and ``datamodules`` (the cache as
+``sequences`` (what the backbone runs over, in batches of nearly equal
+length), ``writer`` (``sarm cache``), ``reader`` (``ActivationCache``) and ``datamodules`` (the cache as
 training data for SAEs and SARM heads).
 """
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from sarm.backbone import TruncatedBackbone, cache_root, load_tokenizer
 from sarm.cache.layout import (
@@ -35,10 +35,10 @@ from sarm.cache.layout import (
     read_manifest,
     start_partial,
 )
+from sarm.cache.sequences import RenderedSequences, collate_right_padded
 from sarm.cache.settings import CacheSettings
 from sarm.callbacks.stop_on_signal import StopOnSignal
 from sarm.data.preference import iter_preferences
-from sarm.data.render import render_response
 from sarm.data.rows import PreferencePair
 from sarm.data.splits import assign_splits
 from sarm.errors import SarmInputError
@@ -52,15 +52,12 @@ class PackedTexts:
     """
 
     def __init__(self, pairs: Iterable[PreferencePair]):
-        packed, offsets, lengths, self.prompt_ids = bytearray(), [0], [], []
+        packed, offsets, self.prompt_ids = bytearray(), [0], []
         for pair in pairs:
             packed += json.dumps(_pair_fields(pair)).encode()
             offsets.append(len(packed))
             self.prompt_ids.append(pair.prompt_id)
-            prompt = sum(len(m["content"]) for m in pair.prompt)
-            lengths += [prompt + len(pair.chosen), prompt + len(pair.rejected)]
         self.packed, self.offsets = packed, torch.tensor(offsets)
-        self.lengths = torch.tensor(lengths, dtype=torch.long)  # characters per sequence: a length proxy
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -68,65 +65,6 @@ class PackedTexts:
     def __getitem__(self, pair: int) -> dict:
         """The ``pairs.jsonl`` fields of pair number ``pair``, but its index and split."""
         return json.loads(self.packed[int(self.offsets[pair]) : int(self.offsets[pair + 1])])
-
-
-class RenderedSequences(Dataset):
-    """Both sides of every pair, rendered lazily (token ids are never all held at once).
-
-    Sequences are visited longest-first (by a character-length proxy) within windows of ``window``
-    consecutive sequences: batches carry little padding, and each shard holds sequences of nearby
-    pairs, so a reader walking the pairs in order needs only a few shards at a time.
-    """
-
-    window = 2048
-
-    def __init__(self, texts: PackedTexts, tokenizer, max_length: int):
-        self.texts, self.tokenizer, self.max_length = texts, tokenizer, max_length
-        n = len(texts.lengths)
-        self.order = (
-            torch.cat(
-                [
-                    start + texts.lengths[start : start + self.window].argsort(descending=True, stable=True)
-                    for start in range(0, n, self.window)
-                ]
-            )
-            if n
-            else torch.zeros(0, dtype=torch.long)
-        )
-
-    def __len__(self) -> int:
-        return len(self.order)
-
-    def __getitem__(self, i: int) -> dict:
-        seq = int(self.order[i])
-        pair = self.texts[seq // 2]
-        rendered = render_response(
-            self.tokenizer, pair["prompt"], pair["chosen" if seq % 2 == 0 else "rejected"], self.max_length
-        )
-        return {
-            "input_ids": rendered.input_ids,
-            "response_start": rendered.response_start,
-            "seq": seq,
-            "truncated": rendered.truncated,
-        }
-
-
-def collate_right_padded(items: list[dict], pad_id: int) -> dict:
-    """Right padding keeps every response's token positions as rendered; the mask hides the pad."""
-    length = max(len(it["input_ids"]) for it in items)
-    ids = torch.full((len(items), length), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(items), length), dtype=torch.long)
-    for row, it in enumerate(items):
-        ids[row, : len(it["input_ids"])] = torch.tensor(it["input_ids"])
-        mask[row, : len(it["input_ids"])] = 1
-    return {
-        "input_ids": ids,
-        "attention_mask": mask,
-        "length": mask.sum(1),
-        "response_start": torch.tensor([it["response_start"] for it in items]),
-        "seq": torch.tensor([it["seq"] for it in items]),
-        "truncated": torch.tensor([it["truncated"] for it in items]),
-    }
 
 
 class BackboneEncoder(L.LightningModule):
