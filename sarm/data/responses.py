@@ -4,13 +4,16 @@ layout ``sarm.data.rows`` reads, every bad row named in one run, empty responses
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sarm.data.preference import LeftOut
 from sarm.data.readers import BadRow, read_rows
 from sarm.data.rows import Message, RowError, jsonable, kind_of, split_prompt
 from sarm.errors import BadRowsError
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -37,13 +40,19 @@ def load_responses(source: str | os.PathLike) -> list[ResponseRow]:
     Raises:
         BadRowsError: naming every bad row (the first ten, then the count), after reading the whole file.
     """
+    return read_all(source, response_row)
+
+
+def read_all(source: str | os.PathLike, parse: Callable[[Any, str], T]) -> list[T]:
+    """``parse(row, "<file>:<line>")`` of every row of ``source``; a row it refuses (``RowError``) is named, and
+    after the whole file is read ``BadRowsError`` names every bad row (the first ten, then the count)."""
     name = os.fspath(source)
     rows, log = [], LeftOut(name, "error", None)
     for where, row in read_rows(name, 0, 0, "train"):
         try:
             if isinstance(row, BadRow):
                 raise RowError(None, row.reason)
-            rows.append(response_row(row, f"{name}:{where}"))
+            rows.append(parse(row, f"{name}:{where}"))
         except RowError as err:
             log.bad(where, err.field, err.reason, row)
     if log.failing:
@@ -59,14 +68,21 @@ def response_row(row: Any, origin: str) -> ResponseRow:
     response = row.get("response")
     if not isinstance(response, str):
         raise RowError("response", "missing" if response is None else f"expected text, got {kind_of(response)}")
-    prompt = row.get("prompt")
-    try:  # the pair parser reads the prompt in every accepted layout
-        prompt, text, _ = split_prompt(
+    prompt, text = split_sample(row.get("prompt"), response, "response")
+    meta = {k: jsonable(v) for k, v in row.items() if k not in ("prompt", "response")}
+    return ResponseRow(prompt, text, meta, origin)
+
+
+def split_sample(prompt: Any, response: Any, field: str) -> tuple[list[Message], str]:
+    """``(prompt messages, response text)`` of a prompt (text, a conversation or None) and a response (text or
+    messages), read as the pair parser reads one side of a pair (every accepted layout); a field that cannot be
+    read raises ``RowError`` naming it (``field`` for the response)."""
+    try:
+        messages, text, _ = split_prompt(
             {"prompt": "" if prompt is None else prompt, "chosen": response, "rejected": response}
         )
     except RowError as err:
-        raise RowError("response" if err.field in ("chosen", "rejected") else err.field, err.reason) from None
+        raise RowError(field if err.field in ("chosen", "rejected") else err.field, err.reason) from None
     except RecursionError:
         raise RowError("prompt", "nested too deeply to read") from None
-    meta = {k: jsonable(v) for k, v in row.items() if k not in ("prompt", "response")}
-    return ResponseRow(prompt, text, meta, origin)
+    return messages, text

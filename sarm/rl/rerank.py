@@ -37,10 +37,8 @@ from typing import Any
 import torch
 
 from sarm.attribution.contributions import largest_terms, margin_contributions
-from sarm.data.preference import LeftOut
-from sarm.data.readers import BadRow, read_rows
+from sarm.data.responses import read_all
 from sarm.data.rows import Message, RowError, jsonable, kind_of
-from sarm.errors import BadRowsError
 from sarm.io import atomic_path, json_text
 from sarm.reward.inference import RewardModel
 from sarm.rl.samples import prompt_and_response
@@ -57,18 +55,7 @@ class RerankRow:
 
 def load_rerank_rows(source: str | os.PathLike) -> list[RerankRow]:
     """Every row of ``source``; raises ``BadRowsError`` naming every bad row after reading the whole file."""
-    name = os.fspath(source)
-    rows, log = [], LeftOut(name, "error", None)
-    for where, row in read_rows(name, 0, 0, "train"):
-        try:
-            if isinstance(row, BadRow):
-                raise RowError(None, row.reason)
-            rows.append(rerank_row(row))
-        except RowError as err:
-            log.bad(where, err.field, err.reason, row)
-    if log.failing:
-        raise BadRowsError(name, log.first_bad, log.counts["bad"], "")
-    return rows
+    return read_all(source, lambda row, _where: rerank_row(row))
 
 
 def rerank_row(row: Any) -> RerankRow:

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sarm.data.rows import Message, RowError, split_prompt
+from sarm.data.responses import split_sample
+from sarm.data.rows import Message
 
 
 def prompt_and_response(prompt: Any, completion: Any) -> tuple[list[Message], str]:
@@ -24,12 +25,4 @@ def prompt_and_response(prompt: Any, completion: Any) -> tuple[list[Message], st
     it (``prompt``, or ``completion`` for the response)."""
     if isinstance(completion, dict):  # one message rather than a list of them
         completion = [completion]
-    try:
-        messages, response, _ = split_prompt(
-            {"prompt": "" if prompt is None else prompt, "chosen": completion, "rejected": completion}
-        )
-    except RowError as err:
-        raise RowError("completion" if err.field in ("chosen", "rejected") else err.field, err.reason) from None
-    except RecursionError:
-        raise RowError("prompt", "nested too deeply to read") from None
-    return messages, response
+    return split_sample(prompt, completion, "completion")
