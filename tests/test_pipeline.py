@@ -163,7 +163,15 @@ def test_attribution_reuses_a_float32_cache_and_gives_the_same_top_features(run,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["attribution", "f32"]  # no second cache was written
     ours = json.loads((tmp_path / "attribution" / "features.json").read_text())["features"]
     bf16 = json.loads((run["root"] / "attribution" / "features.json").read_text())["features"]
-    assert [f["feature"] for f in ours[:3]] == [f["feature"] for f in bf16[:3]]
+
+    def decisive(features: list[dict]) -> list[int]:
+        """The features carrying at least a tenth of the top one's |mean margin contribution|, in rank order: below
+        that, bfloat16 rounding flips near-ties of the tiny SAE's TopK (a feature at 7 % of the top read 0.0216
+        from the bf16 cache and 0.0010 from the float32 one, with the two caches equal to 0.4 %)."""
+        top = features[0]["abs_mean_margin_contribution"]
+        return [f["feature"] for f in features if f["abs_mean_margin_contribution"] >= 0.1 * top]
+
+    assert len(decisive(bf16)) >= 2 and decisive(ours) == decisive(bf16)
 
 
 def test_attribution_over_an_empty_split_is_refused_naming_the_split_counts(run, tmp_path, capsys):
