@@ -104,7 +104,14 @@ def test_encoder_chunks_agree_with_one_pass(monkeypatch):
     sae = make_sae()
     x = torch.randn(50, 16, dtype=torch.float64)
     whole = topk_encode(x, sae.b_dec, sae.W_enc, sae.b_enc, 4)
-    monkeypatch.setattr(kernels, "CHUNK_ELEMENTS", 64 * 7)  # 7 rows a chunk: 8 chunks, the last short
+    products = []
+    addmm = torch.addmm
+    monkeypatch.setattr(
+        torch, "addmm", lambda *args, **kwargs: products.append(args[1].shape[0]) or addmm(*args, **kwargs)
+    )
+    monkeypatch.setattr(kernels, "CHUNK_ELEMENTS", 64 * 3)  # 3 rows a chunk by the element budget ...
+    monkeypatch.setattr(kernels, "MIN_CHUNK_ROWS", 7)  # ... but never fewer than 7: 8 chunks, the last short
     chunked = topk_encode(x, sae.b_dec, sae.W_enc, sae.b_enc, 4)
+    assert products == [7] * 7 + [1]
     torch.testing.assert_close(chunked[0], whole[0])  # GEMM blocking may differ in the last bits
     assert torch.equal(chunked[1], whole[1])

@@ -23,8 +23,11 @@ import torch
 import torch.nn.functional as F
 
 # Rows per encoder chunk: [chunk, n] float32 pre-activations of about 32 MiB stay in cache while
-# TopK reads them (scripts/bench_kernels.py times it against one [batch, n] product).
+# TopK reads them (scripts/bench_kernels.py times it against one [batch, n] product), but never fewer
+# rows than MIN_CHUNK_ROWS: a thinner [rows, d] × [d, n] product loses more to the matmul's own blocking
+# than the cache saves once n is wide (scripts/bench_sae.py at n = 65,536).
 CHUNK_ELEMENTS = 1 << 23
+MIN_CHUNK_ROWS = 512
 
 
 def _sum_by_latent(indices: torch.Tensor, weights: torch.Tensor, rows: torch.Tensor, n_latents: int) -> torch.Tensor:
@@ -50,7 +53,7 @@ class TopKEncode(torch.autograd.Function):
     def forward(ctx, x, b_dec, W_enc, b_enc, k: int, keep: torch.Tensor | None):
         xc = x - b_dec
         n = W_enc.shape[1]
-        chunk = xc.shape[0] if xc.is_cuda else max(1, CHUNK_ELEMENTS // n)
+        chunk = xc.shape[0] if xc.is_cuda else max(MIN_CHUNK_ROWS, CHUNK_ELEMENTS // n)
         values, indices = [], []
         buffer = xc.new_empty(min(chunk, xc.shape[0]), n)  # one buffer: fresh pages cost as much as a TopK
         for rows in xc.split(chunk):
