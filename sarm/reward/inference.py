@@ -133,7 +133,8 @@ class RewardModel(nn.Module):
 
     def top_features(self, z: torch.Tensor, k: int = 5) -> list[tuple[int, float]]:
         """The ``k`` largest per-feature contributions (by magnitude) to one reward (or margin, for z_c − z_r)."""
-        contributions = self.feature_head.contributions(z).detach()
+        # z may come back on the CPU (``Scores``) while the head sits on the model's device
+        contributions = self.feature_head.contributions(z.to(self.device)).detach().cpu()
         order = contributions.abs().topk(min(k, contributions.numel())).indices
         return [(int(i), float(contributions[i])) for i in order if contributions[i] != 0]
 
