@@ -60,11 +60,18 @@ def test_served_pooled_features_train_the_same_head_and_encode_each_response_onc
 def test_a_split_that_was_not_pooled_is_served_as_hidden_states(tiny_cache):
     data = PairActivationDataModule(str(tiny_cache["cache"]), batch_size=8)
     data.take_pooling("mean")
-    assert data.serve_pooled(lambda hidden, mask: hidden.float().sum(1), 32, ("train",))
+
+    def pool(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """A stand-in pooling of every pair of ``split``, in its order: the sum over each side's tokens."""
+        pairs = data.cache.pair_indices(split).tolist()
+        z = data.hidden_batch(pairs)["hidden"].float().sum(1)
+        return z[: len(pairs)], z[len(pairs) :]
+
+    assert data.serve_pooled(pool, 32, ("train",))
     train_pair = int(data.cache.pair_indices("train")[0])
     test_pair = int(data.cache.pair_indices("test")[0])
     assert "features" in data.collate([train_pair]) and "hidden" in data.collate([test_pair])
     # the served rows are the function of each side's own hidden states (chosen first, then rejected)
     batch = data.hidden_batch([train_pair])
     torch.testing.assert_close(data.collate([train_pair])["features"], batch["hidden"].float().sum(1))
-    assert not data.serve_pooled(lambda hidden, mask: hidden.sum(1), 32, ("train",), max_bytes=1)
+    assert not data.serve_pooled(pool, 32, ("train",), max_bytes=1)

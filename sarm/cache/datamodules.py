@@ -282,30 +282,26 @@ class PairActivationDataModule(CacheBacked, SplitDataModule):
     def subsets(self) -> list[str]:
         return self.cache.columns.subset_names
 
-    def serve_pooled(self, features, width: int, splits: tuple[str, ...], max_bytes: int = POOLED_BYTES) -> bool:
+    def serve_pooled(self, pool, width: int, splits: tuple[str, ...], max_bytes: int = POOLED_BYTES) -> bool:
         """From now on, batches of ``splits`` carry ``features`` ``[2B, width]`` (rows as ``hidden``'s) in place of
-        ``hidden`` and ``mask``: ``features(hidden, mask)``, a frozen network's pooling of the hidden states, run
-        here once over every pair of those splits and kept in memory.
+        ``hidden`` and ``mask``: ``pool(split)`` = ``(chosen, rejected)`` ``[P_split, width]``, a frozen network's
+        pooled features of every pair of the split in its order (``sarm.reward.fit.pooled_features``), called
+        here once per split and kept in memory.
 
         Why: a head-only reward model over a frozen SAE reads the same pooled features every epoch; encoding each
         response token through the SAE once instead of once per epoch is what makes its epochs cheap. The features
         must not change while they are served (a frozen SAE; nothing the optimizer moves). Returns False, and
         serves hidden states as before, when they would take more than ``max_bytes``.
         """
-        index = torch.cat([self.cache.pair_indices(split) for split in splits])
         sequences = 2 * int(self.cache.columns.margin.numel())
         if sequences * width * 4 > max_bytes:
             return False
-        pooled = torch.zeros(sequences, width)
-        self.pooled = None  # pooling reads hidden states
-        for batch_pairs in index.split(256):
-            batch = self.hidden_batch(batch_pairs.tolist())
-            half = len(batch_pairs)
-            z = features(batch["hidden"], batch["mask"]).float().cpu()
-            pooled[2 * batch_pairs] = z[:half]
-            pooled[2 * batch_pairs + 1] = z[half:]
-        self.pooled, self.pooled_pairs = pooled, torch.zeros(sequences // 2, dtype=torch.bool)
-        self.pooled_pairs[index] = True
+        pooled, pooled_pairs = torch.zeros(sequences, width), torch.zeros(sequences // 2, dtype=torch.bool)
+        for split in splits:
+            index = self.cache.pair_indices(split)
+            pooled[2 * index], pooled[2 * index + 1] = pool(split)
+            pooled_pairs[index] = True
+        self.pooled, self.pooled_pairs = pooled, pooled_pairs
         return True
 
     def stop_serving_pooled(self) -> None:

@@ -84,8 +84,8 @@ class RewardModel(nn.Module):
 
     @property
     def feature_head(self):
-        """The head over the features ``Scores.features``: the network's, or a residualized SARM's feature head."""
-        return self.network.sarm.head if self.residualized else self.network.head
+        """The head over the features ``Scores.features`` (``RewardNetwork.feature_head``)."""
+        return self.network.feature_head
 
     def feature_term(self, z: torch.Tensor) -> torch.Tensor:
         """Σ_i w_i z_i of pooled features ``[..., n_features]``: the whole reward, less a residual term if any."""

@@ -241,15 +241,16 @@ class RewardModelModule(L.LightningModule):
         )
         if not frozen or data is None or data.yields_tokens or not hasattr(data, "serve_pooled"):
             return
+        from sarm.reward.fit import pooled_features
+
         network = self.network
-        was_training = network.training
-        network.eval()
+        was_training = network.training  # pooled_features puts the network in eval mode
 
-        @torch.no_grad()
-        def features(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-            return network.features(hidden.to(self.device).float(), mask.to(self.device))
+        def pool(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+            chosen, rejected, _ = pooled_features(network, data, split)
+            return chosen, rejected
 
-        served = data.serve_pooled(features, network.head.weight.numel(), ("train", "val"))
+        served = data.serve_pooled(pool, network.head.weight.numel(), ("train", "val"))
         network.train(was_training)
         if not served:
             print("sarm: pooled features too large to keep in memory: hidden states are pooled every epoch", flush=True)

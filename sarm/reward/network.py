@@ -36,6 +36,12 @@ class RewardNetwork(nn.Module):
         self.pooling = pooling
         self.head = RewardHead(n_features)
 
+    @property
+    def feature_head(self) -> RewardHead:
+        """The head whose terms w_i z_i are the per-feature contributions: here the whole head (a residualized
+        SARM's is the head of its features only)."""
+        return self.head
+
     def token_features(self, hidden: torch.Tensor) -> torch.Tensor:
         """``[n, d] -> [n, n_features]``."""
         raise NotImplementedError

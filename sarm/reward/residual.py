@@ -191,6 +191,11 @@ class ResidualSARMNetwork(nn.Module):
         """The SAE the features come from."""
         return self.sarm.sae
 
+    @property
+    def feature_head(self):
+        """The head of the features (w): the per-feature terms; the residual is the one term outside it."""
+        return self.sarm.head
+
     def parts(self, hidden: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(z [batch, n_features], residual [batch])``: the pooled SAE features and the residual term v · h̃."""
         return self.sarm.features(hidden, mask), self.residual(hidden, mask)

@@ -53,7 +53,7 @@ class ResidualSARM(SARM):
     @property
     def head(self):
         """The features' head: what attribution splits into per-feature terms (the residual is one more term)."""
-        return self.network.sarm.head if self.residualized else self.network.head
+        return self.network.feature_head
 
     def configure_optimizers(self):
         if self.residualized:
@@ -113,13 +113,14 @@ class ResidualSARM(SARM):
         device, was_training = self.device, self.training
         network = self.network.cpu()
         dense = DenseNetwork(network.input_size(), network.pooling)
-        z, x, rewards = {}, {}, {}
+        z, x = {}, {}
         for split in ("train", "val"):
             chosen, rejected, _ = pooled_features(network, data, split)
             z[split] = chosen - rejected
             dense_chosen, dense_rejected, _ = pooled_features(dense, data, split)
             x[split] = dense_chosen - dense_rejected
-            rewards[split] = (torch.cat([chosen, rejected]), torch.cat([dense_chosen, dense_rejected]))
+            if split == "val":  # both sides of every val pair, for the export's reward_norm
+                val_sides = (torch.cat([chosen, rejected]), torch.cat([dense_chosen, dense_rejected]))
         if h.residual_l2 is None:
             _, dense_fit = best_l2_fit(x)
             target = pair_accuracy(x["val"], dense_fit.weight)
@@ -128,7 +129,7 @@ class ResidualSARM(SARM):
             fit = fit_residual(z["train"], x["train"], h.max_features, h.residual_l2)
         self.network = ResidualSARMNetwork.from_fit(network, fit)
         self.feature_share = fit.share(z["val"], x["val"])
-        val_rewards = rewards["val"][0] @ fit.feature.weight + rewards["val"][1] @ fit.residual.weight
+        val_rewards = val_sides[0] @ fit.feature.weight + val_sides[1] @ fit.residual.weight
         self.replace_val_metrics(
             val_rewards, fit.accuracy(z["val"], x["val"]), {"val/feature_share": self.feature_share}
         )
