@@ -90,6 +90,8 @@ class FeatureAttributionSums(Metric):
         self.correct = self.correct + (margin > 0).sum()
 
     def compute(self) -> dict[str, torch.Tensor]:
+        from sarm.reward.residual import feature_share
+
         n = self.pairs.clamp_min(1)
         mean_margin = (self.chosen - self.rejected) / n
         return {
@@ -104,10 +106,6 @@ class FeatureAttributionSums(Metric):
             "pairs": self.pairs,
             "accuracy": self.correct / n,
             "mean_margin": self.margin / n,
-            # Σ_p |a_p| / (Σ_p |a_p| + Σ_p |b_p|): 1 without a residual (sarm.reward.residual.feature_share)
-            "feature_share": torch.where(
-                self.feature_abs + self.residual_abs > 0,
-                self.feature_abs / (self.feature_abs + self.residual_abs).clamp_min(torch.finfo(torch.float64).tiny),
-                torch.ones_like(self.feature_abs),
-            ),
+            # Σ_p |a_p| / (Σ_p |a_p| + Σ_p |b_p|) from the summed parts: 1 without a residual
+            "feature_share": torch.tensor(feature_share(self.feature_abs.reshape(1), self.residual_abs.reshape(1))),
         }
