@@ -35,7 +35,7 @@ def ranked_features(cache: str, sarm: str, top: int, features_json: str | None) 
         return [int(r["feature"]) for r in rows[:top]], f"{features_json} ({len(rows)} ranked)"
     from sarm.cache import PairActivationDataModule
     from sarm.reward.export import load_network
-    from sarm.reward.fit import pooled_features
+    from sarm.reward.pooled import pooled_features
 
     network, _ = load_network(sarm)
     network.eval()

@@ -3,6 +3,7 @@ features.csv, and per-pair numbers equal to scoring the pairs directly."""
 
 import csv
 import json
+import shutil
 
 import lightning as L
 import pytest
@@ -15,6 +16,7 @@ from sarm.cli import main
 from sarm.reward import SARM
 from sarm.reward.export import load_network
 from sarm.reward.network import SARMNetwork
+from sarm.reward.pooled import STORE_DIR
 from sarm.sae import TopKSAE, save_sae
 
 
@@ -23,6 +25,7 @@ def report(tiny_cache, tmp_path_factory):
     """A tiny SAE + SARM head trained on the toy pairs (as the demo, smaller), then `sarm report` on its test split,
     counting predict passes, pairs scored and exported heads read."""
     root = tmp_path_factory.mktemp("attribution-report")
+    shutil.rmtree(tiny_cache["cache"] / STORE_DIR, ignore_errors=True)  # no pooled features kept by other tests
     manifest = json.loads((tiny_cache["cache"] / "manifest.json").read_text())
     torch.manual_seed(0)
     sae = save_sae(TopKSAE(32, 64, 4), root / "sae", extra={"model_name": manifest["model"], "hook_layer": 2})
@@ -79,10 +82,9 @@ def report(tiny_cache, tmp_path_factory):
 def test_report_runs_one_predict_pass_through_one_restored_model(report):
     test_pairs = report["manifest"]["split_pairs"]["test"]
     assert report["counts"]["predict"] == ["SARM"]  # the cache is reused: its backbone pass does not run
-    # every test pair once in the predict pass; legibility pools the train and test pairs once more (its refits
-    # need every feature of every pair, which the predict pass does not keep)
-    train_pairs = report["manifest"]["split_pairs"]["train"]
-    assert report["counts"]["pairs scored"] == test_pairs + (train_pairs + test_pairs)
+    # every test pair once, in the predict pass: training kept the train split's pooled features beside the cache,
+    # the predict pass keeps the test split's, and legibility's refits read both from there
+    assert report["counts"]["pairs scored"] == test_pairs
     assert report["counts"]["heads read"] == 1
 
 
@@ -146,8 +148,9 @@ def test_attribution_summary_reports_the_per_pair_top_m_share_of_all_terms(repor
 
 def test_attribution_summary_holds_the_legibility_curve_ranked_on_train_and_the_dense_line(report):
     from sarm.attribution.legibility import top_m_accuracy
-    from sarm.reward.fit import best_l2_fit, pair_accuracy, pooled_features
+    from sarm.reward.fit import best_l2_fit, pair_accuracy
     from sarm.reward.network import DenseNetwork
+    from sarm.reward.pooled import pooled_features
 
     (summary_path,) = (report["root"] / "report" / "attribution").glob("*/summary.json")
     summary = json.loads(summary_path.read_text())

@@ -52,7 +52,7 @@ def test_a_sarm_with_max_features_exports_the_budget_head_of_its_train_split(tin
     from sarm.errors import SarmInputError
     from sarm.reward import SARM
     from sarm.reward.export import load_network
-    from sarm.reward.fit import pooled_features
+    from sarm.reward.pooled import pooled_features
     from sarm.sae import TopKSAE, save_sae
 
     data = PairActivationDataModule(str(tiny_cache["cache"]), batch_size=8)
@@ -97,7 +97,8 @@ def test_a_sarm_with_budget_l2_unset_chooses_the_elimination_penalty_on_val(tiny
     from sarm.cache import PairActivationDataModule
     from sarm.reward import SARM
     from sarm.reward.export import load_network
-    from sarm.reward.fit import best_budget_head, pooled_features
+    from sarm.reward.fit import best_budget_head
+    from sarm.reward.pooled import pooled_features
     from sarm.sae import TopKSAE, save_sae
 
     data = PairActivationDataModule(str(tiny_cache["cache"]), batch_size=8)

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from sarm.reward.fit import bt_objective, fit_head, pair_accuracy, pooled_features
+from sarm.reward.fit import bt_objective, fit_head, pair_accuracy
+from sarm.reward.pooled import pooled_features
 
 
 def gradient(weight: torch.Tensor, diff: torch.Tensor, l2: float) -> torch.Tensor:

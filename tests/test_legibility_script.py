@@ -18,7 +18,8 @@ def test_the_table_measures_the_exported_heads_on_the_test_split(tiny_cache, tmp
     from sarm.cache import PairActivationDataModule
     from sarm.reward import SARM
     from sarm.reward.export import load_network
-    from sarm.reward.fit import pair_accuracy, pooled_features
+    from sarm.reward.fit import pair_accuracy
+    from sarm.reward.pooled import pooled_features
     from sarm.sae import TopKSAE, save_sae
 
     cache = str(tiny_cache["cache"])

@@ -13,8 +13,8 @@ from commands import PAIRS, QUIET_CPU, attribute, flags
 from sarm.cache import PairActivationDataModule
 from sarm.cli import main
 from sarm.reward.export import load_network
-from sarm.reward.fit import pooled_features
 from sarm.reward.network import DenseNetwork
+from sarm.reward.pooled import pooled_features
 from sarm.reward.residual import ResidualSARMNetwork, feature_share
 from sarm.sae import TopKSAE, save_sae
 

@@ -23,7 +23,8 @@ from collections.abc import Sequence
 import torch
 
 from sarm.attribution.contributions import rank_features
-from sarm.reward.fit import SPLITS, best_l2_fit, fit_head, pair_accuracy, pooled_features
+from sarm.reward.fit import SPLITS, best_l2_fit, fit_head, pair_accuracy
+from sarm.reward.pooled import pooled_features
 
 MS = (5, 10, 20, 50, 100, "all")  # the curve's m's; "all" = every feature
 

@@ -43,12 +43,12 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader
 
+from sarm.data.splits import SPLITS
 from sarm.reward.fit import fit_logistic
 from sarm.reward.network import RewardNetwork
 from sarm.reward.pooling import pool
 from sarm.sae.coverage import latent_f1, planted_labels
 
-SPLITS = ("train", "val", "test")
 L2_GRID = (1.0, 1e-1, 1e-2, 1e-3, 1e-4)  # strongest first: ties keep the stronger penalty
 SPARSE_K = (1, 5)
 REPRESENTED = 0.8  # ceiling F1 from which the backbone counts as encoding the property

@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from sarm.data.splits import SPLITS
 from sarm.errors import SarmInputError
 from sarm.files import Fields, read_json_object
 
@@ -40,7 +41,6 @@ MANIFEST = "manifest.json"
 PAIRS = "pairs.jsonl"
 SKIPPED = "skipped_rows.jsonl"
 PARTIAL_MARK = ".sarm-partial"
-SPLITS = ("train", "val", "test")
 DTYPES = ("bfloat16", "float16", "float32")
 FORMAT_VERSION = 2
 SHARD_TENSORS = ("tokens", "token_seq", "token_pos", "last", "seq", "truncated")

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from sarm.data.rows import PreferencePair
 from sarm.errors import SarmInputError
 
+SPLITS = ("train", "val", "test")  # the splits, in the order a cache numbers them
+
 
 def split_by_prompt(
     pairs: Sequence[PreferencePair], fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0
@@ -22,7 +24,7 @@ def split_by_prompt(
     with fraction 0 stays empty, and the result depends on the seed and the set of pairs, not on
     their order. The pairs of a split keep their original order (and are the same objects).
     """
-    splits: dict[str, list[PreferencePair]] = {"train": [], "val": [], "test": []}
+    splits: dict[str, list[PreferencePair]] = {split: [] for split in SPLITS}
     for pair, split in zip(pairs, assign_splits([pair.prompt_id for pair in pairs], fractions, seed)):
         splits[split].append(pair)
     return splits

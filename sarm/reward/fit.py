@@ -14,8 +14,9 @@ against: a trainer whose accuracy sits below the converged fit's on the same spl
 the head's ``nonzero`` counts it out). With λ = 0 on separable data the loss has no minimum (‖w‖ → ∞) and
 the gradient only tends to 0; ``converged`` then says whether it got below ``tol`` within ``max_iter``.
 
-Pooled features come from the reward networks themselves (``pooled_features``: the cache data module's batches
-through ``RewardNetwork.features``), so the fit reads exactly what the trained head reads.
+Pooled features come from the reward networks themselves (``sarm.reward.pooled.pooled_features``: the cache's
+batches through ``RewardNetwork.features``, kept beside the cache), so the fit reads exactly what the trained head
+reads.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
+from sarm.data.splits import SPLITS
 from sarm.reward.network import RewardNetwork
+from sarm.reward.pooled import pooled_features
 
 
 @dataclass
@@ -123,34 +125,6 @@ def pair_accuracy(diff: torch.Tensor, weight: torch.Tensor) -> float:
     return float(((diff.double() @ weight.double()) > 0).double().mean())
 
 
-@torch.no_grad()
-def pooled_features(
-    network: RewardNetwork, data, split: str, batch_size: int = 64
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(z_chosen, z_rejected, margin)`` of every pair of ``split``, ``[P, n]``, ``[P, n]``, ``[P]``.
-
-    Args:
-        network: a SARM or dense network; its pooling (and SAE) make the features, as in training.
-        data: a ``sarm.cache.PairActivationDataModule``; it is handed the network's pooling (``take_pooling``).
-        split: train, val or test.
-    """
-    from sarm.cache.datamodules import CachedPairs
-
-    data.take_pooling(network.pooling)
-    network = network.eval()
-    device = next(network.parameters()).device  # where the network is (a trainer may have moved it); CPU results
-    loader = DataLoader(CachedPairs(data.cache, split), batch_size=batch_size, collate_fn=data.hidden_batch)
-    chosen, rejected, margins = [], [], []
-    for batch in loader:
-        z = network.features(batch["hidden"].to(device).float(), batch["mask"].to(device)).cpu()
-        half = z.shape[0] // 2
-        chosen.append(z[:half])
-        rejected.append(z[half:])
-        margins.append(batch["margin"].float())
-    return torch.cat(chosen), torch.cat(rejected), torch.cat(margins)
-
-
-SPLITS = ("train", "val", "test")
 L2_GRID = (0.0, 1e-4, 1e-3, 1e-2)
 
 

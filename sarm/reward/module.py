@@ -39,6 +39,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torchmetrics import MeanMetric
 
 from sarm.backbone import TruncatedBackbone, hub_id
+from sarm.data.splits import SPLITS
 from sarm.errors import SarmInputError
 from sarm.reward.data import reward_data
 from sarm.reward.export import load_network, read_config, save_reward_model
@@ -231,17 +232,23 @@ class RewardModelModule(L.LightningModule):
         """Rewards of hidden states: ``[B, d]`` last tokens, or ``[B, T, d]`` with a response mask."""
         return self.network(hidden, mask)
 
-    def on_fit_start(self) -> None:
-        """Head mode on cached activations: the pooled features are computed once, here (on the model's device),
-        and served to every epoch's batches (``PairActivationDataModule.serve_pooled``): with the backbone and the
-        SAE frozen they never change, so an epoch is a pass of the head alone."""
-        data = self.trainer.datamodule
-        frozen = self.hparams.mode == "head" and not any(
+    @property
+    def features_frozen(self) -> bool:
+        """Head mode, with nothing but the head's weight trainable: the pooled features of cached activations
+        never change, so they can be pooled once (``serve_pooled_features``)."""
+        return self.hparams.mode == "head" and not any(
             p.requires_grad for p in self.network.parameters() if p is not self.network.head.weight
         )
-        if not frozen or data is None or data.yields_tokens or not hasattr(data, "serve_pooled"):
+
+    def serve_pooled_features(self, splits: tuple[str, ...]) -> None:
+        """With frozen features on cached activations, pool ``splits`` once (on the model's device, or read what an
+        earlier command kept: ``sarm.reward.pooled``) and serve them to the batches
+        (``PairActivationDataModule.serve_pooled``): an epoch, a test or a predict pass is then a pass of the head
+        alone."""
+        data = self.trainer.datamodule
+        if not self.features_frozen or data is None or data.yields_tokens or not hasattr(data, "serve_pooled"):
             return
-        from sarm.reward.fit import pooled_features
+        from sarm.reward.pooled import pooled_features
 
         network = self.network
         was_training = network.training  # pooled_features puts the network in eval mode
@@ -250,15 +257,34 @@ class RewardModelModule(L.LightningModule):
             chosen, rejected, _ = pooled_features(network, data, split)
             return chosen, rejected
 
-        served = data.serve_pooled(pool, network.head.weight.numel(), ("train", "val"))
+        served = data.serve_pooled(pool, network.head.weight.numel(), splits)
         network.train(was_training)
         if not served:
-            print("sarm: pooled features too large to keep in memory: hidden states are pooled every epoch", flush=True)
+            print("sarm: pooled features too large to keep in memory: hidden states are pooled every batch", flush=True)
 
-    def on_fit_end(self) -> None:
+    def stop_serving_pooled_features(self) -> None:
         data = self.trainer.datamodule
         if data is not None and hasattr(data, "stop_serving_pooled"):
-            data.stop_serving_pooled()  # a test or predict run after fit pools through the network again
+            data.stop_serving_pooled()  # a later run on this data pools through whatever network it has then
+
+    def on_fit_start(self) -> None:
+        self.serve_pooled_features(("train", "val"))
+
+    def on_fit_end(self) -> None:
+        self.stop_serving_pooled_features()
+
+    def on_test_start(self) -> None:
+        self.serve_pooled_features(("test",))
+
+    def on_test_end(self) -> None:
+        self.stop_serving_pooled_features()
+
+    def on_predict_start(self) -> None:
+        split = getattr(self.trainer.datamodule, "predict_split", "test")
+        self.serve_pooled_features(SPLITS if split == "all" else (split,))
+
+    def on_predict_end(self) -> None:
+        self.stop_serving_pooled_features()
 
     def score(self, batch: dict) -> dict:
         """Features and rewards of both sides of every pair in the batch (pooled features served by the data, or

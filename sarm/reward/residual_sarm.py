@@ -18,8 +18,9 @@ import torch
 from torchmetrics import SumMetric
 
 from sarm.errors import SarmInputError
-from sarm.reward.fit import best_l2_fit, pair_accuracy, pooled_features
+from sarm.reward.fit import best_l2_fit, pair_accuracy
 from sarm.reward.network import DenseNetwork
+from sarm.reward.pooled import pooled_features
 from sarm.reward.residual import ResidualSARMNetwork, feature_share, fit_residual, select_residual_l2
 from sarm.reward.sarm import SARM
 
@@ -54,6 +55,12 @@ class ResidualSARM(SARM):
     def head(self):
         """The features' head: what attribution splits into per-feature terms (the residual is one more term)."""
         return self.network.feature_head
+
+    @property
+    def features_frozen(self) -> bool:
+        """A residualized network's reward reads the dense residual's hidden states too: it is not served pooled
+        SAE features alone (``RewardModelModule.serve_pooled_features``)."""
+        return not self.residualized and super().features_frozen
 
     def configure_optimizers(self):
         if self.residualized:

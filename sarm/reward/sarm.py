@@ -172,7 +172,8 @@ class SARM(RewardModelModule):
     def fit_budget_head(self) -> None:
         """Replace the trained head by ``budget_head`` on the train split; its validation reward mean and std
         become the export's ``reward_norm`` and, with its validation accuracy, the export's ``val/`` metrics."""
-        from sarm.reward.fit import best_budget_head, budget_head, pair_accuracy, pooled_features
+        from sarm.reward.fit import best_budget_head, budget_head, pair_accuracy
+        from sarm.reward.pooled import pooled_features
 
         data = self.trainer.datamodule
         if data.yields_tokens:
