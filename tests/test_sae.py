@@ -90,7 +90,7 @@ def test_auxk_gradients_reach_only_dead_latents_and_never_b_dec(sae):
     dead = torch.zeros(64, dtype=torch.bool)
     dead[[3, 10, 40, 41, 63]] = True
     auxk_loss(sae, out.x, out.x - out.x_hat, dead, k_aux=3).backward()
-    enc_cols = sae.W_enc.grad.abs().sum(0) > 0
+    enc_cols = sae.encoder.grad.abs().sum(1) > 0  # latent i's encoder direction is row i of encoder
     dec_rows = sae.W_dec.grad.abs().sum(1) > 0
     assert enc_cols.any() and not (enc_cols & ~dead).any()
     assert dec_rows.any() and not (dec_rows & ~dead).any()

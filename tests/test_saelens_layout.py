@@ -164,7 +164,7 @@ def test_older_exports_without_metadata_still_load(tmp_path):
     """sarm's previous layout: its own architecture names and input_norm at the top level, no fold."""
     sae = trained_like(BatchTopKSAE(D_IN, D_SAE, K))
     save_sae(sae, tmp_path / "new")
-    weights = {k: getattr(sae, k).detach() for k in ("W_enc", "b_enc", "W_dec", "b_dec")}
+    weights = {k: getattr(sae, k).detach().contiguous() for k in ("W_enc", "b_enc", "W_dec", "b_dec")}
     from safetensors.torch import save_file
 
     (tmp_path / "old").mkdir()

@@ -5,10 +5,15 @@
     f = activation(pre)                architecture-specific: TopK, BatchTopK, ReLU
     x̂' = f @ W_dec + b_dec             W_dec: [n_latents, d_in], rows kept at unit norm
 
-Parameter names and orientations follow SAELens. ``latent_mask`` (all ones unless a callback such as
-``AdaptiveTemporalMasking`` sets it) removes latents from the forward pass entirely: a masked
-latent's pre-activation is sent to −inf before the activation, so it can neither fire nor take a
-TopK slot.
+Names and orientations follow SAELens, with one difference in storage: the encoder's parameter is ``encoder``
+``[n_latents, d_in]`` (latent i's direction in row i, as sparsify and ``nn.Linear`` store it) and ``W_enc`` is its
+transpose, a view. The sparse backward builds dL/dW_enc one latent row at a time (``sarm/sae/kernels.py``); a
+gradient laid out as its parameter is taken as it is, where any other layout costs a transposing copy of the
+largest tensor every step (``scripts/bench_sae.py``). Files, SAELens and sparsify see ``W_enc`` only.
+
+``latent_mask`` (all ones unless a callback such as ``AdaptiveTemporalMasking`` sets it) removes latents from the
+forward pass entirely: a masked latent's pre-activation is sent to −inf before the activation, so it can neither
+fire nor take a TopK slot.
 """
 
 from __future__ import annotations
@@ -104,19 +109,25 @@ class SparseAutoencoder(nn.Module):
         # Where its activations came from (``model_name``, ``hook_layer``, ``context_size``), as its file records
         # them: set by the loaders, written again by ``save_sae``. Not state: it does not enter state_dict.
         self.provenance: dict = {}
-        self.W_enc = nn.Parameter(torch.empty(d_in, n_latents))
+        self.encoder = nn.Parameter(torch.empty(n_latents, d_in))  # W_encᵀ (module docstring)
         self.b_enc = nn.Parameter(torch.zeros(n_latents))
         self.W_dec = nn.Parameter(torch.empty(n_latents, d_in))
         self.b_dec = nn.Parameter(torch.zeros(d_in))
         self.register_buffer("latent_mask", torch.ones(n_latents, dtype=torch.bool))
         self.reset_parameters()
 
+    @property
+    def W_enc(self) -> torch.Tensor:
+        """``[d_in, n_latents]``: the encoder as the formulas and SAELens's files have it (a view of ``encoder``;
+        write it with ``copy_``, differentiate with respect to ``encoder``)."""
+        return self.encoder.t()
+
     def reset_parameters(self) -> None:
         # Decoder rows at unit norm, encoder initialized as the decoder's transpose (Gao et al.).
         nn.init.kaiming_uniform_(self.W_dec)
         self.normalize_decoder()
         with torch.no_grad():
-            self.W_enc.copy_(self.W_dec.T)
+            self.encoder.copy_(self.W_dec)
         nn.init.zeros_(self.b_enc)
         nn.init.zeros_(self.b_dec)
 
@@ -128,7 +139,8 @@ class SparseAutoencoder(nn.Module):
     def remove_parallel_decoder_grad(self) -> None:
         """Drop the gradient component along each decoder row, so the step keeps rows at unit norm."""
         if self.W_dec.grad is not None:
-            parallel = torch.linalg.vecdot(self.W_dec.grad, self.W_dec).unsqueeze(1)
+            # row-wise dot products as a batched product: no [n, d] temporary (vecdot multiplies, then sums)
+            parallel = torch.einsum("nd,nd->n", self.W_dec.grad, self.W_dec).unsqueeze(1)
             self.W_dec.grad.addcmul_(parallel, self.W_dec, value=-1.0)
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,8 @@ the n entries of each row of G (the pre-activation gradient) and F (the latents)
               competes for a slot, so this one dense matmul is the floor of any exact TopK step; the
               full [batch, n] pre-activation matrix is never held.
     encoder   dL/dW_enc = (Sᵀ · xc)ᵀ with S the sparse [batch, n] matrix of G's k entries per row
-              (summed per latent with one embedding_bag),
+              (summed per latent with one embedding_bag; Sᵀ · xc is the gradient of the SAE's latent-major
+              ``encoder`` parameter as it is laid out, so it is taken without a copy),
               dL/db_enc = Σ_tokens S,  dL/db_dec = −W_enc · dL/db_enc  (xc = x − b_dec)
     decoder   x̂ = Σ_j v_j · W_dec[i_j] (embedding_bag),  dL/dW_dec = Vᵀ · dL/dx̂ with V sparse,
               dL/dv_j = W_dec[i_j] · dL/dx̂ (embedding_bag's own per-sample-weight gradient)
@@ -83,7 +84,8 @@ class TopKEncode(torch.autograd.Function):
         if ctx.needs_input_grad[1]:  # Σ over tokens of −G·W_encᵀ, without the [batch, d] product
             grad_b_dec = -(W_enc @ grad_b_enc)
         if ctx.needs_input_grad[0]:
-            grad_x = F.embedding_bag(indices, W_enc.t().contiguous(), per_sample_weights=g, mode="sum")
+            rows = W_enc.t().contiguous()  # the SAE's latent-major encoder: no copy
+            grad_x = F.embedding_bag(indices, rows, per_sample_weights=g, mode="sum")
         return grad_x, grad_b_dec, grad_W_enc, grad_b_enc, None, None
 
 
