@@ -3,6 +3,8 @@ head as pooling every epoch, each response encoded through the SAE once, and not
 
 from __future__ import annotations
 
+import shutil
+
 import lightning as L
 import pytest
 import torch
@@ -10,6 +12,7 @@ import torch
 from sarm.cache import PairActivationDataModule
 from sarm.reward import SARM
 from sarm.reward.network import SARMNetwork
+from sarm.reward.pooled import STORE_DIR
 from sarm.sae import TopKSAE, save_sae
 from sarm.testing import quiet_trainer
 
@@ -41,13 +44,17 @@ def test_served_pooled_features_train_the_same_head_and_encode_each_response_onc
     sae = str(save_sae(TopKSAE(32, 64, 4), tmp_path / "sae", extra={"hook_layer": 2}))
     split = PairActivationDataModule(str(cache)).cache.manifest["split_pairs"]
     epochs = 3
+    shutil.rmtree(cache / STORE_DIR, ignore_errors=True)  # nothing kept by other tests for this SAE
     with pytest.MonkeyPatch.context() as patch:
         served, served_count, trainer = train(cache, sae, tmp_path / "a", epochs, True, patch)
+    with pytest.MonkeyPatch.context() as patch:  # a second fit reads what the first kept beside the cache
+        again, again_count, _ = train(cache, sae, tmp_path / "c", epochs, True, patch)
     with pytest.MonkeyPatch.context() as patch:
         pooled_each_epoch, each_epoch_count, _ = train(cache, sae, tmp_path / "b", epochs, False, patch)
 
     torch.testing.assert_close(served.network.head.weight, pooled_each_epoch.network.head.weight, atol=1e-5, rtol=1e-5)
     assert served_count == 2 * (split["train"] + split["val"])  # both sides of every train and val pair, once
+    assert again_count == 0 and torch.equal(again.network.head.weight, served.network.head.weight)
     sanity = min(2, -(-split["val"] // 8))  # Lightning's sanity check: 2 val batches of 8
     assert each_epoch_count == 2 * (epochs * (split["train"] + split["val"]) + min(split["val"], 8 * sanity))
 
