@@ -12,6 +12,7 @@ A cache directory holds
         truncated [n_seq]       whether the sequence was longer than max_length (cut from the left)
     <dir>/skipped_rows.jsonl    (if any) every row of the data left out, with where it is and why
     <dir>/manifest.json         written last: settings, fingerprint, counts, shard list
+    <dir>/pooled/               added later, by reward models: their pooled features (``sarm.reward.pooled``)
 
 It is trusted only when its manifest exists, passes ``check_manifest`` and its fingerprint (data +
 settings) matches. The output directory is sarm's alone: a run builds the cache in a private
