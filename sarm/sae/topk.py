@@ -42,7 +42,7 @@ class TopKSAE(SparseAutoencoder):
         if not self.uses_sparse_kernels(x):
             return super().reconstruct(x)
         # Sparse kernels (sarm/sae/kernels.py): one dense encoder matmul, everything else touches only
-        # the k selected latents per token; ~1.4x the cost of that matmul per training step
+        # the k selected latents per token; ~1.25-1.4x the cost of that matmul per training step at the paper's widths
         # (scripts/bench_sae.py).
         top = self._top_latents(x)
         values, indices = top.values.reshape(-1, self.k), top.indices.reshape(-1, self.k)
