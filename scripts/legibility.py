@@ -18,7 +18,7 @@ Columns: test and val accuracy, non-zero weights, the per-pair top-50 share of |
 (``sarm.attribution.legibility.per_pair_share``), the fit's final gradient norm (‖∇L‖_∞; converged ≤ 1e-6), and
 the accuracy-vs-m curve: keep the train split's top-m features (m = 5, 10, 20, 50, 100, all), as weighted by the
 model (``keep``) or refit alone, unpenalized (``refit``), on the train split. Pooled features are computed once
-and kept in ``<output>/features.safetensors`` (``--reuse``). Writes ``<output>/legibility.json`` and ``legibility.png``.
+and kept beside the cache (``sarm.reward.pooled``). Writes ``<output>/legibility.json`` and ``legibility.png``.
 """
 
 from __future__ import annotations
@@ -77,16 +77,16 @@ def row(name: str, weight: torch.Tensor, diff: dict[str, torch.Tensor], fit=None
     return result
 
 
-def prepare(cache: str, sarm: str, output: str, reuse: bool, threads: int):
+def prepare(cache: str, sarm: str, output: str, threads: int):
     """The output directory, the exported SARM's network, and the pooled pair differences of every split of
-    ``cache`` through it and through the dense baseline (kept in ``<output>/features.safetensors``)."""
+    ``cache`` through it and through the dense baseline (kept beside the cache: ``sarm.reward.pooled``)."""
     warnings.filterwarnings("ignore")
     torch.set_num_threads(threads)
     root = Path(output)
     root.mkdir(parents=True, exist_ok=True)
     network, _ = load_network(sarm)
     start = time.perf_counter()
-    features = sarm_and_dense_differences(network, cache, str(root / "features.safetensors"), reuse)
+    features = sarm_and_dense_differences(network, cache)
     print(f"pooled features in {time.perf_counter() - start:.0f} s", flush=True)
     return root, network, features
 
@@ -100,7 +100,6 @@ def main(
     lr: float = 0.01,
     max_features: int = 50,
     output: str = "runs/legibility",
-    reuse: bool = False,
     threads: int = 1,
 ) -> None:
     """Measure legibility (top-m accuracy, per-pair share) of dense and SARM heads on one cache; print one table.
@@ -113,11 +112,10 @@ def main(
         epochs: epochs of the dense head trained here.
         lr: its learning rate.
         max_features: the budget head's m.
-        output: directory for features.safetensors, legibility.json and legibility.png.
-        reuse: read the pooled features from <output>/features.safetensors when present.
+        output: directory for legibility.json and legibility.png.
         threads: torch CPU threads.
     """
-    root, network, features = prepare(cache, sarm, output, reuse, threads)
+    root, network, features = prepare(cache, sarm, output, threads)
     z_sarm, z_dense = features["sarm"], features["dense"]
 
     rows = []

@@ -1,7 +1,7 @@
 """The residualized SARM against the dense and the budget SARM heads on one cache; one table.
 
     python scripts/residual.py --cache runs/demo/cache --sarm runs/demo/sarm/export \\
-        [--output runs/residual] [--reuse true] [--export_dir runs/demo/residual/export]
+        [--output runs/residual] [--export_dir runs/demo/residual/export]
 
 Every row reads the same cache, split and pooling (the SARM export's SAE and pooling; the dense features are the
 standardized hidden states pooled the same way):
@@ -13,8 +13,8 @@ standardized hidden states pooled the same way):
                                 dense row's, else the best val accuracy (``select_residual_l2``)
 
 Columns: test and val accuracy, non-zero feature weights, ‖v‖₂ of the residual, and the feature share
-(``sarm.reward.residual.feature_share``) on test and val. Below it, the μ sweep on val. Pooled features are kept in
-``<output>/features.safetensors`` (``--reuse``). Writes ``<output>/residual.json`` and the chosen fit's w and v
+(``sarm.reward.residual.feature_share``) on test and val. Below it, the μ sweep on val. Pooled features are kept beside
+the cache (``sarm.reward.pooled``). Writes ``<output>/residual.json`` and the chosen fit's w and v
 (``<output>/residual_head.safetensors``: ``feature_weight`` [n_features], ``residual_weight`` [hidden]).
 With ``--export_dir``, the chosen fit is also exported as a reward model of kind ``residual_sarm``
 (``sarm.reward.export``: the SARM export's SAE, pooling and backbone; val feature share and the residual row's
@@ -47,7 +47,6 @@ def main(
     max_features: int = 50,
     min_share: float = 0.8,
     output: str = "runs/residual",
-    reuse: bool = False,
     threads: int = 1,
     export_dir: str | None = None,
 ) -> None:
@@ -58,15 +57,14 @@ def main(
         sarm: an exported SARM trained on that cache (its SAE and pooling).
         max_features: m, the feature budget of the budget and residualized heads.
         min_share: the val feature-share floor of the residual's μ (``select_residual_l2``).
-        output: directory for features.safetensors and residual.json.
-        reuse: read the pooled features from <output>/features.safetensors when present.
+        output: directory for residual.json and residual_head.safetensors.
         threads: torch CPU threads.
         export_dir: also export the chosen fit here as a ``residual_sarm`` reward model (``sarm score`` reads it).
     """
     backbone = dict(read_config(sarm)["backbone"])
     if export_dir is not None and backbone.pop("weights", "reference") != "reference":
         raise SarmInputError(f"{sarm}: --export_dir needs a SARM on a frozen backbone (its weights are referenced)")
-    root, network, features = prepare(cache, sarm, output, reuse, threads)
+    root, network, features = prepare(cache, sarm, output, threads)
     z, h = features["sarm"], features["dense"]
 
     lam, dense = best_l2_fit(h)

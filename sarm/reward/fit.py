@@ -140,25 +140,15 @@ def split_differences(network: RewardNetwork, cache_dir: str) -> dict[str, torch
     return out
 
 
-def sarm_and_dense_differences(network: RewardNetwork, cache_dir: str, stored: str, reuse: bool = False) -> dict:
+def sarm_and_dense_differences(network: RewardNetwork, cache_dir: str) -> dict:
     """``{"sarm": {split: d}, "dense": {split: d}}``: pair differences through ``network`` and through the dense
-    baseline on the same pooling (standardized hidden states), kept in the safetensors file ``stored`` and read
-    back from it when ``reuse`` (computing them runs the whole cache through both networks)."""
-    from pathlib import Path
-
-    from safetensors.torch import load_file
-
+    baseline on the same pooling (standardized hidden states); both kept beside the cache (``sarm.reward.pooled``),
+    so only the first call runs the whole cache through the networks."""
     from sarm.cache import ActivationCache
-    from sarm.io import save_tensors
     from sarm.reward.network import DenseNetwork
 
-    if reuse and Path(stored).is_file():
-        flat = load_file(stored)
-        return {name: {split: flat[f"{name}/{split}"] for split in SPLITS} for name in ("sarm", "dense")}
     dense = DenseNetwork(ActivationCache(cache_dir).hidden_size, network.pooling)
-    features = {"sarm": split_differences(network, cache_dir), "dense": split_differences(dense, cache_dir)}
-    save_tensors(stored, {f"{name}/{split}": d for name, by_split in features.items() for split, d in by_split.items()})
-    return features
+    return {"sarm": split_differences(network, cache_dir), "dense": split_differences(dense, cache_dir)}
 
 
 def best_on_val(fits: list[tuple[float, Fit]], diff_val: torch.Tensor) -> tuple[float, Fit]:
