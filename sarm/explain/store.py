@@ -68,7 +68,7 @@ def sae_fingerprint(sae) -> str:
         tensor = getattr(sae, name).detach().to("cpu", torch.float32).contiguous()
         digest.update(name.encode())
         digest.update(repr(tuple(tensor.shape)).encode())
-        digest.update(tensor.numpy().tobytes())
+        digest.update(tensor.numpy())  # the buffer itself: no copy of the SAE's bytes
     return digest.hexdigest()[:16]
 
 

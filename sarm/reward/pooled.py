@@ -49,7 +49,7 @@ def features_key(network: RewardNetwork) -> str:
             continue
         tensor = tensor.detach().to("cpu").contiguous().reshape(-1)
         digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes())
+        digest.update(tensor.view(torch.uint8).numpy())  # the buffer itself: no copy of the SAE's bytes
     return digest.hexdigest()[:16]
 
 
