@@ -16,6 +16,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
+from sarm.cache.layout import DEFAULT_COMPUTE_DTYPE
 from sarm.cache.reader import ActivationCache
 from sarm.data.pairs import ResumableLoader, SplitDataModule, training_position
 from sarm.errors import SarmInputError
@@ -37,12 +38,14 @@ class CacheBacked:
 
     @property
     def backbone_settings(self) -> dict:
-        """Where a cache's activations came from: ``model``, ``layer`` and ``max_length`` of its manifest."""
+        """Where a cache's activations came from: ``model``, ``layer``, ``max_length`` and ``compute_dtype`` of its
+        manifest (an exported model scores text computing as its training data was computed)."""
         manifest = self.cache.manifest
         return {
             "model": manifest["model"],
             "layer": manifest["layer"],
             "max_length": manifest["settings"]["max_length"],
+            "compute_dtype": manifest["settings"].get("compute_dtype", DEFAULT_COMPUTE_DTYPE),
         }
 
 

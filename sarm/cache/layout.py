@@ -43,6 +43,8 @@ PAIRS = "pairs.jsonl"
 SKIPPED = "skipped_rows.jsonl"
 PARTIAL_MARK = ".sarm-partial"
 DTYPES = ("bfloat16", "float16", "float32")
+COMPUTE_DTYPES = ("float32", "bfloat16")  # what the backbone may compute in (CacheSettings.compute_dtype)
+DEFAULT_COMPUTE_DTYPE = "float32"  # the default, and how every cache written before the setting was computed
 FORMAT_VERSION = 2
 SHARD_TENSORS = ("tokens", "token_seq", "token_pos", "last", "seq", "truncated")
 
@@ -116,6 +118,8 @@ def check_manifest(fields: Fields) -> None:
     fields.integer("layer", low=1)
     fields.integer("hidden_size", low=1)
     fields.choice("dtype", DTYPES)
+    settings = fields.section("settings")
+    settings.choice("compute_dtype", COMPUTE_DTYPES, default=DEFAULT_COMPUTE_DTYPE)
     pairs = fields.integer("num_pairs", low=1)
     fields.integer("num_sequences", low=2 * pairs, high=2 * pairs)
     fields.integer("num_tokens", low=0)

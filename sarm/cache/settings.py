@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sarm.backbone import DEFAULT_BACKBONE
-from sarm.cache.layout import DTYPES, FORMAT_VERSION
+from sarm.cache.layout import COMPUTE_DTYPES, DEFAULT_COMPUTE_DTYPE, DTYPES, FORMAT_VERSION
 from sarm.data.readers import BUILTIN_PREFIX, is_path_source, source_files
 
 
@@ -30,6 +30,10 @@ class CacheSettings:
         max_length: longer sequences are truncated from the left, so the response's end survives.
         tokens: which token activations to keep: the final response's tokens, or all tokens.
         dtype: storage dtype of the activations.
+        compute_dtype: the dtype the backbone computes in: ``float32`` (the default; every README figure), or
+            ``bfloat16``: ~3.6× faster through SmolLM2 on CPUs with AVX512-BF16 (and the GPUs' fast path), with
+            activations ~5 % (relative L2, layer 15) from float32's, ten times the bfloat16 storage rounding. A
+            reward model trained on such a cache records it, and scores text computing the same way.
         split_fractions: train/val/test fractions, assigned by prompt.
         split_seed: seed of the split.
         bad_rows: a row that cannot be read stops the run (``error``: every bad row of the data is named
@@ -45,12 +49,16 @@ class CacheSettings:
     max_length: int = 512
     tokens: Literal["response", "all"] = "response"
     dtype: Literal[DTYPES] = "bfloat16"
+    compute_dtype: Literal[COMPUTE_DTYPES] = DEFAULT_COMPUTE_DTYPE
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     split_seed: int = 0
     bad_rows: Literal["error", "skip"] = "error"
 
     def fingerprint(self) -> str:
-        payload = asdict(self) | {
+        payload = asdict(self)
+        if payload["compute_dtype"] == DEFAULT_COMPUTE_DTYPE:  # how every cache was computed before the setting
+            del payload["compute_dtype"]  # existed: left out, so their fingerprints, and the caches, stay valid
+        payload |= {
             "data": data_fingerprint(self.data, num_pairs=self.num_pairs, seed=self.seed, hf_split=self.hf_split),
             "format": FORMAT_VERSION,
         }

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 
 from sarm.backbone import TruncatedBackbone, cache_root, load_tokenizer
 from sarm.cache.layout import (
+    DEFAULT_COMPUTE_DTYPE,
     FORMAT_VERSION,
     MANIFEST,
     PAIRS,
@@ -162,10 +163,11 @@ def check_reusable(directory: Path, manifest: dict, settings: CacheSettings, fin
     if manifest["fingerprint"] == fingerprint:
         return
     asked = json.loads(json.dumps(asdict(settings)))  # as the manifest holds them (tuples become lists)
+    there = {"compute_dtype": DEFAULT_COMPUTE_DTYPE} | manifest["settings"]  # as older caches were computed
     differ = [
-        f"{key} {manifest['settings'].get(key)!r} there, {value!r} asked"
+        f"{key} {there.get(key)!r} there, {value!r} asked"
         for key, value in asked.items()
-        if manifest["settings"].get(key) != value and key in manifest["settings"]
+        if there.get(key) != value and key in there
     ]
     what = "; ".join(differ) if differ else f"the data ({settings.data}) changed since it was cached"
     raise SarmInputError(
@@ -283,7 +285,9 @@ def _encode(
 ) -> dict | None:
     """Run the backbone over every sequence, writing shards into ``build_dir``; the manifest (on rank 0)."""
     tokenizer = load_tokenizer(settings.model, trust_remote_code)
-    backbone = TruncatedBackbone(settings.model, settings.layer, trust_remote_code=trust_remote_code)
+    backbone = TruncatedBackbone(
+        settings.model, settings.layer, dtype=settings.compute_dtype, trust_remote_code=trust_remote_code
+    )
     dataset = RenderedSequences(texts, tokenizer, settings.max_length)
     loader = DataLoader(
         dataset, batch_size=batch_size, collate_fn=partial(collate_right_padded, pad_id=tokenizer.pad_token_id)

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from sarm.cache.layout import COMPUTE_DTYPES, DEFAULT_COMPUTE_DTYPE
 from sarm.errors import SarmInputError
 from sarm.files import Fields, read_json_object, read_tensors
 from sarm.io import save_tensors, write_json
@@ -140,6 +141,7 @@ def check_config(config: Fields) -> None:
     backbone.integer("layer", low=1, default=None)
     backbone.integer("max_length", low=1, default=None, nullable=True)
     backbone.choice("weights", ("reference", "adapter", "merged"), default="reference")
+    backbone.choice("compute_dtype", COMPUTE_DTYPES, default=DEFAULT_COMPUTE_DTYPE)
     norm = config.section("reward_norm", {})
     norm.number("mean", default=0.0)
     norm.number("std", positive=True, default=1.0)  # rewards are divided by it

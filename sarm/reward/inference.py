@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from sarm.backbone import TruncatedBackbone, load_tokenizer
+from sarm.cache.layout import COMPUTE_DTYPES, DEFAULT_COMPUTE_DTYPE
 from sarm.data.pairs import pad_sequences
 from sarm.data.render import render_response
 from sarm.data.rows import Message
@@ -50,11 +51,15 @@ class RewardModel(nn.Module):
         self.eval()
 
     @classmethod
-    def load(cls, directory: str | Path, device: str | torch.device = "cpu", dtype: str = "float32") -> RewardModel:
+    def load(cls, directory: str | Path, device: str | torch.device = "cpu", dtype: str | None = None) -> RewardModel:
+        """The exported model in ``directory`` on ``device``; its backbone computes in ``dtype``, by default the
+        ``compute_dtype`` its training data was computed in (``float32`` unless its cache said otherwise)."""
         directory = Path(directory)
         network, config = load_network(directory)
         settings = Fields(config, directory / CONFIG).section("backbone")
         model, layer = settings.text("model"), settings.integer("layer", low=1)  # scoring needs both
+        if dtype is None:
+            dtype = settings.choice("compute_dtype", COMPUTE_DTYPES, default=DEFAULT_COMPUTE_DTYPE)
         weights = settings.data.get("weights", "reference")
         if weights == "merged":  # the saved backbone holds exactly the trained layers
             if not (directory / BACKBONE_DIR).is_dir():
