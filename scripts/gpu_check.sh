@@ -3,7 +3,7 @@
 #   env        nvidia-smi, Python/torch/CUDA/transformers versions, the carried wheels installed, imports
 #   tests      tests/test_cuda.py (the CUDA variants beside their CPU twins)
 #   cache..report  the demo pipeline (configs/demo/*.yaml) on the carried, truncated embedded SmolLM2, with
-#              fewer pairs and epochs: sarm cache (bf16 activations) -> fit SAE -> fit SARM -> test -> report
+#              fewer pairs and epochs: sarm cache (bf16 compute and activations) -> fit SAE -> fit SARM -> test -> report
 #   bench_sae  scripts/bench_sae.py on the device against SAELens and sparsify (n/k: 8,192/32, 32,768/64, 65,536/192)
 #   bench_score  scripts/bench_score.py on the device (bf16 backbone), SARM vs the dense head
 # Each stage has its own time limit, cut further to what is left of GPU_CHECK_BUDGET (seconds, default 400) so the
@@ -190,7 +190,8 @@ stage tests 150 "$PY -m pytest -q -p no:cacheprovider -o addopts='-ra' tests/tes
 
 # --- 3. the small pipeline ----------------------------------------------------------------------------------------
 stage cache 120 "$PY - '$W/cache' cache --config configs/demo/cache.yaml --model '$MODEL' --layer $LAYER \
-    --num_pairs $PAIRS --max_length $MAXLEN --batch_size $BATCH --dtype bfloat16 --output '$W/cache' <<'EOF'
+    --num_pairs $PAIRS --max_length $MAXLEN --batch_size $BATCH --dtype bfloat16 --compute_dtype bfloat16 \
+    --output '$W/cache' <<'EOF'
 # sarm cache, with its predict loop (the forward passes and the writing, not the model's load) timed.
 import json, sys, time
 from pathlib import Path
