@@ -24,13 +24,15 @@ def _sorted_rows(x: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("shuffle", [False, True])
-def test_a_pass_yields_each_token_of_the_split_exactly_once(tiny_cache, shuffle):
+@pytest.mark.parametrize(("split", "batch_size"), [("train", 64), ("train", 4096), ("val", 4096)])
+def test_a_pass_yields_each_token_of_the_split_exactly_once(tiny_cache, shuffle, split, batch_size):
+    # 4,096 is more than the split holds (and than any buffer of shards): one batch of every token, no empty one
     cache = ActivationCache(tiny_cache["cache"])
-    stream = TokenStream(cache, "train", batch_size=64, shuffle=shuffle, buffer_shards=2, seed=0)
+    stream = TokenStream(cache, split, batch_size=batch_size, shuffle=shuffle, buffer_shards=2, seed=0)
     batches = list(stream)
-    assert len(batches) == len(stream)
-    assert all(len(b) == 64 for b in batches[:-1])
-    got, expected = torch.cat(batches).float(), split_tokens(cache, "train")
+    assert len(batches) == len(stream) and all(len(b) for b in batches)
+    assert all(len(b) == batch_size for b in batches[:-1])
+    got, expected = torch.cat(batches).float(), split_tokens(cache, split)
     assert len(got) == len(expected) == stream.num_tokens
     torch.testing.assert_close(_sorted_rows(got), _sorted_rows(expected))
 

@@ -140,7 +140,9 @@ class TokenStream(IterableDataset):
             if self.shuffle:
                 buffer = buffer[torch.randperm(len(buffer), generator=generator)]
             full = len(buffer) - len(buffer) % self.batch_size
-            for batch in buffer[:full].split(self.batch_size):
+            # Not buffer[:0].split(...): splitting an empty tensor gives one empty batch, which counted as a pass's
+            # only batch of a split smaller than a batch (its tokens never seen, its metrics NaN).
+            for batch in buffer[:full].split(self.batch_size) if full else ():
                 yield self._mix_in_sequences(batch, generator)
             leftover = buffer[full:]
         if leftover is not None and len(leftover):
