@@ -17,6 +17,23 @@ def tiny_model_dir(tmp_path_factory):
     return save_tiny_model(tmp_path_factory.mktemp("tiny-llama"), "llama")
 
 
+def random_sarm_export(directory, model_dir, seed: int, max_length: int, k: int = 4, **export_options):
+    """An exported SARM on ``model_dir``'s layer 2: a random TopK SAE (32 → 64 latents, ``k``), mean pooling and a
+    random head (``torch.manual_seed(seed)``); ``export_options`` go to ``save_reward_model`` (e.g. ``reward_norm``)."""
+    import torch
+
+    from sarm.reward.export import save_reward_model
+    from sarm.reward.network import SARMNetwork
+    from sarm.sae import TopKSAE
+
+    torch.manual_seed(seed)
+    network = SARMNetwork(TopKSAE(32, 64, k), "mean")
+    with torch.no_grad():
+        network.head.weight.normal_()
+    backbone = {"model": model_dir, "layer": 2, "max_length": max_length}
+    return save_reward_model(directory, network, backbone, **export_options)
+
+
 GOOD = ["thank you, here is the answer", "happy to help with that", "the capital is paris"]
 BAD = ["go away", "that is a stupid question", "I will not answer you"]
 

@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 from commands import cache_pairs
+from conftest import random_sarm_export
 
 from sarm.cache import CacheSettings
 from sarm.cli import COMMANDS, main
@@ -136,15 +136,8 @@ def test_print_config_prints_an_own_commands_config(capsys):
 
 
 def test_recovery_runs_from_a_config_on_planted_data(tmp_path, tiny_model_dir, capsys):
-    from sarm.reward.export import save_reward_model
-    from sarm.reward.network import SARMNetwork
-    from sarm.sae.topk import TopKSAE
-
     main(cache_pairs("builtin:planted", tiny_model_dir, tmp_path / "cache", max_length=96, num_pairs=60))
-    torch.manual_seed(0)
-    network = SARMNetwork(TopKSAE(d_in=32, n_latents=64, k=8), pooling="mean")
-    torch.nn.init.normal_(network.head.weight)
-    save_reward_model(tmp_path / "sarm", network, {"model": tiny_model_dir, "layer": 2, "max_length": 96})
+    random_sarm_export(tmp_path / "sarm", tiny_model_dir, seed=0, max_length=96, k=8)
     config = tmp_path / "recovery.yaml"
     config.write_text(
         yaml.safe_dump(

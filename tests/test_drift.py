@@ -13,14 +13,11 @@ import json
 
 import pytest
 import torch
-from conftest import write_toy_pairs
+from conftest import random_sarm_export, write_toy_pairs
 
 from sarm.attribution.shares import reward_shares
 from sarm.cli import main
-from sarm.reward.export import save_reward_model
-from sarm.reward.network import SARMNetwork
 from sarm.rl.drift import group_ids, share_drift
-from sarm.sae import TopKSAE
 
 
 def planted_terms(n: int, seed: int, boost: float = 0.0, feature: int = 3) -> torch.Tensor:
@@ -77,12 +74,7 @@ def test_the_bootstrap_resamples_prompts_not_responses():
 
 @pytest.fixture(scope="module")
 def tiny_sarm(tmp_path_factory, tiny_model_dir):
-    torch.manual_seed(2)
-    network = SARMNetwork(TopKSAE(32, 64, 4), "mean")
-    with torch.no_grad():
-        network.head.weight.normal_()
-    directory = tmp_path_factory.mktemp("drift") / "sarm"
-    return save_reward_model(directory, network, {"model": tiny_model_dir, "layer": 2, "max_length": 48})
+    return random_sarm_export(tmp_path_factory.mktemp("drift") / "sarm", tiny_model_dir, seed=2, max_length=48)
 
 
 def responses_of(pairs_file, path, suffix: str = ""):

@@ -12,13 +12,11 @@ import json
 
 import pytest
 import torch
+from conftest import random_sarm_export
 
 from sarm.cli import main
-from sarm.reward.export import save_reward_model
 from sarm.reward.inference import RewardModel
-from sarm.reward.network import SARMNetwork
 from sarm.rl.rerank import choose
-from sarm.sae import TopKSAE
 
 ROWS = [
     {"id": "a", "prompt": "what is the capital of france", "candidates": ["paris", "the capital is paris", "go away"]},
@@ -29,12 +27,7 @@ ROWS = [
 
 @pytest.fixture(scope="module")
 def sarm_export(tmp_path_factory, tiny_model_dir):
-    torch.manual_seed(1)
-    network = SARMNetwork(TopKSAE(32, 64, 4), "mean")
-    with torch.no_grad():
-        network.head.weight.normal_()
-    directory = tmp_path_factory.mktemp("rerank") / "sarm"
-    return save_reward_model(directory, network, {"model": tiny_model_dir, "layer": 2, "max_length": 64})
+    return random_sarm_export(tmp_path_factory.mktemp("rerank") / "sarm", tiny_model_dir, seed=1, max_length=64)
 
 
 def write_jsonl(path, rows):

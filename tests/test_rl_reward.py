@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import random_sarm_export
 
 from sarm.attribution.shares import reward_shares
 from sarm.errors import SarmInputError
-from sarm.reward.export import save_reward_model
 from sarm.reward.inference import RewardModel
-from sarm.reward.network import SARMNetwork
 from sarm.rl.reward_function import SHARE_PREFIX, SARMRewardFunction
 from sarm.rl.samples import prompt_and_response
-from sarm.sae import TopKSAE
 
 PROMPTS = ["what is the capital of france", "please write a python function", "thank you for the answer"]
 
@@ -26,15 +24,8 @@ PROMPTS = ["what is the capital of france", "please write a python function", "t
 @pytest.fixture(scope="module")
 def sarm_export(tmp_path_factory, tiny_model_dir):
     """A tiny SARM (mean pooling) on the tiny backbone's layer 2, random head."""
-    torch.manual_seed(0)
-    network = SARMNetwork(TopKSAE(32, 64, 4), "mean")
-    with torch.no_grad():
-        network.head.weight.normal_()
-    return save_reward_model(
-        tmp_path_factory.mktemp("rl-sarm") / "sarm",
-        network,
-        {"model": tiny_model_dir, "layer": 2, "max_length": 64},
-        reward_norm=[0.5, 2.0],
+    return random_sarm_export(
+        tmp_path_factory.mktemp("rl-sarm") / "sarm", tiny_model_dir, seed=0, max_length=64, reward_norm=[0.5, 2.0]
     )
 
 
