@@ -14,7 +14,7 @@ import lightning as L
 from sarm.attribution.callback import RewardAttribution
 from sarm.attribution.legibility import legibility_curve
 from sarm.cache import ActivationCache, CacheSettings, PairActivationDataModule, cache_activations
-from sarm.cache.layout import DEFAULT_COMPUTE_DTYPE, read_manifest
+from sarm.cache.layout import read_manifest
 from sarm.errors import SarmInputError
 from sarm.reward.export import read_config
 from sarm.reward.residual_sarm import ResidualSARM
@@ -127,7 +127,7 @@ def attribute_dataset(
         max_length=backbone["max_length"],
         tokens="response",
         dtype=dtype,
-        compute_dtype=backbone.get("compute_dtype", DEFAULT_COMPUTE_DTYPE),  # as the model's training data was computed
+        compute_dtype=backbone["compute_dtype"],  # as the model's training data was computed
         split_fractions=split_fractions,
         split_seed=split_seed,
     )

@@ -16,7 +16,6 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from sarm.cache.layout import DEFAULT_COMPUTE_DTYPE
 from sarm.cache.reader import ActivationCache
 from sarm.data.pairs import ResumableLoader, SplitDataModule, training_position
 from sarm.errors import SarmInputError
@@ -45,7 +44,7 @@ class CacheBacked:
             "model": manifest["model"],
             "layer": manifest["layer"],
             "max_length": manifest["settings"]["max_length"],
-            "compute_dtype": manifest["settings"].get("compute_dtype", DEFAULT_COMPUTE_DTYPE),
+            "compute_dtype": manifest["settings"]["compute_dtype"],
         }
 
 

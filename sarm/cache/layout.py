@@ -95,6 +95,8 @@ def read_manifest(directory: Path) -> dict | None:
                 "choose another output directory"
             )
         check_manifest(Fields(manifest, path))
+        # Caches written before the setting existed computed in float32: every reader sees the setting.
+        manifest["settings"].setdefault("compute_dtype", DEFAULT_COMPUTE_DTYPE)
         return manifest
     entries = sorted(p.name for p in directory.iterdir())
     if entries:

@@ -24,7 +24,6 @@ from torch.utils.data import DataLoader
 
 from sarm.backbone import TruncatedBackbone, cache_root, load_tokenizer
 from sarm.cache.layout import (
-    DEFAULT_COMPUTE_DTYPE,
     FORMAT_VERSION,
     MANIFEST,
     PAIRS,
@@ -163,11 +162,10 @@ def check_reusable(directory: Path, manifest: dict, settings: CacheSettings, fin
     if manifest["fingerprint"] == fingerprint:
         return
     asked = json.loads(json.dumps(asdict(settings)))  # as the manifest holds them (tuples become lists)
-    there = {"compute_dtype": DEFAULT_COMPUTE_DTYPE} | manifest["settings"]  # as older caches were computed
     differ = [
-        f"{key} {there.get(key)!r} there, {value!r} asked"
+        f"{key} {manifest['settings'].get(key)!r} there, {value!r} asked"
         for key, value in asked.items()
-        if there.get(key) != value and key in there
+        if manifest["settings"].get(key) != value and key in manifest["settings"]
     ]
     what = "; ".join(differ) if differ else f"the data ({settings.data}) changed since it was cached"
     raise SarmInputError(

@@ -117,6 +117,8 @@ def read_config(directory: str | Path) -> dict:
         raise SarmInputError(f"{path}: no trained reward model here (expected {CONFIG} beside {HEAD})")
     config = read_json_object(path)
     check_config(Fields(config, path))
+    # Models exported before the setting existed were trained on float32-computed activations: every reader sees it.
+    config["backbone"].setdefault("compute_dtype", DEFAULT_COMPUTE_DTYPE)
     return config
 
 

@@ -24,7 +24,6 @@ import torch
 from torch import nn
 
 from sarm.backbone import TruncatedBackbone, load_tokenizer
-from sarm.cache.layout import COMPUTE_DTYPES, DEFAULT_COMPUTE_DTYPE
 from sarm.data.pairs import pad_sequences
 from sarm.data.render import render_response
 from sarm.data.rows import Message
@@ -58,8 +57,7 @@ class RewardModel(nn.Module):
         network, config = load_network(directory)
         settings = Fields(config, directory / CONFIG).section("backbone")
         model, layer = settings.text("model"), settings.integer("layer", low=1)  # scoring needs both
-        if dtype is None:
-            dtype = settings.choice("compute_dtype", COMPUTE_DTYPES, default=DEFAULT_COMPUTE_DTYPE)
+        dtype = dtype or settings.data["compute_dtype"]
         weights = settings.data.get("weights", "reference")
         if weights == "merged":  # the saved backbone holds exactly the trained layers
             if not (directory / BACKBONE_DIR).is_dir():
