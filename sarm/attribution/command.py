@@ -16,7 +16,7 @@ from sarm.attribution.legibility import legibility_curve
 from sarm.cache import ActivationCache, CacheSettings, PairActivationDataModule, cache_activations
 from sarm.cache.layout import read_manifest
 from sarm.errors import SarmInputError
-from sarm.reward.export import read_config
+from sarm.reward.export import compute_dtype, read_config
 from sarm.reward.residual_sarm import ResidualSARM
 from sarm.reward.sarm import SARM
 
@@ -127,7 +127,7 @@ def attribute_dataset(
         max_length=backbone["max_length"],
         tokens="response",
         dtype=dtype,
-        compute_dtype=backbone["compute_dtype"],  # as the model's training data was computed
+        compute_dtype=compute_dtype(config),  # as the model's training data was computed
         split_fractions=split_fractions,
         split_seed=split_seed,
     )

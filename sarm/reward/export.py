@@ -117,9 +117,13 @@ def read_config(directory: str | Path) -> dict:
         raise SarmInputError(f"{path}: no trained reward model here (expected {CONFIG} beside {HEAD})")
     config = read_json_object(path)
     check_config(Fields(config, path))
-    # Models exported before the setting existed were trained on float32-computed activations: every reader sees it.
-    config["backbone"].setdefault("compute_dtype", DEFAULT_COMPUTE_DTYPE)
     return config
+
+
+def compute_dtype(config: dict) -> str:
+    """The dtype the model's training activations were computed in (``sarm.json`` ``backbone.compute_dtype``; a
+    model exported before the setting existed: float32)."""
+    return config["backbone"].get("compute_dtype", DEFAULT_COMPUTE_DTYPE)
 
 
 def check_config(config: Fields) -> None:

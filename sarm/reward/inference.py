@@ -29,7 +29,7 @@ from sarm.data.render import render_response
 from sarm.data.rows import Message
 from sarm.errors import SarmInputError
 from sarm.files import Fields, read_json_object, read_tensors
-from sarm.reward.export import ADAPTER_DIR, BACKBONE_DIR, CONFIG, INCOMPLETE, load_network
+from sarm.reward.export import ADAPTER_DIR, BACKBONE_DIR, CONFIG, INCOMPLETE, compute_dtype, load_network
 from sarm.reward.residual import ResidualSARMNetwork
 
 
@@ -57,7 +57,7 @@ class RewardModel(nn.Module):
         network, config = load_network(directory)
         settings = Fields(config, directory / CONFIG).section("backbone")
         model, layer = settings.text("model"), settings.integer("layer", low=1)  # scoring needs both
-        dtype = dtype or settings.data["compute_dtype"]
+        dtype = dtype or compute_dtype(config)
         weights = settings.data.get("weights", "reference")
         if weights == "merged":  # the saved backbone holds exactly the trained layers
             if not (directory / BACKBONE_DIR).is_dir():
